@@ -101,7 +101,9 @@ class TrainConfig:
         ]
         for ok, name, allowed in checks:
             if not ok:
-                raise UserError(f"config: {name}: {getattr(self, name)!r} invalid; must be {allowed}")
+                raise UserError(
+                    f"config: {name}: {getattr(self, name)!r} invalid; must be {allowed}"
+                )
 
 
 _TYPE_NAMES = {int: "int", float: "float", bool: "bool", str: "str"}
@@ -115,7 +117,8 @@ def _field_type(f: dataclasses.Field) -> type:
 def schema() -> dict[str, dict[str, Any]]:
     """Field name -> {"type": "int"|"float"|"bool"|"str", "default": value}."""
     return {
-        f.name: {"type": _TYPE_NAMES[_field_type(f)], "default": f.default} for f in fields(TrainConfig)
+        f.name: {"type": _TYPE_NAMES[_field_type(f)], "default": f.default}
+        for f in fields(TrainConfig)
     }
 
 

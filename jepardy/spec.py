@@ -1,0 +1,653 @@
+"""Sweep specs: a TOML file -> validated frozen dataclasses -> the planned runs.
+
+`load_spec` reads and checks the whole file (every mistake is a one-line `UserError` naming
+the file and the dotted field), and `expand_runs` turns the result into `PlannedRun`s in the
+order the spec is written. Nothing here launches anything or touches the store; the only
+files read are the spec itself and the trainer's source (for its digest, never imported).
+
+The TOML layout, the precedence of params and the run identity are the contracts in
+docs/architecture.md ("Spec (TOML) -> runs", "Run identity").
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import itertools
+import json
+import re
+import tomllib
+from collections import Counter
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import Any, NoReturn
+
+from jepardy.errors import UserError
+from jepardy.trainer.config import coerce_value
+
+Scalar = bool | int | float | str
+Axes = dict[str, tuple[Scalar, ...]]
+
+CONTROL = "control"  # the name of every lane's control arm
+KINDS = ("jepardy",)  # trainer kinds that can be launched ("script" comes later)
+NAME_PATTERN = re.compile(r"[a-z0-9][a-z0-9_.-]*")
+# A grid of more points than this is almost surely a typo'd step (and would hang expansion).
+MAX_GRID_POINTS = 10_000
+
+_TOP_KEYS = ("sweep", "trainer", "params", "axes", "lanes")
+_SWEEP_KEYS = ("name", "description", "seeds", "zip")
+_TRAINER_KEYS = ("kind", "nproc")
+_LANE_KEYS = ("description", "params", "axes", "control", "arms")
+_GRID_KEYS = ("start", "stop", "step")
+_PACKAGE_DIR = Path(__file__).resolve().parent
+_CODE_DIRS = ("trainer", "data")  # what the trainer process runs; see trainer_code_digest
+_TOML_WHERE = re.compile(r"(?P<msg>.*) \(at (?P<where>line \d+, column \d+|end of document)\)")
+
+
+@dataclass(frozen=True)
+class Arm:
+    """One arm of a lane: scalar params, and arm axes (each a tuple of distinct values)."""
+
+    name: str
+    params: dict[str, Scalar]
+    axes: Axes
+
+
+@dataclass(frozen=True)
+class Lane:
+    """A lane: its own params and axes, a control arm named "control", arms in file order."""
+
+    name: str
+    description: str
+    params: dict[str, Scalar]
+    axes: Axes
+    control: Arm
+    arms: tuple[Arm, ...]
+
+
+@dataclass(frozen=True)
+class Spec:
+    """A validated spec. `text` and `sha256` are the file as read (the store records them);
+    `code_digest` is `trainer_code_digest()` taken at load time, so expansion stays pure."""
+
+    path: Path
+    text: str
+    sha256: str
+    code_digest: str
+    name: str
+    description: str
+    seeds: tuple[int, ...]
+    zip_groups: tuple[tuple[str, ...], ...]
+    kind: str
+    nproc: int
+    params: dict[str, Scalar]
+    axes: Axes
+    lanes: tuple[Lane, ...]
+
+
+@dataclass(frozen=True)
+class PlannedRun:
+    """One run to launch. `params` holds only the keys the spec sets (plus `seed`); the
+    trainer fills in its own defaults. `match` pairs an arm run with its control run."""
+
+    run_id: str
+    sweep: str
+    lane: str
+    arm: str
+    variant: str
+    match: str
+    seed: int
+    params: dict[str, Scalar] = field(hash=False)
+    nproc: int
+    kind: str
+
+
+def load_spec(path: Path, schema: Mapping[str, Mapping[str, Any]]) -> Spec:
+    """Read, parse and fully validate a spec against the trainer's param schema.
+
+    `schema` maps param name -> {"type": "int"|"float"|"bool"|"str", "default": ...}, as
+    `jepardy.trainer.config.schema()` returns it. Raises `UserError` (one line) for any
+    mistake, including duplicate runs, so a returned Spec always expands cleanly.
+    """
+    data = _read_bytes(path)
+    text = _decode(path, data)
+    raw = _parse_toml(path, text)
+    spec = _Parser(str(path), schema).spec(raw, path, text, hashlib.sha256(data).hexdigest())
+    expand_runs(spec)  # duplicate runs are only visible after expansion
+    return spec
+
+
+def expand_runs(spec: Spec) -> list[PlannedRun]:
+    """Every run of the spec, in spec order: lanes in file order; control, then arms in file
+    order; arm-axis points; sweep+lane-axis points (zip groups advance together); seeds.
+
+    Pure and deterministic. Raises `UserError` if two runs of one lane resolve to the same
+    params (e.g. an arm that equals the control).
+    """
+    runs = [run for lane in spec.lanes for run in _expand_lane(spec, lane)]
+    _check_duplicates(spec, runs)
+    return runs
+
+
+def run_id(
+    *, sweep: str, lane: str, arm: str, params: Mapping[str, Any], kind: str, code: str
+) -> str:
+    """First 16 hex chars of sha256 over the canonical JSON of the run's identity."""
+    identity = {"sweep": sweep, "lane": lane, "arm": arm, "params": dict(params)}
+    identity |= {"kind": kind, "code": code}
+    return hashlib.sha256(_canonical_json(identity).encode()).hexdigest()[:16]
+
+
+def trainer_code_digest(package_dir: Path = _PACKAGE_DIR) -> str:
+    """sha256 over every .py under `<package_dir>/trainer` and `<package_dir>/data`, sorted
+    by path relative to the package's parent (e.g. "jepardy/trainer/config.py"); each file
+    contributes its path, its length and its bytes. Files are read, never imported."""
+    files = [p for d in _CODE_DIRS for p in (package_dir / d).rglob("*.py") if p.is_file()]
+    relative = sorted((p.relative_to(package_dir.parent).as_posix(), p) for p in files)
+    digest = hashlib.sha256()
+    for name, path in relative:
+        content = path.read_bytes()
+        # Length-prefixed framing, so no two different file sets hash the same stream.
+        digest.update(f"{name}\0{len(content)}\0".encode())
+        digest.update(content)
+    return digest.hexdigest()
+
+
+def format_value(value: Scalar) -> str:
+    """A value as it appears in `match` and `variant`: true/false, floats by repr."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return repr(value)
+    return str(value)
+
+
+def describe_plan(runs: Sequence[PlannedRun]) -> dict[str, Any]:
+    """Counts for `jepardy plan`: {"runs": n, "lanes": {lane: n}, "arms": {lane: {arm: n}},
+    "axes": {param: {value: n}}}. "axes" lists every param (seed included) whose value differs
+    between runs; a run that does not set it counts under "(default)"."""
+    arms: dict[str, Counter[str]] = {}
+    for run in runs:
+        arms.setdefault(run.lane, Counter())[run.arm] += 1
+    return {
+        "runs": len(runs),
+        "lanes": dict(Counter(run.lane for run in runs)),
+        "arms": {lane: dict(counts) for lane, counts in arms.items()},
+        "axes": _value_counts(runs),
+    }
+
+
+# --- expansion ---------------------------------------------------------------------------
+
+
+def _expand_lane(spec: Spec, lane: Lane) -> Iterator[PlannedRun]:
+    matches = _points(_match_units(spec, lane))
+    for arm in (lane.control, *lane.arms):
+        for variant in _points(_axis_units(arm.axes)):
+            for match in matches:
+                for seed in spec.seeds:
+                    yield _planned_run(spec, lane, arm, variant, match, seed)
+
+
+def _planned_run(
+    spec: Spec,
+    lane: Lane,
+    arm: Arm,
+    variant: dict[str, Scalar],
+    match: dict[str, Scalar],
+    seed: int,
+) -> PlannedRun:
+    # Precedence: [params] < lane params < axis values < arm params < seed. Validation made
+    # axis and arm keys disjoint, so only the first two layers ever overlap the others.
+    merged = {**spec.params, **lane.params, **match, **arm.params, **variant, "seed": seed}
+    params = dict(sorted(merged.items()))
+    identity = run_id(
+        sweep=spec.name,
+        lane=lane.name,
+        arm=arm.name,
+        params=params,
+        kind=spec.kind,
+        code=spec.code_digest,
+    )
+    return PlannedRun(
+        run_id=identity,
+        sweep=spec.name,
+        lane=lane.name,
+        arm=arm.name,
+        variant=_label(variant),
+        match=_label(match),
+        seed=seed,
+        params=params,
+        nproc=spec.nproc,
+        kind=spec.kind,
+    )
+
+
+# A "unit" is one independent factor of a product: a list of choices, each choice a dict of
+# axis values. An ordinary axis is a unit of one-key dicts; a zip group is a single unit.
+_Unit = list[dict[str, Scalar]]
+
+
+def _axis_units(axes: Axes) -> list[_Unit]:
+    return [[{name: value} for value in values] for name, values in axes.items()]
+
+
+def _match_units(spec: Spec, lane: Lane) -> list[_Unit]:
+    """Sweep axes then lane axes, in written order; a zip group sits at its first member."""
+    scope = {**spec.axes, **lane.axes}
+    units: list[_Unit] = []
+    done: set[str] = set()
+    for name in scope:
+        if name in done:
+            continue
+        group = next((g for g in spec.zip_groups if name in g), (name,))
+        units.append([{n: scope[n][i] for n in group} for i in range(len(scope[name]))])
+        done.update(group)
+    return units
+
+
+def _points(units: list[_Unit]) -> list[dict[str, Scalar]]:
+    # product() of no units yields one empty point: a lane without axes runs once per seed.
+    return [
+        {k: v for choice in combo for k, v in choice.items()} for combo in itertools.product(*units)
+    ]
+
+
+def _label(point: Mapping[str, Scalar]) -> str:
+    return ",".join(f"{key}={format_value(point[key])}" for key in sorted(point))
+
+
+def _canonical_json(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"))
+
+
+def _check_duplicates(spec: Spec, runs: list[PlannedRun]) -> None:
+    seen: dict[tuple[str, str], PlannedRun] = {}
+    for run in runs:
+        first = seen.setdefault((run.lane, _canonical_json(run.params)), run)
+        if first is not run:
+            where = f"lanes.{run.lane}.{_arm_field(run.arm)}"
+            raise UserError(
+                f"{spec.path}: {where}: {_run_label(run)} resolves to the same params as "
+                f"{_run_label(first)}; every run in a lane must differ"
+            )
+
+
+def _arm_field(arm: str) -> str:
+    return CONTROL if arm == CONTROL else f"arms.{arm}"
+
+
+def _run_label(run: PlannedRun) -> str:
+    where = ", ".join(part for part in (run.variant, run.match, f"seed={run.seed}") if part)
+    return f"arm {run.arm} ({where})"
+
+
+def _value_counts(runs: Sequence[PlannedRun]) -> dict[str, dict[str, int]]:
+    keys = sorted({key for run in runs for key in run.params})
+    counts = {
+        key: Counter(
+            format_value(run.params[key]) if key in run.params else "(default)" for run in runs
+        )
+        for key in keys
+    }
+    return {key: dict(c) for key, c in counts.items() if len(c) > 1}
+
+
+# --- reading -----------------------------------------------------------------------------
+
+
+def _read_bytes(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise UserError(f"{path}: file not found; expected a TOML spec file") from None
+    except OSError as err:
+        raise UserError(
+            f"{path}: cannot read ({err.strerror}); expected a TOML spec file"
+        ) from None
+
+
+def _decode(path: Path, data: bytes) -> str:
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise UserError(f"{path}: byte {err.start} is not UTF-8; TOML files are UTF-8") from None
+
+
+def _parse_toml(path: Path, text: str) -> dict[str, Any]:
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as err:
+        # Python 3.11's error carries its position only in the message: "... (at line 2,
+        # column 5)". Move it to the field slot so the line reads like every other error.
+        found = _TOML_WHERE.fullmatch(str(err))
+        where, msg = (found["where"], found["msg"]) if found else ("syntax", str(err))
+        raise UserError(f"{path}: {where}: {msg}; expected valid TOML") from None
+
+
+# --- validation --------------------------------------------------------------------------
+
+
+def _describe(value: Any) -> str:
+    kind = {dict: "table", list: "list"}.get(type(value), type(value).__name__)
+    return f"{value!r} is a {kind}"
+
+
+def _unknown(found: str, allowed: Sequence[str], otherwise: str) -> str:
+    close = difflib.get_close_matches(found, allowed, n=1)
+    return f"did you mean {close[0]}?" if close else otherwise
+
+
+class _Parser:
+    """Turns the parsed TOML into a Spec; every `fail` names the file and the dotted field."""
+
+    def __init__(self, file: str, schema: Mapping[str, Mapping[str, Any]]) -> None:
+        self.file = file
+        self.schema = schema
+
+    def fail(self, where: str, what: str) -> NoReturn:
+        # Quoted TOML keys may hold newlines; the message must stay one line.
+        raise UserError(f"{self.file}: {where}: {what}".replace("\n", "\\n"))
+
+    # structure
+
+    def spec(self, raw: dict[str, Any], path: Path, text: str, sha256: str) -> Spec:
+        # Section by section, [sweep] first: the first mistake reported is the most basic one.
+        self.check_keys(raw, "", _TOP_KEYS)
+        sweep = self.table(raw, "sweep", "")
+        self.check_keys(sweep, "sweep", _SWEEP_KEYS)
+        name = self.name(sweep.get("name"), "sweep.name")
+        description = self.text(sweep, "description", "sweep")
+        seeds = self.seeds(sweep)
+        trainer = self.table(raw, "trainer", "")
+        self.check_keys(trainer, "trainer", _TRAINER_KEYS)
+        kind = self.kind(trainer.get("kind", KINDS[0]))
+        nproc = self.nproc(trainer.get("nproc", 1))
+        params = self.params(self.table(raw, "params", ""), "params")
+        axes = self.axes(self.table(raw, "axes", ""), "axes")
+        lanes = self.lanes(raw)
+        self.check_overlaps(axes, lanes)
+        zip_groups = self.zip_groups(sweep.get("zip"), axes, lanes)
+        return Spec(
+            path=path,
+            text=text,
+            sha256=sha256,
+            code_digest=trainer_code_digest(),
+            name=name,
+            description=description,
+            seeds=seeds,
+            zip_groups=zip_groups,
+            kind=kind,
+            nproc=nproc,
+            params=params,
+            axes=axes,
+            lanes=lanes,
+        )
+
+    def check_keys(self, table: dict[str, Any], prefix: str, allowed: Sequence[str]) -> None:
+        for key, value in table.items():
+            if key not in allowed:
+                what = "unknown table" if isinstance(value, dict) else "unknown key"
+                hint = _unknown(key, allowed, f"allowed: {', '.join(allowed)}")
+                self.fail(_join(prefix, key), f"{what}; {hint}")
+
+    def table(self, parent: dict[str, Any], key: str, prefix: str) -> dict[str, Any]:
+        """parent[key] as a table; a missing key is an empty table."""
+        return self.as_table(parent.get(key, {}), _join(prefix, key))
+
+    def as_table(self, value: Any, where: str) -> dict[str, Any]:
+        if not isinstance(value, dict):
+            self.fail(where, f"{_describe(value)}; expected a table")
+        return value
+
+    def name(self, value: Any, where: str) -> str:
+        if value is None:
+            self.fail(where, f"missing; a name matching {NAME_PATTERN.pattern} is required")
+        if not isinstance(value, str) or not NAME_PATTERN.fullmatch(value):
+            self.fail(where, f"{value!r} is not a valid name; names match {NAME_PATTERN.pattern}")
+        return value
+
+    def text(self, table: dict[str, Any], key: str, prefix: str) -> str:
+        value = table.get(key, "")
+        if not isinstance(value, str):
+            self.fail(_join(prefix, key), f"{_describe(value)}; expected a string")
+        return value
+
+    def lanes(self, raw: dict[str, Any]) -> tuple[Lane, ...]:
+        lanes = self.table(raw, "lanes", "")
+        if not lanes:
+            self.fail("lanes", "missing; at least one [lanes.<name>] table is required")
+        return tuple(self.lane(name, value) for name, value in lanes.items())
+
+    def lane(self, name: str, value: Any) -> Lane:
+        where = f"lanes.{name}"
+        self.name(name, where)
+        raw = self.as_table(value, where)
+        self.check_keys(raw, where, _LANE_KEYS)
+        if "control" not in raw:
+            self.fail(where, "no control arm; add control = { ... } (it may be empty: {})")
+        control = Arm(
+            CONTROL, self.params(self.table(raw, "control", where), f"{where}.control"), {}
+        )
+        arms = self.table(raw, "arms", where)
+        return Lane(
+            name=name,
+            description=self.text(raw, "description", where),
+            params=self.params(self.table(raw, "params", where), f"{where}.params"),
+            axes=self.axes(self.table(raw, "axes", where), f"{where}.axes"),
+            control=control,
+            arms=tuple(self.arm(arm, arms, f"{where}.arms") for arm in arms),
+        )
+
+    def arm(self, name: str, arms: dict[str, Any], prefix: str) -> Arm:
+        """An arm table: a scalar is an arm param, a list or a float grid is an arm axis."""
+        where = f"{prefix}.{name}"
+        self.name(name, where)
+        if name == CONTROL:
+            self.fail(where, "'control' is the lane's control arm; give this arm another name")
+        params: dict[str, Scalar] = {}
+        axes: Axes = {}
+        for key, value in self.table(arms, name, prefix).items():
+            if isinstance(value, list | dict):
+                axes[key] = self.axis(key, value, f"{where}.{key}")
+            else:
+                params[key] = self.value(key, value, f"{where}.{key}")
+        return Arm(name, params, axes)
+
+    # values
+
+    def param_name(self, name: str, where: str) -> str:
+        """The schema type of trainer param `name`; unknown names and `seed` are refused."""
+        if name == "seed":
+            self.fail(where, "seed is set by sweep.seeds; not allowed as a param")
+        if name not in self.schema:
+            hint = _unknown(
+                name, list(self.schema), "`python -m jepardy.trainer.config` lists them"
+            )
+            self.fail(where, f"unknown trainer param; {hint}")
+        return str(self.schema[name]["type"])
+
+    def value(self, name: str, value: Any, where: str) -> Scalar:
+        type_name = self.param_name(name, where)
+        if isinstance(value, list | dict):
+            self.fail(
+                where, f"{_describe(value)}; expected one {type_name} (lists go in axes or arms)"
+            )
+        return self.coerce(value, type_name, where)
+
+    def coerce(self, value: Any, type_name: str, where: str) -> Scalar:
+        try:
+            # coerce_value starts its message with the name it is given: pass the field.
+            return coerce_value(where, value, type_name)
+        except ValueError as err:
+            raise UserError(f"{self.file}: {err}") from None
+
+    def params(self, table: dict[str, Any], prefix: str) -> dict[str, Scalar]:
+        return {key: self.value(key, value, f"{prefix}.{key}") for key, value in table.items()}
+
+    def axes(self, table: dict[str, Any], prefix: str) -> Axes:
+        return {key: self.axis(key, value, f"{prefix}.{key}") for key, value in table.items()}
+
+    def axis(self, name: str, value: Any, where: str) -> tuple[Scalar, ...]:
+        """A non-empty list of distinct values, or a float grid {start, stop, step}."""
+        type_name = self.param_name(name, where)
+        if isinstance(value, dict):
+            if type_name != "float":
+                self.fail(where, f"a float grid on a {type_name} param; use a list of values")
+            return self.grid(value, where)
+        if not isinstance(value, list):
+            self.fail(where, f"{_describe(value)}; expected a list of values or a float grid")
+        if not value:
+            self.fail(where, "[] is empty; an axis needs at least one value")
+        values = tuple(self.coerce(v, type_name, f"{where}[{i}]") for i, v in enumerate(value))
+        for i, v in enumerate(values):
+            if v in values[:i]:
+                self.fail(f"{where}[{i}]", f"{v!r} appears twice; axis values must be distinct")
+        return values
+
+    def grid(self, table: dict[str, Any], where: str) -> tuple[float, ...]:
+        """start, start + step, ..., stop in exact decimal arithmetic, then to float, so a 0.05
+        step gives 0.15 and not 0.15000000000000002. The step must land exactly on stop."""
+        self.check_keys(table, where, _GRID_KEYS)
+        for key in _GRID_KEYS:
+            if key not in table:
+                self.fail(f"{where}.{key}", "missing; a float grid needs start, stop and step")
+        start, stop, step = (self.decimal(table[k], f"{where}.{k}") for k in _GRID_KEYS)
+        if step <= 0:
+            self.fail(f"{where}.step", f"{step} is not positive; step must be > 0")
+        if stop < start:
+            self.fail(f"{where}.stop", f"{stop} is below start {start}; stop must be >= start")
+        if (stop - start) / step >= MAX_GRID_POINTS:
+            self.fail(f"{where}.step", f"{step} gives too many points; at most {MAX_GRID_POINTS}")
+        count, rest = divmod(stop - start, step)
+        if rest != 0:
+            self.fail(
+                f"{where}.step",
+                f"{step} does not divide stop - start = {stop - start}; "
+                "the grid must land exactly on stop",
+            )
+        return tuple(float(start + i * step) for i in range(int(count) + 1))
+
+    def decimal(self, value: Any, where: str) -> Decimal:
+        # Numbers go through str() so a TOML 0.05 becomes Decimal("0.05"), not its binary value.
+        if isinstance(value, bool) or not isinstance(value, int | float | str):
+            self.fail(where, f"{_describe(value)}; expected a decimal string or a number")
+        try:
+            number = Decimal(str(value).strip())
+        except InvalidOperation:
+            self.fail(where, f'{value!r} is not a number; expected a decimal string like "0.05"')
+        if not number.is_finite():
+            self.fail(where, f"{value!r} is not finite; expected a finite number")
+        return number
+
+    # sweep-wide rules
+
+    def seeds(self, sweep: dict[str, Any]) -> tuple[int, ...]:
+        allowed = "expected a non-empty list of distinct ints"
+        if "seeds" not in sweep:
+            self.fail("sweep.seeds", f"missing; {allowed}")
+        seeds = sweep["seeds"]
+        if not isinstance(seeds, list):
+            self.fail("sweep.seeds", f"{_describe(seeds)}; {allowed}")
+        if not seeds:
+            self.fail("sweep.seeds", f"[] is empty; {allowed}")
+        for i, seed in enumerate(seeds):
+            if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+                self.fail(f"sweep.seeds[{i}]", f"{seed!r} is not an int >= 0; {allowed}")
+            if seed in seeds[:i]:
+                self.fail(f"sweep.seeds[{i}]", f"{seed} appears twice; {allowed}")
+        return tuple(seeds)
+
+    def kind(self, value: Any) -> str:
+        if value not in KINDS:
+            self.fail("trainer.kind", f"{value!r} is not supported; allowed: {', '.join(KINDS)}")
+        return str(value)
+
+    def nproc(self, value: Any) -> int:
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            self.fail("trainer.nproc", f"{value!r} is not an int >= 1; expected processes per run")
+        return value
+
+    def check_overlaps(self, axes: Axes, lanes: tuple[Lane, ...]) -> None:
+        """An axis lives at one level, and a field that is an axis is never an arm param."""
+        for lane in lanes:
+            for key in lane.axes:
+                if key in axes:
+                    self.fail(
+                        f"lanes.{lane.name}.axes.{key}",
+                        f"also a sweep axis (axes.{key}); define an axis at one level",
+                    )
+            scope = {key: f"axes.{key}" for key in axes}
+            scope |= {key: f"lanes.{lane.name}.axes.{key}" for key in lane.axes}
+            for arm in (lane.control, *lane.arms):
+                for key in (*arm.params, *arm.axes):
+                    if key in scope:
+                        self.fail(
+                            f"lanes.{lane.name}.{_arm_field(arm.name)}.{key}",
+                            f"also an axis ({scope[key]}); set a field in one place",
+                        )
+
+    def zip_groups(
+        self, value: Any, axes: Axes, lanes: tuple[Lane, ...]
+    ) -> tuple[tuple[str, ...], ...]:
+        """Each group names >= 2 distinct sweep or lane axes of equal length, and no axis is in
+        two groups. In every lane a group is either wholly in scope or wholly absent."""
+        if value is None:
+            return ()
+        if not isinstance(value, list):
+            self.fail("sweep.zip", f"{_describe(value)}; expected a list of lists of axis names")
+        known = set(axes).union(*(lane.axes for lane in lanes))
+        groups = tuple(self.zip_group(g, f"sweep.zip[{i}]", known) for i, g in enumerate(value))
+        for i, group in enumerate(groups):
+            for j, earlier in enumerate(groups[:i]):
+                for name in set(group) & set(earlier):
+                    self.fail(
+                        f"sweep.zip[{i}]",
+                        f"{name} is also in sweep.zip[{j}]; an axis may be in one zip group",
+                    )
+            for lane in lanes:
+                self.check_zip_in_lane(group, f"sweep.zip[{i}]", axes, lane)
+        return groups
+
+    def zip_group(self, group: Any, where: str, known: set[str]) -> tuple[str, ...]:
+        allowed = "expected a list of two or more distinct axis names"
+        if not isinstance(group, list) or len(group) < 2:
+            self.fail(where, f"{_describe(group)}; {allowed}")
+        for i, name in enumerate(group):
+            if not isinstance(name, str) or name in group[:i]:
+                self.fail(f"{where}[{i}]", f"{name!r} is not a new axis name; {allowed}")
+            if name not in known:
+                self.fail(
+                    f"{where}[{i}]",
+                    f"{name!r} is not a sweep or lane axis; "
+                    "zip names axes from [axes] or lanes.<name>.axes",
+                )
+        return tuple(group)
+
+    def check_zip_in_lane(self, group: tuple[str, ...], where: str, axes: Axes, lane: Lane) -> None:
+        scope = {**axes, **lane.axes}
+        present = [name for name in group if name in scope]
+        if not present:
+            return
+        if len(present) < len(group):
+            missing = ", ".join(name for name in group if name not in scope)
+            self.fail(
+                f"lanes.{lane.name}.axes",
+                f"lacks {missing} of zip group {where}; "
+                "a zip group's axes must all be defined for the lane",
+            )
+        if len({len(scope[name]) for name in group}) > 1:
+            sizes = ", ".join(f"{name}: {len(scope[name])}" for name in group)
+            # Name the lane only when its own axes take part; sweep axes are the same everywhere.
+            lane_part = f" in lane {lane.name}" if set(group) & set(lane.axes) else ""
+            self.fail(
+                where,
+                f"axes of different lengths ({sizes}){lane_part}; "
+                "zipped axes must have equal lengths",
+            )
+
+
+def _join(prefix: str, key: str) -> str:
+    return f"{prefix}.{key}" if prefix else key

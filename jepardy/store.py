@@ -1,0 +1,636 @@
+"""The sweep database: typed SQLAlchemy models and the few transitions the orchestrator makes.
+
+Only the orchestrator writes here (docs/architecture.md); jobs write `result.json` and
+`metrics.jsonl` into their run directory and the orchestrator records them when a job ends.
+
+Tables (SCHEMA_VERSION 1):
+- `schema_info`: one row, the schema version this file was created with.
+- `sweeps`: one row per sweep name, with the spec text and its sha256.
+- `runs`: one row per planned run (id = PlannedRun.run_id), its status, provenance, and the
+  result fields as typed columns, so `pandas.read_sql("runs", engine)` can filter on
+  `jepa_weight`, `val_bpb`, ... without parsing JSON. `params`, `command` and `result` are
+  JSON kept as text (opaque provenance).
+- `metrics`: one row per (run, step, name) from `metrics.jsonl`; a non-finite value is stored
+  as NULL with `kind` saying which ('nan', 'inf', '-inf'), because SQLite turns NaN into NULL
+  and PostgreSQL JSON refuses it.
+
+SQLite is used the way concurrent writers need it (design/orchestrator.md, "Storage"): WAL,
+a busy timeout, `synchronous=NORMAL`, foreign keys on, and write transactions opened with
+`BEGIN IMMEDIATE`, so a writer waits for the lock up front instead of failing with SQLITE_BUSY
+when a deferred read transaction tries to upgrade. A lock still held after the busy timeout
+becomes a one-line `UserError` naming the database.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import json
+import math
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+import pandas as pd
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, OperationalError
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
+
+from jepardy.errors import UserError
+
+SCHEMA_VERSION = 1
+DEFAULT_BUSY_TIMEOUT_MS = 30_000
+
+# Execution option that makes the SQLite "begin" listener emit BEGIN IMMEDIATE.
+_WRITE_OPTION = "jepardy_write"
+# Bound on the number of ids in one IN (...) clause (SQLite limits bound parameters).
+_IN_CHUNK = 500
+
+
+class RunStatus(enum.StrEnum):
+    """The one state enum of a run; every backend's states are mapped onto it at the edge."""
+
+    PENDING = "pending"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+    TIMEOUT = "timeout"
+    INTERRUPTED = "interrupted"
+
+
+# A run may be (re)claimed from these states; never from running (someone holds it) or done.
+CLAIMABLE = frozenset(
+    {RunStatus.PENDING, RunStatus.FAILED, RunStatus.TIMEOUT, RunStatus.INTERRUPTED}
+)
+TERMINAL = frozenset({RunStatus.DONE, RunStatus.FAILED, RunStatus.TIMEOUT, RunStatus.INTERRUPTED})
+
+
+class TransitionError(UserError):
+    """A run cannot make the requested transition (for example it is already running)."""
+
+
+class PlannedRunLike(Protocol):
+    """What the store needs of a planned run (jepardy.spec.PlannedRun satisfies it)."""
+
+    @property
+    def run_id(self) -> str: ...
+    @property
+    def sweep(self) -> str: ...
+    @property
+    def lane(self) -> str: ...
+    @property
+    def arm(self) -> str: ...
+    @property
+    def variant(self) -> str: ...
+    @property
+    def match(self) -> str: ...
+    @property
+    def seed(self) -> int: ...
+    @property
+    def params(self) -> dict[str, Any]: ...
+    @property
+    def nproc(self) -> int: ...
+    @property
+    def kind(self) -> str: ...
+
+
+class UTCDateTime(sa.TypeDecorator[datetime]):
+    """Timezone-aware UTC datetimes on every backend.
+
+    SQLite has no timezone storage, so values are stored as naive UTC and given tzinfo=UTC
+    when read back; a naive datetime is refused on the way in rather than guessed at.
+    """
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: sa.Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError(f"naive datetime {value!r}; jepardy stores UTC-aware datetimes")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: sa.Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class SchemaInfo(Base):
+    __tablename__ = "schema_info"
+
+    version: Mapped[int] = mapped_column(primary_key=True)
+
+
+class Sweep(Base):
+    __tablename__ = "sweeps"
+
+    name: Mapped[str] = mapped_column(sa.String(200), primary_key=True)
+    spec_path: Mapped[str] = mapped_column(sa.Text)
+    spec_sha256: Mapped[str] = mapped_column(sa.String(64))
+    spec_text: Mapped[str] = mapped_column(sa.Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+_STATUS_TYPE = sa.Enum(
+    RunStatus,
+    name="run_status",
+    native_enum=False,
+    create_constraint=True,
+    length=16,
+    # Store the lower-case values ("done"), not the member names ("DONE").
+    values_callable=lambda members: [m.value for m in members],
+    validate_strings=True,
+)
+
+
+class Run(Base):
+    __tablename__ = "runs"
+    __table_args__ = (
+        sa.Index("ix_runs_sweep_lane_arm", "sweep", "lane", "arm"),
+        sa.Index("ix_runs_status", "status"),
+    )
+
+    # --- identity (from PlannedRun) ---
+    id: Mapped[str] = mapped_column(sa.String(16), primary_key=True)
+    sweep: Mapped[str] = mapped_column(sa.ForeignKey("sweeps.name"))
+    lane: Mapped[str] = mapped_column(sa.String(200))
+    arm: Mapped[str] = mapped_column(sa.String(200))
+    variant: Mapped[str] = mapped_column(sa.Text)
+    match: Mapped[str] = mapped_column(sa.Text)
+    seed: Mapped[int]
+    params: Mapped[str] = mapped_column(sa.Text)  # canonical JSON
+    # Registration order across the whole store: reports list arms in the order planned.
+    seq: Mapped[int]
+    # Flat copies of the params reports filter on most.
+    jepa_weight: Mapped[float]
+    ema: Mapped[bool]
+    wallclock_s: Mapped[float | None]
+    nproc: Mapped[int]
+    kind: Mapped[str] = mapped_column(sa.String(32))
+
+    # --- state ---
+    status: Mapped[RunStatus] = mapped_column(_STATUS_TYPE)
+    reason: Mapped[str] = mapped_column(sa.Text, default="")
+    exit_code: Mapped[int | None]
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    # --- provenance ---
+    host: Mapped[str | None] = mapped_column(sa.String(255))
+    pid: Mapped[int | None]
+    run_dir: Mapped[str | None] = mapped_column(sa.Text)
+    command: Mapped[str | None] = mapped_column(sa.Text)  # JSON argv
+    git_commit: Mapped[str | None] = mapped_column(sa.String(64))
+
+    # --- results (copied from result.json; non-finite floats are NULL) ---
+    val_bpb: Mapped[float | None]
+    val_loss: Mapped[float | None]
+    prequant_val_bpb: Mapped[float | None]
+    prequant_val_loss: Mapped[float | None]
+    artifact_bytes: Mapped[int | None] = mapped_column(sa.BigInteger)
+    model_bytes: Mapped[int | None] = mapped_column(sa.BigInteger)
+    code_bytes: Mapped[int | None] = mapped_column(sa.BigInteger)
+    under_cap: Mapped[bool | None]
+    steps: Mapped[int | None]
+    train_time_s: Mapped[float | None]
+    eval_time_s: Mapped[float | None]
+    tokens_per_s: Mapped[float | None]
+    jepa_loss: Mapped[float | None]
+    jepa_pred_std: Mapped[float | None]
+    code_sha256: Mapped[str | None] = mapped_column(sa.String(64))
+    log_tail: Mapped[str | None] = mapped_column(sa.Text)
+    result: Mapped[str | None] = mapped_column(sa.Text)  # the whole result.json
+
+
+class Metric(Base):
+    __tablename__ = "metrics"
+    __table_args__ = (
+        sa.CheckConstraint("kind IN ('finite', 'nan', 'inf', '-inf')", name="ck_metrics_kind"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    run_id: Mapped[str] = mapped_column(sa.ForeignKey("runs.id", ondelete="CASCADE"), index=True)
+    step: Mapped[int]
+    name: Mapped[str] = mapped_column(sa.String(200))
+    value: Mapped[float | None]
+    kind: Mapped[str] = mapped_column(sa.String(8))
+
+
+# result.json field -> column type it is coerced to.
+_RESULT_FIELDS: dict[str, type] = {
+    "val_bpb": float,
+    "val_loss": float,
+    "prequant_val_bpb": float,
+    "prequant_val_loss": float,
+    "artifact_bytes": int,
+    "model_bytes": int,
+    "code_bytes": int,
+    "under_cap": bool,
+    "steps": int,
+    "train_time_s": float,
+    "eval_time_s": float,
+    "tokens_per_s": float,
+    "jepa_loss": float,
+    "jepa_pred_std": float,
+    "code_sha256": str,
+}
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _dumps(value: Any) -> str:
+    """Canonical JSON text (sorted keys, no whitespace), as run identity uses."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"))
+
+
+def _chunks(items: Sequence[str], size: int = _IN_CHUNK) -> Iterator[Sequence[str]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def _coerce(run_id: str, name: str, value: Any, to: type) -> Any:
+    """One result.json field as its column's type; None for absent or non-finite values."""
+    if value is None:
+        return None
+    bad_type = isinstance(value, str) != (to is str) or isinstance(value, dict | list)
+    if bad_type:
+        raise UserError(
+            f"result.json of run {run_id}: field {name!r} should be {to.__name__}, found {value!r}"
+        )
+    if to is float:
+        value = float(value)
+        return value if math.isfinite(value) else None
+    return to(value)
+
+
+def _result_columns(run_id: str, result: dict[str, Any] | None) -> dict[str, Any]:
+    """The typed result columns for one run; every column is set (None when absent)."""
+    result = result or {}
+    columns = {
+        name: _coerce(run_id, name, result.get(name), to) for name, to in _RESULT_FIELDS.items()
+    }
+    columns["result"] = None if not result else json.dumps(result, sort_keys=True)
+    return columns
+
+
+def _metric_row(run_id: str, metric: dict[str, Any]) -> dict[str, Any]:
+    """One metrics.jsonl object as a metrics row; a missing value counts as NaN."""
+    raw = metric.get("value")
+    value = math.nan if raw is None else float(raw)
+    if math.isnan(value):
+        kind = "nan"
+    elif math.isinf(value):
+        kind = "inf" if value > 0 else "-inf"
+    else:
+        kind = "finite"
+    return {
+        "run_id": run_id,
+        "step": int(metric["step"]),
+        "name": str(metric["name"]),
+        "value": value if kind == "finite" else None,
+        "kind": kind,
+    }
+
+
+def _run_row(
+    run: PlannedRunLike, seq: int, git_commit: str | None, now: datetime
+) -> dict[str, Any]:
+    """A pending runs row for one planned run."""
+    params = dict(run.params)
+    wallclock = params.get("wallclock_s")
+    return {
+        "id": run.run_id,
+        "sweep": run.sweep,
+        "lane": run.lane,
+        "arm": run.arm,
+        "variant": run.variant,
+        "match": run.match,
+        "seed": int(run.seed),
+        "params": _dumps(params),
+        "seq": seq,
+        "jepa_weight": float(params.get("jepa_weight", 0.0)),
+        "ema": bool(params.get("ema", False)),
+        "wallclock_s": None if wallclock is None else float(wallclock),
+        "nproc": int(run.nproc),
+        "kind": run.kind,
+        "status": RunStatus.PENDING,
+        "reason": "",
+        "created_at": now,
+        "git_commit": git_commit,
+    }
+
+
+def _is_locked(exc: DBAPIError) -> bool:
+    return "database is locked" in str(exc.orig).lower()
+
+
+def _sqlite_url(url: str | Path) -> str:
+    """A URL for `url`: anything without '://' is a file path for SQLite."""
+    text = str(url)
+    if "://" in text:
+        return text
+    return f"sqlite:///{text}"
+
+
+def _install_sqlite_hooks(engine: sa.Engine, busy_timeout_ms: int) -> None:
+    """Pragmas on every connection, and BEGIN under our control (the pysqlite recipe).
+
+    pysqlite emits its own deferred BEGIN lazily before the first write, which defeats both
+    BEGIN IMMEDIATE and transactional DDL; switching it to autocommit and emitting BEGIN
+    from SQLAlchemy's "begin" event puts the transaction boundaries where SQLAlchemy has them.
+    """
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        # busy_timeout first: switching to WAL itself needs the lock.
+        cursor.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
+        cursor.execute("PRAGMA journal_mode = WAL")
+        cursor.execute("PRAGMA synchronous = NORMAL")
+        cursor.execute("PRAGMA foreign_keys = ON")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(connection: sa.Connection) -> None:
+        write = connection.get_execution_options().get(_WRITE_OPTION, False)
+        connection.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+
+
+class Store:
+    """The sweep database. Every method is one short transaction.
+
+    Build it with `open_store`; `engine` is public so pandas users can `read_sql` any table.
+    """
+
+    def __init__(self, engine: sa.Engine, name: str, busy_timeout_ms: int) -> None:
+        self.engine = engine
+        self.name = name  # what error messages call the database (file path or URL)
+        self._busy_timeout_ms = busy_timeout_ms
+        self._write_engine = engine.execution_options(**{_WRITE_OPTION: True})
+
+    # --- plumbing ---
+
+    @contextmanager
+    def _session(self, *, write: bool) -> Iterator[Session]:
+        """One transaction; a lock held past the busy timeout becomes a UserError."""
+        bind = self._write_engine if write else self.engine
+        try:
+            with Session(bind, expire_on_commit=False) as session, session.begin():
+                yield session
+        except OperationalError as exc:
+            if _is_locked(exc):
+                raise UserError(
+                    f"database {self.name} is locked by another process "
+                    f"(waited {self._busy_timeout_ms} ms); try again when it is free"
+                ) from exc
+            raise
+
+    def _ensure_schema(self) -> None:
+        """Create the tables and the version row once; refuse a different schema version."""
+        with self._session(write=True) as session:
+            Base.metadata.create_all(session.connection())
+            versions = session.scalars(sa.select(SchemaInfo.version)).all()
+            if not versions:
+                session.add(SchemaInfo(version=SCHEMA_VERSION))
+            elif list(versions) != [SCHEMA_VERSION]:
+                raise UserError(
+                    f"database {self.name} has schema version {versions}; "
+                    f"this jepardy reads version {SCHEMA_VERSION}"
+                )
+
+    def close(self) -> None:
+        """Close every pooled connection."""
+        self.engine.dispose()
+
+    # --- sweeps ---
+
+    def upsert_sweep(self, name: str, spec_path: str, spec_text: str) -> None:
+        """Record a sweep's spec; a second call with the same name replaces path and text."""
+        digest = hashlib.sha256(spec_text.encode()).hexdigest()
+        now = _now()
+        with self._session(write=True) as session:
+            sweep = session.get(Sweep, name)
+            if sweep is None:
+                sweep = Sweep(name=name, created_at=now)
+                session.add(sweep)
+            sweep.spec_path = spec_path
+            sweep.spec_text = spec_text
+            sweep.spec_sha256 = digest
+            sweep.updated_at = now
+
+    def sweep_names(self) -> list[str]:
+        """Every sweep name, sorted."""
+        with self._session(write=False) as session:
+            return list(session.scalars(sa.select(Sweep.name).order_by(Sweep.name)))
+
+    # --- runs ---
+
+    def register_runs(self, runs: Iterable[PlannedRunLike], git_commit: str | None) -> None:
+        """Insert a pending row for every run id not yet in the store.
+
+        Existing rows are never touched (their status and results stand). Every run's sweep
+        must have been recorded with `upsert_sweep` first (LookupError otherwise).
+        """
+        planned = {run.run_id: run for run in runs}  # first occurrence of an id wins
+        if not planned:
+            return
+        sweeps = sorted({run.sweep for run in planned.values()})
+        with self._session(write=True) as session:
+            known = set(session.scalars(sa.select(Sweep.name).where(Sweep.name.in_(sweeps))))
+            if missing := [name for name in sweeps if name not in known]:
+                raise LookupError(f"sweeps {missing} are not recorded; call upsert_sweep first")
+            existing = set(session.scalars(sa.select(Run.id).where(Run.sweep.in_(sweeps))))
+            seq = session.scalar(sa.select(sa.func.coalesce(sa.func.max(Run.seq), 0))) or 0
+            now = _now()
+            rows = []
+            for run in planned.values():
+                if run.run_id not in existing:
+                    seq += 1
+                    rows.append(_run_row(run, seq, git_commit, now))
+            if rows:
+                session.execute(sa.insert(Run), rows)
+
+    def statuses(self, run_ids: Iterable[str]) -> dict[str, RunStatus]:
+        """The status of each given run id that is in the store (unknown ids are left out)."""
+        ids = list(dict.fromkeys(run_ids))
+        found: dict[str, RunStatus] = {}
+        with self._session(write=False) as session:
+            for chunk in _chunks(ids):
+                rows = session.execute(sa.select(Run.id, Run.status).where(Run.id.in_(chunk)))
+                found.update({run_id: RunStatus(status) for run_id, status in rows})
+        return found
+
+    def running_claims(self, run_ids: Iterable[str]) -> dict[str, tuple[str | None, int | None]]:
+        """(host, pid) of the orchestrator holding each given run that is running."""
+        ids = list(dict.fromkeys(run_ids))
+        claims: dict[str, tuple[str | None, int | None]] = {}
+        with self._session(write=False) as session:
+            for chunk in _chunks(ids):
+                rows = session.execute(
+                    sa.select(Run.id, Run.host, Run.pid).where(
+                        Run.id.in_(chunk), Run.status == RunStatus.RUNNING
+                    )
+                )
+                claims.update({run_id: (host, pid) for run_id, host, pid in rows})
+        return claims
+
+    def mark_running(
+        self, run_id: str, host: str, pid: int, run_dir: str, command: list[str]
+    ) -> None:
+        """Claim a run: compare-and-set to running from pending, failed, timeout or interrupted.
+
+        Clears the results of an earlier attempt. Raises TransitionError when the run is
+        running (another orchestrator holds it) or done, KeyError when the id is unknown.
+        """
+        columns = dict.fromkeys([*_RESULT_FIELDS, "result", "log_tail", "exit_code"])
+        statement = (
+            sa.update(Run)
+            .where(Run.id == run_id, Run.status.in_(CLAIMABLE))
+            .values(
+                status=RunStatus.RUNNING,
+                reason="",
+                started_at=_now(),
+                finished_at=None,
+                host=host,
+                pid=pid,
+                run_dir=run_dir,
+                command=json.dumps(list(command)),
+                **columns,
+            )
+            .execution_options(synchronize_session=False)
+        )
+        with self._session(write=True) as session:
+            if session.execute(statement).rowcount == 1:
+                return
+            current = session.scalar(sa.select(Run.status).where(Run.id == run_id))
+        if current is None:
+            raise KeyError(f"run {run_id} is not in database {self.name}")
+        raise TransitionError(f"run {run_id} is {current}; it cannot be started again")
+
+    def record_result(
+        self,
+        run_id: str,
+        *,
+        status: RunStatus | str,
+        reason: str = "",
+        exit_code: int | None = None,
+        result: dict[str, Any] | None,
+        metrics: Iterable[dict[str, Any]],
+        log_tail: str = "",
+    ) -> None:
+        """Record how a run ended, in one transaction.
+
+        `status` must be terminal (done, failed, timeout, interrupted); it is the caller's
+        verdict and may differ from result["status"] (a timeout writes no result). The typed
+        result columns are all set from `result` (None where a field is absent or non-finite),
+        the whole dict is kept as JSON, and the run's metrics rows are replaced by `metrics`
+        (objects with step, name, value). The last recorded result wins whatever the previous
+        state was, so a late real result overrides an "interrupted" verdict. KeyError when
+        the run id is unknown.
+        """
+        final = RunStatus(status)
+        if final not in TERMINAL:
+            raise ValueError(f"record_result needs a terminal status, got {final}")
+        values = _result_columns(run_id, result)
+        rows = [_metric_row(run_id, metric) for metric in metrics]
+        statement = (
+            sa.update(Run)
+            .where(Run.id == run_id)
+            .values(
+                status=final,
+                reason=reason,
+                exit_code=exit_code,
+                finished_at=_now(),
+                log_tail=log_tail,
+                **values,
+            )
+            .execution_options(synchronize_session=False)
+        )
+        with self._session(write=True) as session:
+            if session.execute(statement).rowcount != 1:
+                raise KeyError(f"run {run_id} is not in database {self.name}")
+            session.execute(sa.delete(Metric).where(Metric.run_id == run_id))
+            if rows:
+                session.execute(sa.insert(Metric), rows)
+
+    def runs_frame(self, sweep: str | None = None) -> pd.DataFrame:
+        """The runs table (one sweep or all) as a DataFrame in registration order.
+
+        Column names are the table's; `status` is a plain string, int and bool columns use
+        pandas nullable dtypes (Int64, boolean), datetimes are UTC-aware, and `params`,
+        `command`, `result` stay JSON text.
+        """
+        columns = [
+            sa.type_coerce(column, sa.String).label(column.name)
+            if column.name == "status"
+            else column
+            for column in Run.__table__.columns
+        ]
+        query = sa.select(*columns).order_by(Run.seq)
+        if sweep is not None:
+            query = query.where(Run.sweep == sweep)
+        with self._session(write=False) as session:
+            frame = pd.read_sql(query, session.connection(), dtype=_frame_dtypes())
+        for name in ("created_at", "started_at", "finished_at"):
+            frame[name] = pd.to_datetime(frame[name], utc=True).astype("datetime64[us, UTC]")
+        return frame
+
+
+def _frame_dtypes() -> dict[str, str]:
+    """pandas dtypes for the runs columns; nullable Int64/boolean so a NULL keeps an int an int."""
+    by_python_type = {int: "Int64", float: "float64", bool: "boolean"}
+    return {
+        column.name: by_python_type[column.type.python_type]
+        for column in Run.__table__.columns
+        if column.type.python_type in by_python_type
+    }
+
+
+def _display_name(url: sa.URL) -> str:
+    """The file path for SQLite, else the URL with any password hidden."""
+    if url.get_backend_name() == "sqlite" and url.database:
+        return url.database
+    return url.render_as_string(hide_password=True)
+
+
+def open_store(url: str | Path, *, busy_timeout_ms: int = DEFAULT_BUSY_TIMEOUT_MS) -> Store:
+    """Open (and on first use create) the sweep database at `url`.
+
+    `url` is a SQLAlchemy URL or a file path ("results.db" means `sqlite:///results.db`).
+    `busy_timeout_ms` is how long a SQLite writer waits for another writer's lock. Raises
+    UserError naming the URL when it cannot be parsed or opened, and when the database was
+    written by a different schema version.
+    """
+    text = _sqlite_url(url)
+    try:
+        parsed = sa.make_url(text)
+        engine = sa.create_engine(parsed)
+    except (ArgumentError, NoSuchModuleError, ImportError, ValueError) as exc:
+        raise UserError(f"cannot open database {text}: {exc}") from exc
+    if engine.dialect.name == "sqlite":
+        _install_sqlite_hooks(engine, busy_timeout_ms)
+    store = Store(engine, _display_name(parsed), busy_timeout_ms)
+    try:
+        store._ensure_schema()
+    except DBAPIError as exc:
+        engine.dispose()
+        shown = parsed.render_as_string(hide_password=True)
+        # Driver messages can span lines (libpq); a UserError is one line.
+        detail = " ".join(str(exc.orig).split())
+        raise UserError(f"cannot open database {shown}: {detail}") from exc
+    return store
