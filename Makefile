@@ -1,0 +1,34 @@
+# Two commands on a fresh machine: `make demo` (embedded corpus, CPU sweep, report) and
+# `make test`. Both install into .venv first.
+
+VENV ?= .venv
+PYTHON ?= python3
+# Pinned so that CPU machines take the local CPU wheel; on a CUDA machine the same pin takes
+# PyPI's CUDA build. An unpinned torch may pull a multi-GB CUDA build onto a CPU machine.
+TORCH ?= torch==2.13.0
+BIN := $(VENV)/bin
+
+.PHONY: install demo test lint bench clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check "$(TORCH)"
+	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[dev]'
+	touch $@
+
+demo: install
+	$(BIN)/jepardy data build
+	$(BIN)/jepardy sweep experiments/smoke.toml
+	$(BIN)/jepardy report --compare
+
+test: install lint
+	$(BIN)/pytest -q
+
+lint: install
+	$(BIN)/ruff check jepardy tests bench
+	$(BIN)/ruff format --check jepardy tests bench
+
+clean:
+	rm -rf $(VENV) runs results.db results.db-wal results.db-shm data/embedded
