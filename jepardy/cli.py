@@ -18,8 +18,11 @@ from rich.table import Table
 from jepardy.errors import UserError
 
 if TYPE_CHECKING:
+    import pandas as pd
+
+    from jepardy.launch.command import RunLike as PlannedRun
     from jepardy.launch.local import JobOutcome
-    from jepardy.spec import PlannedRun
+    from jepardy.launch.sweep import SweepOptions, SweepSummary
 
 app = typer.Typer(
     help="Matched-control ablation sweeps for Parameter Golf trainers.",
@@ -88,31 +91,147 @@ def plan(
             console.print(f"{e.run.run_id}: {' '.join(argv)}", soft_wrap=True)
 
 
-@app.command()
-def sweep(
-    spec: SpecArg,
-    db: DbOption = "results.db",
-    runs_dir: Annotated[Path, typer.Option(help="Where run directories go.")] = Path("runs"),
-) -> None:
-    """Run every job of SPEC not already done, recording each in the store."""
-    from jepardy.launch.sweep import run_sweep
-    from jepardy.store import open_store
+GpusOption = Annotated[
+    str | None,
+    typer.Option(help="GPU ids to pack runs onto, e.g. 0,1,2,3 (default: detected)."),
+]
+SlotsOption = Annotated[int, typer.Option(help="Concurrent runs when there are no GPUs.")]
+TimeoutOption = Annotated[
+    float | None,
+    typer.Option("--timeout-s", help="Per-run limit (default: wallclock_s + 900 s, else none)."),
+]
+RunsDirOption = Annotated[Path, typer.Option(help="Where run directories go.")]
 
-    store = open_store(db)
-    with Progress(
+
+def _sweep_options(
+    runs_dir: Path,
+    gpus: str | None,
+    slots: int,
+    timeout_s: float | None,
+    retry_failed: bool = False,
+) -> SweepOptions:
+    from jepardy.launch.slots import parse_gpus
+    from jepardy.launch.sweep import SweepOptions
+
+    return SweepOptions(
+        runs_root=runs_dir,
+        gpus=parse_gpus(gpus) if gpus else None,
+        slots=slots,
+        retry_failed=retry_failed,
+        timeout_s=timeout_s,
+    )
+
+
+def _print_summary(summary: SweepSummary, db: str) -> None:
+    console.print(
+        f"sweep {summary.sweep}: {summary.done} done, {summary.failed} failed, "
+        f"{summary.skipped} skipped (done, or failed without --retry-failed), of "
+        f"{summary.total}, in {summary.wall_s:.1f}s; db {db}",
+        highlight=False,
+    )
+    for line in summary.failures:
+        console.print(f"  [red]{line}[/]", highlight=False)
+    if summary.failed:
+        raise typer.Exit(1)
+
+
+def _progress() -> Progress:
+    return Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
         TimeRemainingColumn(),
         console=console,
-    ) as progress:
-        summary = run_sweep(spec, store, runs_dir, observer=RichSweepObserver(progress))
-    console.print(
-        f"sweep {summary.sweep}: {summary.done} done, {summary.failed} failed, "
-        f"{summary.skipped} already done, of {summary.total}, in {summary.wall_s:.1f}s; db {db}"
     )
-    if summary.failed:
-        raise typer.Exit(1)
+
+
+@app.command()
+def sweep(
+    spec: SpecArg,
+    db: DbOption = "results.db",
+    runs_dir: RunsDirOption = Path("runs"),
+    gpus: GpusOption = None,
+    slots: SlotsOption = 1,
+    retry_failed: Annotated[
+        bool, typer.Option(help="Run failed and timed-out runs again.")
+    ] = False,
+    timeout_s: TimeoutOption = None,
+) -> None:
+    """Run every job of SPEC not already done, packed onto the GPUs (or CPU slots).
+
+    Run it again to resume: done runs are skipped, interrupted ones run again. Ctrl-C stops
+    cleanly; a second Ctrl-C kills at once.
+    """
+    from jepardy.launch.sweep import run_sweep
+    from jepardy.store import open_store
+
+    options = _sweep_options(runs_dir, gpus, slots, timeout_s, retry_failed)
+    store = open_store(db)
+    with _progress() as progress:
+        summary = run_sweep(spec, store, options, observer=RichSweepObserver(progress))
+    _print_summary(summary, db)
+
+
+@app.command()
+def rerun(
+    run_ids: Annotated[list[str], typer.Argument(help="Run ids (see `jepardy runs`).")],
+    db: DbOption = "results.db",
+    runs_dir: RunsDirOption = Path("runs"),
+    gpus: GpusOption = None,
+    slots: SlotsOption = 1,
+    timeout_s: TimeoutOption = None,
+) -> None:
+    """Run recorded runs again, whatever their status, with the params they were stored with."""
+    from jepardy.launch.sweep import rerun as rerun_runs
+    from jepardy.store import open_store
+
+    options = _sweep_options(runs_dir, gpus, slots, timeout_s)
+    store = open_store(db)
+    with _progress() as progress:
+        summary = rerun_runs(run_ids, store, options, observer=RichSweepObserver(progress))
+    _print_summary(summary, db)
+
+
+@app.command()
+def status(db: DbOption = "results.db") -> None:
+    """Runs per state and sweep; the running jobs with their devices and elapsed time."""
+    from jepardy.status import running_jobs, status_counts
+    from jepardy.store import open_store
+
+    runs = open_store(db).runs_frame()
+    console.print(_frame_table(status_counts(runs), "runs per state"))
+    running = running_jobs(runs)
+    if len(running):
+        console.print(_frame_table(running, "running"))
+
+
+@app.command()
+def runs(
+    db: DbOption = "results.db",
+    sweep_name: Annotated[str | None, typer.Option("--sweep", help="Only this sweep.")] = None,
+    state: Annotated[str | None, typer.Option("--status", help="Only this state.")] = None,
+    lane: Annotated[str | None, typer.Option(help="Only this lane.")] = None,
+    arm: Annotated[str | None, typer.Option(help="Only this arm.")] = None,
+) -> None:
+    """The recorded runs, filtered: id, labels, status, reason, val_bpb, bytes."""
+    from jepardy.status import filter_runs
+    from jepardy.store import open_store
+
+    frame = filter_runs(open_store(db).runs_frame(sweep_name), status=state, lane=lane, arm=arm)
+    console.print(_frame_table(frame, f"{len(frame)} runs"))
+
+
+def _frame_table(frame: pd.DataFrame, title: str) -> Table:
+    import pandas as pd
+
+    table = Table(title=title)
+    for column in frame.columns:
+        table.add_column(str(column), no_wrap=column == "id")
+    for row in frame.itertuples(index=False):
+        table.add_row(
+            *("" if pd.isna(v) else f"{v:.4f}" if isinstance(v, float) else str(v) for v in row)
+        )
+    return table
 
 
 class RichSweepObserver:
@@ -154,19 +273,71 @@ def report(
     db: DbOption = "results.db",
     sweep_name: Annotated[str | None, typer.Option("--sweep", help="Only this sweep.")] = None,
     compare: Annotated[bool, typer.Option(help="Each arm against its matched control.")] = True,
-    fmt: Annotated[str, typer.Option("--format", help="table | markdown | csv")] = "table",
+    curve: Annotated[
+        str | None, typer.Option(help="A numeric param: the metric over it, e.g. jepa_weight.")
+    ] = None,
+    horizons: Annotated[
+        str | None, typer.Option(help="A budget param: rankings at each value, e.g. wallclock_s.")
+    ] = None,
+    metric: Annotated[str, typer.Option(help="Metric of --curve and --horizons.")] = "val_bpb",
+    noise: Annotated[
+        float | None, typer.Option(help="Noise floor of single-seed curves (metric units).")
+    ] = None,
+    resamples: Annotated[
+        int, typer.Option(help="Bootstrap resamples of the curves' monotonicity test; 0 = off.")
+    ] = 0,
+    fmt: Annotated[str, typer.Option("--format", help="table | markdown | csv | json")] = "table",
+    plot: Annotated[
+        Path | None, typer.Option(help="Write the curves and horizons as a PNG here.")
+    ] = None,
 ) -> None:
-    """Report a sweep: the control and each arm, val_bpb, delta, artifact bytes and cap."""
-    from jepardy.report import compare_table, render_compare
-    from jepardy.store import open_store
+    """Report a sweep: arms against their matched control (tests, margin, cap), curves over a
+    param, and rankings across budgets."""
+    from jepardy.report import ReportRequest, run_report
 
-    if not compare:
-        raise UserError("report: --no-compare: nothing else to report yet; use --compare")
-    rendered = render_compare(compare_table(open_store(db).runs_frame(sweep_name)), fmt)
-    if isinstance(rendered, str):
-        sys.stdout.write(rendered)
+    request = ReportRequest(
+        sweep=sweep_name,
+        compare=compare,
+        curve=curve,
+        horizons=horizons,
+        metric=metric,
+        noise=noise,
+        resamples=resamples,
+        fmt=fmt,
+        plot=plot,
+    )
+    output = run_report(db, request)
+    if isinstance(output.rendered, str):
+        sys.stdout.write(output.rendered)
     else:
-        console.print(rendered)
+        console.print(output.rendered)
+    if output.plot is not None:
+        Console(stderr=True).print(f"plot: {output.plot}", highlight=False)
+
+
+@app.command("export-submission")
+def export_submission(
+    run_ids: Annotated[list[str], typer.Argument(help="The runs to submit, one per seed.")],
+    db: DbOption = "results.db",
+    out: Annotated[Path, typer.Option(help="Submission folder to write.")] = Path("submission"),
+    name: Annotated[str, typer.Option(help="Submission name.")] = "jepardy submission",
+    author: Annotated[str, typer.Option(help="Author's name.")] = "",
+    github_id: Annotated[str, typer.Option(help="Author's GitHub id.")] = "",
+) -> None:
+    """Write submission.json and a README results table (per seed, mean, std, bytes)."""
+    from jepardy.submission import SubmissionInfo
+    from jepardy.submission import export_submission as export
+
+    info = SubmissionInfo(name=name, author=author, github_id=github_id)
+    done = export(db, run_ids, out, info)
+    std = "n/a" if done.val_bpb_std is None else f"{done.val_bpb_std:.5f}"
+    console.print(
+        f"{done.submission_json}, {done.readme}: val_bpb {done.val_bpb:.5f} ± {std} "
+        f"over {done.n} seeds",
+        highlight=False,
+    )
+    if done.selection_note:
+        console.print(f"[yellow]selection:[/] {done.selection_note}", highlight=False)
 
 
 def main() -> None:

@@ -39,7 +39,7 @@ MAX_GRID_POINTS = 10_000
 _TOP_KEYS = ("sweep", "trainer", "params", "axes", "lanes")
 _SWEEP_KEYS = ("name", "description", "seeds", "zip")
 _TRAINER_KEYS = ("kind", "nproc")
-_LANE_KEYS = ("description", "params", "axes", "control", "arms")
+_LANE_KEYS = ("description", "after", "params", "axes", "control", "arms")
 _GRID_KEYS = ("start", "stop", "step")
 _PACKAGE_DIR = Path(__file__).resolve().parent
 _CODE_DIRS = ("trainer", "data")  # what the trainer process runs; see trainer_code_digest
@@ -65,6 +65,9 @@ class Lane:
     axes: Axes
     control: Arm
     arms: tuple[Arm, ...]
+    # Lanes (earlier in the file) whose runs must all finish before this lane's start, e.g.
+    # the 600 s lane after the 180 s screen.
+    after: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -419,7 +422,17 @@ class _Parser:
         lanes = self.table(raw, "lanes", "")
         if not lanes:
             self.fail("lanes", "missing; at least one [lanes.<name>] table is required")
-        return tuple(self.lane(name, value) for name, value in lanes.items())
+        parsed = tuple(self.lane(name, value) for name, value in lanes.items())
+        for index, lane in enumerate(parsed):
+            earlier = [other.name for other in parsed[:index]]
+            for dep in lane.after:
+                if dep not in earlier:
+                    allowed = ", ".join(earlier) or "none"
+                    self.fail(
+                        f"lanes.{lane.name}.after",
+                        f"{dep!r} is not an earlier lane; earlier lanes: {allowed}",
+                    )
+        return parsed
 
     def lane(self, name: str, value: Any) -> Lane:
         where = f"lanes.{name}"
@@ -439,7 +452,13 @@ class _Parser:
             axes=self.axes(self.table(raw, "axes", where), f"{where}.axes"),
             control=control,
             arms=tuple(self.arm(arm, arms, f"{where}.arms") for arm in arms),
+            after=self.lane_names(raw.get("after", []), f"{where}.after"),
         )
+
+    def lane_names(self, value: Any, where: str) -> tuple[str, ...]:
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            self.fail(where, f"{_describe(value)}; expected a list of lane names")
+        return tuple(value)
 
     def arm(self, name: str, arms: dict[str, Any], prefix: str) -> Arm:
         """An arm table: a scalar is an arm param, a list or a float grid is an arm axis."""

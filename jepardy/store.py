@@ -17,8 +17,19 @@ Tables (SCHEMA_VERSION 1):
 SQLite is used the way concurrent writers need it (design/orchestrator.md, "Storage"): WAL,
 a busy timeout, `synchronous=NORMAL`, foreign keys on, and write transactions opened with
 `BEGIN IMMEDIATE`, so a writer waits for the lock up front instead of failing with SQLITE_BUSY
-when a deferred read transaction tries to upgrade. A lock still held after the busy timeout
-becomes a one-line `UserError` naming the database.
+when a deferred read transaction tries to upgrade.
+
+PostgreSQL (any SQLAlchemy URL, e.g. `postgresql+psycopg://user:pw@host/db`) gets the same
+discipline: a write transaction first takes a transaction-level advisory lock
+(`pg_advisory_xact_lock`, waiting at most the busy timeout via `SET LOCAL lock_timeout`), so
+writers queue instead of racing on read-then-write steps (registration order, a sweep's first
+row, creating the schema when many processes open a fresh database at once) and can neither
+deadlock nor fail serialization against each other. Reads never wait for writers.
+
+On both backends every transient lock error therefore happens while a transaction takes its
+lock, before any of its statements run; that step is retried `_LOCK_ATTEMPTS` times with
+jittered exponential backoff. A lock still held after that becomes a one-line `UserError`
+naming the database.
 """
 
 from __future__ import annotations
@@ -26,9 +37,13 @@ from __future__ import annotations
 import enum
 import hashlib
 import json
+import logging
 import math
+import random
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
@@ -48,6 +63,16 @@ DEFAULT_BUSY_TIMEOUT_MS = 30_000
 _WRITE_OPTION = "jepardy_write"
 # Bound on the number of ids in one IN (...) clause (SQLite limits bound parameters).
 _IN_CHUNK = 500
+# Taking a transaction's lock is tried this many times in all, with jittered exponential
+# backoff from _BACKOFF_S seconds between tries, before the lock error becomes a UserError.
+_LOCK_ATTEMPTS = 4
+_BACKOFF_S = 0.1
+# The PostgreSQL advisory lock every write transaction takes first (its BEGIN IMMEDIATE).
+_PG_WRITE_LOCK = int.from_bytes(b"jepardy", "big")
+# PostgreSQL SQLSTATEs worth another try: serialization failure, deadlock, lock timeout.
+_PG_TRANSIENT = frozenset({"40001", "40P01", "55P03"})
+
+_log = logging.getLogger(__name__)
 
 
 class RunStatus(enum.StrEnum):
@@ -95,6 +120,34 @@ class PlannedRunLike(Protocol):
     def nproc(self) -> int: ...
     @property
     def kind(self) -> str: ...
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A running run's holder: the orchestrator's host and pid, the job's pid, its heartbeat."""
+
+    run_id: str
+    host: str | None
+    pid: int | None
+    job_pid: int | None
+    run_dir: str | None
+    heartbeat_at: datetime | None
+
+
+@dataclass(frozen=True)
+class StoredRun:
+    """A run read back from the store, with PlannedRun's fields."""
+
+    run_id: str
+    sweep: str
+    lane: str
+    arm: str
+    variant: str
+    match: str
+    seed: int
+    params: dict[str, Any]
+    nproc: int
+    kind: str
 
 
 class UTCDateTime(sa.TypeDecorator[datetime]):
@@ -189,7 +242,11 @@ class Run(Base):
 
     # --- provenance ---
     host: Mapped[str | None] = mapped_column(sa.String(255))
-    pid: Mapped[int | None]
+    pid: Mapped[int | None]  # the orchestrator holding the run
+    job_pid: Mapped[int | None]  # the job's process (and process group) id
+    devices: Mapped[str | None] = mapped_column(sa.String(255))  # its CUDA_VISIBLE_DEVICES
+    heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    attempts: Mapped[int] = mapped_column(default=0)
     run_dir: Mapped[str | None] = mapped_column(sa.Text)
     command: Mapped[str | None] = mapped_column(sa.Text)  # JSON argv
     git_commit: Mapped[str | None] = mapped_column(sa.String(64))
@@ -334,8 +391,22 @@ def _run_row(
     }
 
 
-def _is_locked(exc: DBAPIError) -> bool:
-    return "database is locked" in str(exc.orig).lower()
+def _is_transient(exc: DBAPIError) -> bool:
+    """Whether `exc` is lock contention that a later try may not meet: SQLite busy or locked,
+    a PostgreSQL serialization failure, deadlock or lock timeout."""
+    orig = exc.orig
+    if getattr(orig, "sqlstate", None) in _PG_TRANSIENT:
+        return True
+    if getattr(orig, "sqlite_errorname", "").startswith(("SQLITE_BUSY", "SQLITE_LOCKED")):
+        return True
+    return "database is locked" in str(orig).lower()
+
+
+def _backoff_s(attempt: int) -> float:
+    """Seconds to sleep after failed try `attempt` (1-based): half of an exponentially growing
+    delay plus a random part of the other half, so that waiting writers spread out."""
+    delay = _BACKOFF_S * 2 ** (attempt - 1)
+    return delay / 2 + random.uniform(0, delay / 2)
 
 
 def _sqlite_url(url: str | Path) -> str:
@@ -371,6 +442,17 @@ def _install_sqlite_hooks(engine: sa.Engine, busy_timeout_ms: int) -> None:
         connection.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
 
 
+def _install_postgresql_hooks(engine: sa.Engine, busy_timeout_ms: int) -> None:
+    """Write transactions take the store's advisory lock first, waiting at most the busy
+    timeout (a lock timeout, SQLSTATE 55P03, is retried like SQLite's busy)."""
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(connection: sa.Connection) -> None:
+        if connection.get_execution_options().get(_WRITE_OPTION, False):
+            connection.exec_driver_sql(f"SET LOCAL lock_timeout = {int(busy_timeout_ms)}")
+            connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_PG_WRITE_LOCK})")
+
+
 class Store:
     """The sweep database. Every method is one short transaction.
 
@@ -387,21 +469,53 @@ class Store:
 
     @contextmanager
     def _session(self, *, write: bool) -> Iterator[Session]:
-        """One transaction; a lock held past the busy timeout becomes a UserError."""
-        bind = self._write_engine if write else self.engine
+        """One transaction, committed when the block ends, rolled back when it raises.
+
+        A write transaction holds the database's write lock from the start (BEGIN IMMEDIATE,
+        the PostgreSQL advisory lock); taking a lock is retried (`_begin`), the block runs
+        once. A lock error that outlasts the retries becomes a one-line UserError.
+        """
         try:
-            with Session(bind, expire_on_commit=False) as session, session.begin():
+            with self._begin(write) as session:
                 yield session
+                session.commit()
         except OperationalError as exc:
-            if _is_locked(exc):
+            if _is_transient(exc):
                 raise UserError(
-                    f"database {self.name} is locked by another process "
-                    f"(waited {self._busy_timeout_ms} ms); try again when it is free"
+                    f"database {self.name} is locked by another process (tried "
+                    f"{_LOCK_ATTEMPTS} times, waiting {self._busy_timeout_ms} ms each); "
+                    "try again when it is free"
                 ) from exc
             raise
 
+    def _begin(self, write: bool) -> Session:
+        """A session whose transaction has begun (and for a write, holds the write lock).
+
+        Transient lock errors while beginning are retried with jittered backoff; the last
+        one is raised.
+        """
+        bind = self._write_engine if write else self.engine
+        for attempt in range(1, _LOCK_ATTEMPTS + 1):
+            session = Session(bind, expire_on_commit=False)
+            try:
+                session.begin()
+                session.connection()  # runs the "begin" hooks: BEGIN IMMEDIATE, advisory lock
+                return session
+            except OperationalError as exc:
+                session.close()
+                if attempt == _LOCK_ATTEMPTS or not _is_transient(exc):
+                    raise
+                delay = _backoff_s(attempt)
+                _log.info("database %s busy (try %d); again in %.2f s", self.name, attempt, delay)
+                time.sleep(delay)
+        raise AssertionError("unreachable")
+
     def _ensure_schema(self) -> None:
-        """Create the tables and the version row once; refuse a different schema version."""
+        """Create the tables and the version row once; refuse a different schema version.
+
+        It runs under the write lock, so many processes opening a fresh database at once
+        create it once; later migrations belong here, under the same lock.
+        """
         with self._session(write=True) as session:
             Base.metadata.create_all(session.connection())
             versions = session.scalars(sa.select(SchemaInfo.version)).all()
@@ -475,18 +589,17 @@ class Store:
                 found.update({run_id: RunStatus(status) for run_id, status in rows})
         return found
 
-    def running_claims(self, run_ids: Iterable[str]) -> dict[str, tuple[str | None, int | None]]:
-        """(host, pid) of the orchestrator holding each given run that is running."""
+    def running_claims(self, run_ids: Iterable[str]) -> list[Claim]:
+        """Who holds each given run that is running, and since when it was last seen."""
         ids = list(dict.fromkeys(run_ids))
-        claims: dict[str, tuple[str | None, int | None]] = {}
+        claims: list[Claim] = []
+        columns = (Run.id, Run.host, Run.pid, Run.job_pid, Run.run_dir, Run.heartbeat_at)
         with self._session(write=False) as session:
             for chunk in _chunks(ids):
                 rows = session.execute(
-                    sa.select(Run.id, Run.host, Run.pid).where(
-                        Run.id.in_(chunk), Run.status == RunStatus.RUNNING
-                    )
+                    sa.select(*columns).where(Run.id.in_(chunk), Run.status == RunStatus.RUNNING)
                 )
-                claims.update({run_id: (host, pid) for run_id, host, pid in rows})
+                claims.extend(Claim(*row) for row in rows)
         return claims
 
     def mark_running(
@@ -505,9 +618,13 @@ class Store:
                 status=RunStatus.RUNNING,
                 reason="",
                 started_at=_now(),
+                heartbeat_at=_now(),
                 finished_at=None,
                 host=host,
                 pid=pid,
+                job_pid=None,
+                devices=None,
+                attempts=Run.attempts + 1,
                 run_dir=run_dir,
                 command=json.dumps(list(command)),
                 **columns,
@@ -521,6 +638,24 @@ class Store:
         if current is None:
             raise KeyError(f"run {run_id} is not in database {self.name}")
         raise TransitionError(f"run {run_id} is {current}; it cannot be started again")
+
+    def set_job(self, run_id: str, job_pid: int, devices: str) -> None:
+        """Record the launched job's pid and devices on a running run."""
+        statement = sa.update(Run).where(Run.id == run_id).values(job_pid=job_pid, devices=devices)
+        with self._session(write=True) as session:
+            session.execute(statement.execution_options(synchronize_session=False))
+
+    def heartbeat(self, run_ids: Sequence[str]) -> None:
+        """Refresh the heartbeat of the given running runs (one statement per chunk)."""
+        now = _now()
+        with self._session(write=True) as session:
+            for chunk in _chunks(list(run_ids)):
+                session.execute(
+                    sa.update(Run)
+                    .where(Run.id.in_(chunk), Run.status == RunStatus.RUNNING)
+                    .values(heartbeat_at=now)
+                    .execution_options(synchronize_session=False)
+                )
 
     def record_result(
         self,
@@ -568,6 +703,38 @@ class Store:
             if rows:
                 session.execute(sa.insert(Metric), rows)
 
+    def stored_run(self, run_id: str) -> StoredRun:
+        """A recorded run as a PlannedRun-like value, to launch it again; UserError if unknown."""
+        with self._session(write=False) as session:
+            row = session.get(Run, run_id)
+            if row is None:
+                raise UserError(f"run {run_id}: not in database {self.name}")
+            return StoredRun(
+                row.id,
+                row.sweep,
+                row.lane,
+                row.arm,
+                row.variant,
+                row.match,
+                row.seed,
+                json.loads(row.params),
+                row.nproc,
+                row.kind,
+            )
+
+    def requeue(self, run_id: str) -> None:
+        """Make a finished run pending again (rerun); TransitionError while it is running."""
+        statement = (
+            sa.update(Run)
+            .where(Run.id == run_id, Run.status.in_(TERMINAL | {RunStatus.PENDING}))
+            .values(status=RunStatus.PENDING, reason="")
+            .execution_options(synchronize_session=False)
+        )
+        with self._session(write=True) as session:
+            if session.execute(statement).rowcount == 1:
+                return
+        raise TransitionError(f"run {run_id} is running; it cannot be requeued")
+
     def runs_frame(self, sweep: str | None = None) -> pd.DataFrame:
         """The runs table (one sweep or all) as a DataFrame in registration order.
 
@@ -586,7 +753,7 @@ class Store:
             query = query.where(Run.sweep == sweep)
         with self._session(write=False) as session:
             frame = pd.read_sql(query, session.connection(), dtype=_frame_dtypes())
-        for name in ("created_at", "started_at", "finished_at"):
+        for name in ("created_at", "started_at", "finished_at", "heartbeat_at"):
             frame[name] = pd.to_datetime(frame[name], utc=True).astype("datetime64[us, UTC]")
         return frame
 
@@ -612,7 +779,8 @@ def open_store(url: str | Path, *, busy_timeout_ms: int = DEFAULT_BUSY_TIMEOUT_M
     """Open (and on first use create) the sweep database at `url`.
 
     `url` is a SQLAlchemy URL or a file path ("results.db" means `sqlite:///results.db`).
-    `busy_timeout_ms` is how long a SQLite writer waits for another writer's lock. Raises
+    `busy_timeout_ms` is how long one try of a writer waits for another writer's lock (SQLite
+    busy_timeout, PostgreSQL lock_timeout); see `_LOCK_ATTEMPTS` for the retries. Raises
     UserError naming the URL when it cannot be parsed or opened, and when the database was
     written by a different schema version.
     """
@@ -624,6 +792,8 @@ def open_store(url: str | Path, *, busy_timeout_ms: int = DEFAULT_BUSY_TIMEOUT_M
         raise UserError(f"cannot open database {text}: {exc}") from exc
     if engine.dialect.name == "sqlite":
         _install_sqlite_hooks(engine, busy_timeout_ms)
+    elif engine.dialect.name == "postgresql":
+        _install_postgresql_hooks(engine, busy_timeout_ms)
     store = Store(engine, _display_name(parsed), busy_timeout_ms)
     try:
         store._ensure_schema()

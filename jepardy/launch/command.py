@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import functools
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -67,15 +66,6 @@ def torchrun_argv(nproc: int, run_dir: Path) -> list[str]:
         "--out",
         str(run_dir),
     ]
-
-
-def run_environment(nproc: int) -> dict[str, str]:
-    """The parent's environment, unbuffered output, and a fair share of CPU threads per rank
-    (torchrun would otherwise force OMP_NUM_THREADS=1 with a warning)."""
-    env = dict(os.environ)
-    env["PYTHONUNBUFFERED"] = "1"
-    env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
-    return env
 
 
 def write_run_config(run: RunLike, run_dir: Path) -> Path:

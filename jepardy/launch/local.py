@@ -1,7 +1,5 @@
-"""Run one job as a child process on this machine and collect what it wrote.
-
-Each job runs in its own process session, so an interrupt kills its whole tree (torchrun
-and every rank). stdout and stderr go to RUN_DIR/stdout.log.
+"""One local job of the jepardy trainer: its run directory, its environment, and what it
+wrote (result.json, metrics.jsonl, the log tail). The scheduler (scheduler.py) starts it.
 """
 
 from __future__ import annotations
@@ -11,11 +9,11 @@ import math
 import os
 import signal
 import subprocess
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from jepardy.launch.command import RunLike, run_environment, torchrun_argv, write_run_config
+from jepardy.launch.command import RunLike, torchrun_argv, write_run_config
 
 STDOUT_LOG = "stdout.log"
 LOG_TAIL_LINES = 40
@@ -33,6 +31,9 @@ class JobOutcome:
     metrics: list[dict[str, Any]] = field(default_factory=list)
     log_tail: str = ""
 
+    def with_status(self, status: str, reason: str) -> JobOutcome:
+        return replace(self, status=status, reason=reason)
+
 
 def prepare_run_dir(run: RunLike, run_dir: Path) -> list[str]:
     """Clear a previous attempt's files, write run.json; returns the argv to launch."""
@@ -41,29 +42,6 @@ def prepare_run_dir(run: RunLike, run_dir: Path) -> list[str]:
         (run_dir / name).unlink(missing_ok=True)
     write_run_config(run, run_dir)
     return torchrun_argv(run.nproc, run_dir)
-
-
-def run_job(run: RunLike, run_dir: Path, argv: list[str]) -> JobOutcome:
-    """Launch `argv`, wait, and read the run's result files.
-
-    On KeyboardInterrupt the job's process group is killed and the outcome is
-    "interrupted" (the caller re-raises; see sweep.py).
-    """
-    with (run_dir / STDOUT_LOG).open("wb") as out:
-        proc = subprocess.Popen(
-            argv,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            env=run_environment(run.nproc),
-            start_new_session=True,
-        )
-        try:
-            exit_code = proc.wait()
-        except KeyboardInterrupt:
-            kill_group(proc)
-            return collect(run_dir, exit_code=None, interrupted=True)
-    return collect(run_dir, exit_code=exit_code, interrupted=False)
 
 
 def kill_group(proc: subprocess.Popen) -> None:
@@ -80,14 +58,16 @@ def kill_group(proc: subprocess.Popen) -> None:
             continue
 
 
-def collect(run_dir: Path, exit_code: int | None, interrupted: bool) -> JobOutcome:
-    """Turn the run directory's files into an outcome; a missing result.json is a failure."""
+def collect(run_dir: Path, exit_code: int | None) -> JobOutcome:
+    """Turn the run directory's files into an outcome; a missing result.json is a failure.
+
+    `exit_code` None means the job's exit was not seen (a resumed sweep adopting the files
+    of a job whose orchestrator died): a done result.json then counts as done.
+    """
     result = read_result(run_dir)
     metrics = read_metrics(run_dir)
     tail = log_tail(run_dir / STDOUT_LOG)
-    if interrupted:
-        return JobOutcome("interrupted", "interrupted", exit_code, result, metrics, tail)
-    if exit_code == 0 and result is not None and result.get("status") == "done":
+    if exit_code in (0, None) and result is not None and result.get("status") == "done":
         return JobOutcome("done", "", exit_code, result, metrics, tail)
     if result is not None and result.get("reason"):
         reason = str(result["reason"])
@@ -127,3 +107,30 @@ def log_tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
     if not path.exists():
         return ""
     return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+
+
+@dataclass(frozen=True)
+class TorchrunLauncher:
+    """Jobs of the built-in trainer under torchrun; `threads_per_rank` CPU threads each."""
+
+    threads_per_rank: int = 1
+
+    def prepare(self, run: RunLike, run_dir: Path) -> list[str]:
+        return prepare_run_dir(run, run_dir)
+
+    def environment(self, run: RunLike, devices: tuple[str, ...]) -> dict[str, str]:
+        return job_environment(devices, self.threads_per_rank)
+
+    def collect(self, run: RunLike, run_dir: Path, exit_code: int | None) -> JobOutcome:
+        return collect(run_dir, exit_code)
+
+
+def job_environment(devices: tuple[str, ...], threads_per_rank: int) -> dict[str, str]:
+    """The parent's environment, unbuffered output, the job's own GPUs (when it has any)
+    and its share of CPU threads (torchrun would otherwise force OMP_NUM_THREADS=1)."""
+    env = dict(os.environ)
+    env["PYTHONUNBUFFERED"] = "1"
+    env.setdefault("OMP_NUM_THREADS", str(max(1, threads_per_rank)))
+    if devices:
+        env["CUDA_VISIBLE_DEVICES"] = ",".join(devices)
+    return env

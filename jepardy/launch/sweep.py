@@ -1,27 +1,60 @@
-"""A sweep: a spec's runs, launched one after another, each recorded in the store.
+"""A sweep: a spec's runs, packed onto this machine's devices, each recorded in the store.
 
-Runs already done in the store are skipped, so running the same sweep again continues
-where it stopped. A failed run is recorded with its reason and log tail, and the sweep
-goes on. Only this process writes the store; jobs write files in their run directory.
+Running the same sweep again continues where it stopped: done runs are skipped, runs left
+"running" by an orchestrator that is gone are adopted (their job finished and wrote a
+result) or run again, and failed runs are retried only with `retry_failed`. Only this
+process writes the store; jobs write files in their run directory.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import socket
 import subprocess
 import time
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from jepardy.errors import UserError
-from jepardy.launch.command import trainer_schema
-from jepardy.launch.local import JobOutcome, prepare_run_dir, run_job
+from jepardy.launch.command import RunLike, trainer_schema
+from jepardy.launch.local import JobOutcome, TorchrunLauncher, collect
+from jepardy.launch.scheduler import HEARTBEAT_S, LocalScheduler
+from jepardy.launch.slots import DevicePool, detect_gpus
 from jepardy.spec import PlannedRun, Spec, expand_runs, load_spec
-from jepardy.store import RunStatus, Store
+from jepardy.store import Claim, RunStatus, Store
 
 # Trainer params whose value is a path that must exist before anything is launched.
 _PATH_PARAMS = ("data_dir", "tokenizer_path")
+# A run whose wallclock budget is known gets this much on top of it before it is killed:
+# start-up, compile, the final evaluations (the challenge allows 10 minutes) and export.
+EVAL_ALLOWANCE_S = 900.0
+# A running run whose heartbeat is older than this belongs to an orchestrator that is gone.
+STALE_AFTER_S = 6 * HEARTBEAT_S
+_RETRYABLE = {RunStatus.PENDING, RunStatus.INTERRUPTED}
+
+
+@dataclass(frozen=True)
+class SweepOptions:
+    runs_root: Path = Path("runs")
+    gpus: list[str] | None = None  # None: detect (CUDA_VISIBLE_DEVICES or nvidia-smi)
+    slots: int = 1  # concurrent runs when there are no GPUs
+    retry_failed: bool = False  # run failed and timed-out runs again
+    timeout_s: float | None = None  # per-run limit; None: wallclock_s + EVAL_ALLOWANCE_S
+
+
+class SweepObserver:
+    """Hooks a caller overrides to show progress; the defaults do nothing."""
+
+    def planned(self, total: int) -> None: ...
+
+    def skipped(self, run: RunLike) -> None: ...
+
+    def started(self, run: RunLike) -> None: ...
+
+    def finished(self, run: RunLike, outcome: JobOutcome) -> None: ...
 
 
 @dataclass
@@ -33,18 +66,6 @@ class SweepSummary:
     failed: int = 0
     failures: list[str] = field(default_factory=list)
     wall_s: float = 0.0
-
-
-class SweepObserver:
-    """Hooks a caller overrides to show progress; the defaults do nothing."""
-
-    def planned(self, total: int) -> None: ...
-
-    def skipped(self, run: PlannedRun) -> None: ...
-
-    def started(self, run: PlannedRun) -> None: ...
-
-    def finished(self, run: PlannedRun, outcome: JobOutcome) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -61,43 +82,28 @@ def load_plan(spec_path: Path, store: Store | None) -> tuple[Spec, list[PlanEntr
     return spec, [PlanEntry(r, str(statuses.get(r.run_id, "new"))) for r in runs]
 
 
-def check_paths(spec: Spec, runs: list[PlannedRun]) -> None:
+def check_paths(source: str, runs: list[RunLike]) -> None:
     """Refuse to launch when a data path a run needs does not exist (one line, naming it)."""
     defaults = {name: trainer_schema()[name]["default"] for name in _PATH_PARAMS}
     for run in runs:
+        if run.kind != "jepardy":
+            continue  # other trainers' params are theirs to check
         for name in _PATH_PARAMS:
             value = run.params.get(name, defaults[name])
             if value and not Path(value).exists():
                 hint = "; run `jepardy data build`" if "embedded" in str(value) else ""
                 raise UserError(
-                    f"{spec.path}: {name}: {value} not found (run {run.lane}/"
+                    f"{source}: {name}: {value} not found (run {run.lane}/"
                     f"{run.arm} seed {run.seed}){hint}"
                 )
 
 
-def release_stale_claims(store: Store, runs: list[PlannedRun], host: str) -> None:
-    """Mark interrupted the runs left "running" on this host by an orchestrator that is gone
-    (killed, or the machine rebooted), so this sweep can run them again. Runs held by a live
-    orchestrator, or by another host, are left alone (mark_running will refuse them)."""
-    for run_id, (claim_host, pid) in store.running_claims([r.run_id for r in runs]).items():
-        if claim_host == host and pid is not None and not _pid_alive(pid):
-            store.record_result(
-                run_id,
-                status=RunStatus.INTERRUPTED,
-                result=None,
-                metrics=[],
-                reason=f"orchestrator pid {pid} is gone",
-            )
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+def run_timeout_s(run: RunLike, override_s: float | None) -> float | None:
+    """The run's limit: the override, else its wallclock budget plus EVAL_ALLOWANCE_S."""
+    if override_s is not None:
+        return override_s
+    budget = run.params.get("wallclock_s", 0.0)
+    return float(budget) + EVAL_ALLOWANCE_S if budget else None
 
 
 def git_commit() -> str | None:
@@ -119,55 +125,169 @@ def git_commit() -> str | None:
     return head + ("-dirty" if dirty else "")
 
 
+def recover_stale(store: Store, runs: list[RunLike], host: str) -> None:
+    """Settle the runs left "running" by an orchestrator that is gone (killed, or its machine
+    rebooted): kill a leftover job, then adopt its result when it finished, else mark it
+    interrupted so that it runs again. Runs held by a live orchestrator are left alone."""
+    now = datetime.now(UTC)
+    for claim in store.running_claims([r.run_id for r in runs]):
+        if not _is_stale(claim, host, now):
+            continue
+        if claim.host == host and claim.job_pid and claim.run_dir:
+            _kill_leftover(claim.job_pid, claim.run_dir)
+        outcome = collect(Path(claim.run_dir), exit_code=None) if claim.run_dir else None
+        if outcome is not None and outcome.status == "done":
+            store.record_result(
+                claim.run_id,
+                status=RunStatus.DONE,
+                result=outcome.result,
+                metrics=outcome.metrics,
+                log_tail=outcome.log_tail,
+            )
+        else:
+            store.record_result(
+                claim.run_id,
+                status=RunStatus.INTERRUPTED,
+                result=None,
+                metrics=[],
+                reason=f"orchestrator {claim.host}:{claim.pid} gone",
+            )
+
+
+def _is_stale(claim: Claim, host: str, now: datetime) -> bool:
+    """Its orchestrator's pid is dead on this host (or is ours: a recycled pid), or its
+    heartbeat is older than STALE_AFTER_S (any host; assumes clocks in sync)."""
+    on_this_host = claim.host == host and claim.pid is not None
+    if on_this_host and (not _pid_alive(claim.pid) or claim.pid == os.getpid()):
+        return True
+    beat = claim.heartbeat_at
+    return beat is None or now - beat > timedelta(seconds=STALE_AFTER_S)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _kill_leftover(job_pid: int, run_dir: str) -> None:
+    """SIGKILL a job's process group if it still runs this run (checked on its command line,
+    so a recycled pid is never hit)."""
+    try:
+        cmdline = Path(f"/proc/{job_pid}/cmdline").read_bytes().replace(b"\0", b" ")
+    except OSError:
+        return
+    if run_dir.encode() in cmdline:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(job_pid, signal.SIGKILL)
+
+
 def run_sweep(
     spec_path: Path,
     store: Store,
-    runs_root: Path,
+    options: SweepOptions = SweepOptions(),
     observer: SweepObserver | None = None,
 ) -> SweepSummary:
-    """Launch every run of the spec not yet done, in spec order, telling `observer`.
-
-    Ctrl-C kills the running job's process group, records it as interrupted and re-raises.
-    """
+    """Launch every run of the spec that is not done, packed onto the devices, telling
+    `observer`. Ctrl-C stops every job cleanly (a second one kills at once), records them
+    as interrupted and re-raises KeyboardInterrupt."""
     observer = observer or SweepObserver()
     spec = load_spec(spec_path, trainer_schema())
     runs = expand_runs(spec)
     check_paths(spec, runs)
+    pool = DevicePool(detect_gpus() if options.gpus is None else options.gpus, options.slots)
+    for run in runs:
+        if not pool.fits(run.nproc):
+            raise UserError(
+                f"{spec.path}: trainer.nproc: {run.nproc} needs {run.nproc} GPUs; "
+                f"this sweep has {pool.capacity}"
+            )
     store.upsert_sweep(spec.name, str(spec_path), spec.text)
     store.register_runs(runs, git_commit())
     host = socket.gethostname()
-    release_stale_claims(store, runs, host)
+    recover_stale(store, runs, host)
     statuses = store.statuses([r.run_id for r in runs])
+    runnable = _RETRYABLE | (
+        {RunStatus.FAILED, RunStatus.TIMEOUT} if options.retry_failed else set()
+    )
+    queue = [r for r in runs if statuses[r.run_id] in runnable]
     summary = SweepSummary(sweep=spec.name, total=len(runs))
     observer.planned(len(runs))
-    started = time.perf_counter()
     for run in runs:
-        if statuses[run.run_id] == RunStatus.DONE:
+        if statuses[run.run_id] not in runnable:
             summary.skipped += 1
             observer.skipped(run)
-            continue
-        run_dir = runs_root / run.sweep / run.run_id
-        argv = prepare_run_dir(run, run_dir)
-        # Claim before launching: a run another live orchestrator holds is never started twice.
-        store.mark_running(run.run_id, host, os.getpid(), str(run_dir), argv)
-        observer.started(run)
-        outcome = run_job(run, run_dir, argv)
-        store.record_result(
-            run.run_id,
-            status=RunStatus(outcome.status),
-            reason=outcome.reason,
-            exit_code=outcome.exit_code,
-            result=outcome.result,
-            metrics=outcome.metrics,
-            log_tail=outcome.log_tail,
-        )
-        observer.finished(run, outcome)
-        if outcome.status == "interrupted":
-            raise KeyboardInterrupt
+    waits_for = {lane.name: set(lane.after) for lane in spec.lanes}
+    return _execute(store, pool, queue, summary, options, observer, waits_for)
+
+
+def rerun(
+    run_ids: list[str],
+    store: Store,
+    options: SweepOptions = SweepOptions(),
+    observer: SweepObserver | None = None,
+) -> SweepSummary:
+    """Run the given recorded runs again, whatever their status (not while running)."""
+    observer = observer or SweepObserver()
+    runs = [store.stored_run(run_id) for run_id in run_ids]
+    check_paths("rerun", runs)
+    pool = _pool(options, runs, "rerun")
+    recover_stale(store, runs, socket.gethostname())
+    for run in runs:
+        store.requeue(run.run_id)
+    summary = SweepSummary(sweep=", ".join(sorted({r.sweep for r in runs})), total=len(runs))
+    observer.planned(len(runs))
+    return _execute(store, pool, runs, summary, options, observer, {})
+
+
+def _pool(options: SweepOptions, runs: list[RunLike], source: str) -> DevicePool:
+    pool = DevicePool(detect_gpus() if options.gpus is None else options.gpus, options.slots)
+    for run in runs:
+        if not pool.fits(run.nproc):
+            raise UserError(
+                f"{source}: trainer.nproc: {run.nproc} needs {run.nproc} GPUs; "
+                f"this machine has {pool.capacity}"
+            )
+    return pool
+
+
+def _execute(
+    store: Store,
+    pool: DevicePool,
+    queue: list[RunLike],
+    summary: SweepSummary,
+    options: SweepOptions,
+    observer: SweepObserver,
+    waits_for: dict[str, set[str]],
+) -> SweepSummary:
+    """Schedule `queue` and count the outcomes into `summary`."""
+    started = time.perf_counter()
+    # CPU threads per rank: the cores shared among the concurrent CPU runs.
+    concurrent = 1 if pool.uses_gpus else pool.capacity
+    ranks = max((r.nproc for r in queue), default=1)  # an empty queue: nothing to run
+    threads = max(1, (os.cpu_count() or 1) // concurrent // ranks)
+    scheduler = LocalScheduler(
+        store=store,
+        pool=pool,
+        launcher=TorchrunLauncher(threads_per_rank=threads),
+        runs_root=options.runs_root,
+        host=socket.gethostname(),
+        observer=observer,
+        timeout_s=lambda run: run_timeout_s(run, options.timeout_s),
+        waits_for=waits_for,
+    )
+    result = scheduler.run(queue)
+    for run_id, outcome in result.outcomes.items():
         if outcome.status == "done":
             summary.done += 1
         else:
             summary.failed += 1
-            summary.failures.append(f"{run.run_id} {run.lane}/{run.arm}: {outcome.reason}")
+            summary.failures.append(f"{run_id}: {outcome.status}: {outcome.reason}")
+    for run_id in result.not_started:
+        summary.failures.append(f"{run_id}: held by another orchestrator")
     summary.wall_s = time.perf_counter() - started
     return summary

@@ -129,14 +129,18 @@ class CodeFile:
 def loaded_code_files(package: str = "jepardy") -> list[CodeFile]:
     """Every source file of `package` loaded in this process: the exact code that ran."""
     root = Path(sys.modules[package].__file__).resolve().parent.parent
-    files = []
-    for name, module in sorted(sys.modules.items()):
+    files: dict[str, CodeFile] = {}  # by path: a file loaded under two names counts once
+    for key, module in sorted(sys.modules.items()):
+        # `python -m jepardy.trainer` runs jepardy/trainer/__main__.py as "__main__"; its
+        # spec keeps the real name, so that file is counted too.
+        spec = getattr(module, "__spec__", None)
+        name = spec.name if spec is not None and spec.name else key
         path = getattr(module, "__file__", None)
         if (name == package or name.startswith(package + ".")) and path and path.endswith(".py"):
             data = Path(path).read_bytes()
             rel = Path(path).resolve().relative_to(root).as_posix()
-            files.append(CodeFile(rel, len(data), hashlib.sha256(data).hexdigest()))
-    return sorted(files, key=lambda f: f.path)
+            files[rel] = CodeFile(rel, len(data), hashlib.sha256(data).hexdigest())
+    return sorted(files.values(), key=lambda f: f.path)
 
 
 def code_digest(files: list[CodeFile]) -> str:

@@ -1,0 +1,255 @@
+"""The artifact: int-N per-row quantization, serialization round trip, code bytes."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import json
+import struct
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import zstandard
+from torch import nn
+
+import jepardy
+from jepardy.trainer.export import (
+    CLIP_QUANTILES,
+    FORMAT_TAG,
+    code_digest,
+    dequantize_rows,
+    deserialize_model,
+    loaded_code_files,
+    quantize_rows,
+    serialize_model,
+)
+from jepardy.trainer.model import GPT, GPTShape
+
+REPO_ROOT = Path(jepardy.__file__).resolve().parent.parent
+
+
+def sample_weight(rows: int = 8, cols: int = 64, seed: int = 0) -> torch.Tensor:
+    """Gaussian rows, some with a large outlier (so a clip below the max can win)."""
+    g = torch.Generator().manual_seed(seed)
+    w = torch.randn(rows, cols, generator=g) * 0.02
+    w[0, 5] = 0.5
+    w[3, -1] = -0.3
+    w[5] *= 100.0
+    return w
+
+
+def sample_state() -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(1)
+    return {
+        "layer.weight": sample_weight(),
+        "conv.weight": torch.randn(4, 3, 5, generator=g),  # ndim 3: rows are dim 0
+        "layer.scale": torch.randn(16, generator=g),
+        "zero.weight": torch.zeros(2, 8),
+    }
+
+
+def check_row_error(w: torch.Tensor, restored: torch.Tensor, scales: torch.Tensor, qmax: int):
+    """Inside the clip range the error is at most scale/2; beyond it, the excess over
+    qmax * scale exactly (the value is clipped to the range's end)."""
+    w, restored = w.reshape(w.shape[0], -1), restored.reshape(w.shape[0], -1)
+    s = scales.float()[:, None]
+    err = (restored - w).abs()
+    limit = torch.maximum(s / 2, w.abs() - qmax * s)
+    assert (err <= limit * (1 + 1e-5) + 1e-12).all(), (err - limit).max()
+    inside = w.abs() <= qmax * s
+    assert (err[inside] <= (s / 2).expand_as(w)[inside] * (1 + 1e-5) + 1e-12).all()
+
+
+# --- quantization ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("bits", [6, 4, 8])
+def test_codes_stay_in_range_and_use_it(bits):
+    qmax = 2 ** (bits - 1) - 1
+    w = sample_weight()
+    q = quantize_rows(w, bits)
+    assert q.codes.dtype == torch.int8
+    assert q.scales.dtype == torch.float16
+    assert q.codes.shape == w.shape and q.scales.shape == (w.shape[0],)
+    assert int(q.codes.min()) >= -qmax and int(q.codes.max()) <= qmax
+    # The clip level is at most the row's max, so each row's largest value hits the limit.
+    assert (q.codes.abs().amax(dim=1) == qmax).all()
+    check_row_error(w, dequantize_rows(q, tuple(w.shape)), q.scales, qmax)
+
+
+def test_int6_codes_in_range_even_for_extreme_rows():
+    w = torch.tensor([[1e4, -1e4, 1e-3, 0.0], [1e-8, 2e-8, -3e-8, 0.0], [0.0, 0.0, 0.0, 7.0]])
+    q = quantize_rows(w, 6)
+    assert int(q.codes.abs().max()) <= 31
+    # A row below float16's resolution may store scale 0: it reads back as zeros.
+    assert torch.isfinite(q.scales.float()).all() and (q.scales.float() >= 0).all()
+    check_row_error(w, dequantize_rows(q, tuple(w.shape)), q.scales, 31)
+
+
+def test_chosen_clip_is_no_worse_than_the_row_max():
+    """The clip search keeps the candidate with the smallest reconstruction error, so it
+    never loses to plain max scaling (the 1.0 quantile)."""
+    assert 1.0 in CLIP_QUANTILES
+    w = sample_weight(rows=16, cols=256, seed=3)
+    q = quantize_rows(w, 6)
+    err = (dequantize_rows(q, tuple(w.shape)) - w).square().sum(dim=1)
+    max_scale = (w.abs().amax(dim=1) / 31).half().float()
+    plain = torch.clamp(torch.round(w / max_scale[:, None]), -31, 31) * max_scale[:, None]
+    plain_err = (plain - w).square().sum(dim=1)
+    assert (err <= plain_err * (1 + 1e-5) + 1e-12).all()
+    assert (err < plain_err).any()  # the outlier rows gain from clipping
+
+
+# --- serialization --------------------------------------------------------------------------
+
+
+def test_round_trip_preserves_names_shapes_and_values():
+    state = sample_state()
+    restored = deserialize_model(serialize_model(state, bits=6, zstd_level=3))
+    assert sorted(restored) == sorted(state)
+    for name, tensor in state.items():
+        assert restored[name].shape == tensor.shape, name
+        assert restored[name].dtype == torch.float32, name
+    # Vectors are kept as float16.
+    torch.testing.assert_close(
+        restored["layer.scale"], state["layer.scale"].half().float(), rtol=0, atol=0
+    )
+    # Matrices: the same codes and scales as quantize_rows, within half a step per row.
+    for name in ("layer.weight", "conv.weight"):
+        q = quantize_rows(state[name], 6)
+        torch.testing.assert_close(
+            restored[name], dequantize_rows(q, tuple(state[name].shape)), rtol=0, atol=0
+        )
+        check_row_error(state[name], restored[name], q.scales, 31)
+    assert torch.equal(restored["zero.weight"], torch.zeros(2, 8))
+
+
+def test_serialization_is_deterministic():
+    a = serialize_model(sample_state(), bits=6, zstd_level=3)
+    b = serialize_model(dict(reversed(list(sample_state().items()))), bits=6, zstd_level=3)
+    assert a == b
+
+
+def read_header(blob: bytes) -> tuple[dict, bytes]:
+    raw = zstandard.ZstdDecompressor().decompress(blob)
+    (n,) = struct.unpack_from("<I", raw)
+    return json.loads(raw[4 : 4 + n]), raw[4 + n :]
+
+
+def test_header_lists_kinds_and_bits():
+    header, _ = read_header(serialize_model(sample_state(), bits=6, zstd_level=3))
+    assert header["format"] == FORMAT_TAG and header["bits"] == 6
+    kinds = {e["name"]: e["kind"] for e in header["tensors"]}
+    assert kinds == {
+        "conv.weight": "q",
+        "layer.scale": "raw",
+        "layer.weight": "q",
+        "zero.weight": "q",
+    }
+
+
+def test_other_format_tag_is_refused():
+    header, body = read_header(serialize_model(sample_state(), bits=6, zstd_level=3))
+    header["format"] = "someone-else-v9"
+    text = json.dumps(header, sort_keys=True).encode()
+    forged = zstandard.ZstdCompressor().compress(struct.pack("<I", len(text)) + text + body)
+    with pytest.raises(ValueError, match="someone-else-v9"):
+        deserialize_model(forged)
+
+
+def test_gpt_round_trip_keeps_logits_close():
+    shape = GPTShape(
+        vocab_size=64,
+        n_layers=2,
+        d_model=32,
+        n_heads=4,
+        n_kv_heads=2,
+        mlp_mult=2,
+        rope_base=10000.0,
+        logit_softcap=30.0,
+        init_std=0.02,
+    )
+    torch.manual_seed(0)
+    gpt = GPT(shape)
+    for block in gpt.blocks:  # as after training: no zero matrices
+        nn.init.normal_(block.attn.proj.weight, std=0.02)
+        nn.init.normal_(block.mlp.proj.weight, std=0.02)
+    idx = torch.randint(0, 64, (2, 32), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        before = gpt.logits(gpt(idx))
+        state = deserialize_model(serialize_model(gpt.state_dict(), bits=6, zstd_level=3))
+        copy = GPT(shape)
+        copy.load_state_dict(state)  # strict: every name and shape matches
+        after = copy.logits(copy(idx))
+    assert before.abs().max() > 0.5  # the comparison is not between two tiny numbers
+    # Each matrix moves by ~2% (relative norm); the logits by about as much.
+    assert float((after - before).norm() / before.norm()) < 0.06
+    probs_before, probs_after = before.softmax(-1), after.softmax(-1)
+    assert float((probs_after - probs_before).abs().max()) < 0.01
+    # int6 is lossy: the logits move, though little.
+    assert not torch.equal(after, before)
+
+
+# --- code bytes -----------------------------------------------------------------------------
+
+
+def test_loaded_code_files_are_the_package_sources_on_disk():
+    files = loaded_code_files()
+    paths = [f.path for f in files]
+    assert paths == sorted(paths) and len(set(paths)) == len(paths)
+    assert "jepardy/__init__.py" in paths
+    assert "jepardy/trainer/export.py" in paths
+    assert "jepardy/trainer/model.py" in paths
+    for f in files:
+        assert f.path.startswith("jepardy/") and f.path.endswith(".py")
+        data = (REPO_ROOT / f.path).read_bytes()
+        assert f.bytes_total == len(data), f.path
+        assert f.sha256 == hashlib.sha256(data).hexdigest(), f.path
+    # Only loaded modules count: the orchestrator's modules are not part of the trainer.
+    loaded = {
+        Path(m.__file__).resolve()
+        for name, m in list(sys.modules.items())
+        if (name == "jepardy" or name.startswith("jepardy.")) and getattr(m, "__file__", None)
+    }
+    assert {REPO_ROOT / p for p in paths} == loaded
+
+
+def test_code_digest_formula_and_sensitivity():
+    files = loaded_code_files()
+    h = hashlib.sha256()
+    for f in files:
+        h.update(f"{f.path}\0{f.sha256}\n".encode())
+    assert code_digest(files) == h.hexdigest()
+    assert code_digest(files[:-1]) != code_digest(files)
+
+
+@pytest.fixture
+def temp_package(tmp_path, monkeypatch):
+    name = "jepardy_tmp_pkg"
+    pkg = tmp_path / name
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "mod.py").write_text("VALUE = 1\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    importlib.import_module(f"{name}.mod")
+    yield name, pkg
+    for key in [k for k in sys.modules if k == name or k.startswith(name + ".")]:
+        del sys.modules[key]
+
+
+def test_code_digest_changes_with_file_content(temp_package):
+    name, pkg = temp_package
+    first = loaded_code_files(name)
+    assert [(f.path, f.bytes_total) for f in first] == [
+        (f"{name}/__init__.py", 0),
+        (f"{name}/mod.py", 10),
+    ]
+    (pkg / "mod.py").write_text("VALUE = 22\n")  # the file on disk is what is measured
+    second = loaded_code_files(name)
+    assert second[1].bytes_total == 11
+    assert second[1].sha256 == hashlib.sha256(b"VALUE = 22\n").hexdigest()
+    assert second[0] == first[0]
+    assert code_digest(second) != code_digest(first)
+    assert code_digest(loaded_code_files(name)) == code_digest(second)

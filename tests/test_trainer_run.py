@@ -1,0 +1,173 @@
+"""The trainer as the orchestrator runs it: a real process, run.json in, result.json out."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import jepardy
+from jepardy.data.corpus import EmbeddedCorpus, build_embedded
+
+pytestmark = pytest.mark.slow
+
+REPO_ROOT = Path(jepardy.__file__).resolve().parent.parent
+TORCHRUN = Path(sys.executable).with_name("torchrun")
+ITERATIONS = 20
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory: pytest.TempPathFactory) -> EmbeddedCorpus:
+    return build_embedded(tmp_path_factory.mktemp("embedded"))
+
+
+def tiny_params(corpus: EmbeddedCorpus, **overrides) -> dict:
+    return {
+        "data_dir": str(corpus.sp1024_dir),
+        "tokenizer_path": str(corpus.tokenizer_model),
+        "vocab_size": 1024,
+        "n_layers": 2,
+        "d_model": 32,
+        "n_heads": 4,
+        "n_kv_heads": 2,
+        "seq_len": 64,
+        "train_batch_tokens": 512,  # 8 sequences: 4 per rank with 2 ranks
+        "val_batch_tokens": 4096,
+        "val_max_tokens": 4096,
+        "iterations": ITERATIONS,
+        "warmup_steps": 5,
+        "log_every": 5,
+        "zstd_level": 3,
+        "device": "cpu",
+        **overrides,
+    }
+
+
+def run_trainer(
+    out: Path, params: dict, nproc: int = 0
+) -> tuple[subprocess.CompletedProcess, dict]:
+    """Write run.json, run the trainer (torchrun when nproc > 0), return (process, result)."""
+    out.mkdir(parents=True)
+    config = out / "run.json"
+    config.write_text(json.dumps({"run_id": out.name, "params": params}))
+    trainer = ["-m", "jepardy.trainer", "--config", str(config), "--out", str(out)]
+    if nproc:
+        argv = [str(TORCHRUN), "--standalone", f"--nproc_per_node={nproc}", *trainer]
+    else:
+        argv = [sys.executable, *trainer]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(argv, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=180)
+    result_path = out / "result.json"
+    assert result_path.is_file(), proc.stdout + proc.stderr
+    return proc, json.loads(result_path.read_text())
+
+
+def metric_points(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def jepa_run(corpus, tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs") / "jepa"
+    return out, *run_trainer(out, tiny_params(corpus, jepa_weight=0.1))
+
+
+@pytest.fixture(scope="module")
+def control_run(corpus, tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs") / "control"
+    return out, *run_trainer(out, tiny_params(corpus, jepa_weight=0.0))
+
+
+def test_jepa_run_result(jepa_run):
+    out, proc, result = jepa_run
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert result["status"] == "done" and result["reason"] == ""
+    assert result["run_id"] == "jepa"
+    assert math.isfinite(result["val_bpb"]) and result["val_bpb"] > 0
+    assert math.isfinite(result["prequant_val_bpb"]) and result["prequant_val_bpb"] > 0
+    # A 1024-way model after 20 steps is still worse than 4 bits per token, but it learned:
+    # below the uniform guess of ln(1024) nats per token.
+    assert result["val_loss"] < math.log(1024)
+    assert result["steps"] == ITERATIONS
+    assert result["world_size"] == 1 and result["device"] == "cpu"
+
+    assert result["model_bytes"] == (out / "model.intq.zst").stat().st_size
+    assert result["artifact_bytes"] == result["code_bytes"] + result["model_bytes"]
+    assert result["under_cap"] is True
+    assert result["code_bytes"] == sum(f["bytes"] for f in result["code_files"].values())
+    assert "jepardy/trainer/train.py" in result["code_files"]
+    assert "jepardy/trainer/__main__.py" in result["code_files"]  # it ran too
+    for path, entry in result["code_files"].items():
+        data = (REPO_ROOT / path).read_bytes()
+        assert entry == {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+
+    assert math.isfinite(result["jepa_loss"]) and result["jepa_loss"] > 0
+    assert math.isfinite(result["jepa_pred_std"])
+    assert set(result["group_drift"]) == {"embed", "matrix", "scalar", "jepa_predictor"}
+    for group, drift in result["group_drift"].items():
+        assert drift > 0, f"optimizer group {group} did not move"
+
+    points = metric_points(out)
+    train_loss = [p for p in points if p["name"] == "train_loss"]
+    assert [p["step"] for p in train_loss] == [5, 10, 15, 20]
+    assert all(math.isfinite(p["value"]) for p in train_loss)
+    assert any(p["name"] == "jepa_loss" for p in points)
+    assert json.loads((out / "config.json").read_text())["jepa_weight"] == 0.1
+
+
+def test_control_run_has_no_jepa(control_run):
+    out, proc, result = control_run
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert result["status"] == "done"
+    assert result["jepa_loss"] is None and result["jepa_pred_std"] is None
+    assert set(result["group_drift"]) == {"embed", "matrix", "scalar"}
+    assert all(v > 0 for v in result["group_drift"].values())
+    names = {p["name"] for p in metric_points(out)}
+    assert "train_loss" in names and "jepa_loss" not in names
+
+
+def test_torchrun_two_ranks_matches_one_process(corpus, control_run, tmp_path):
+    _, _, single = control_run
+    proc, result = run_trainer(tmp_path / "ddp", tiny_params(corpus, jepa_weight=0.0), nproc=2)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert result["status"] == "done" and result["world_size"] == 2
+    assert result["steps"] == single["steps"]
+    assert result["val_tokens"] == single["val_tokens"]
+    assert result["val_bytes"] == single["val_bytes"]
+    assert result["val_bpb"] == pytest.approx(single["val_bpb"], abs=1e-4)
+
+
+def test_non_finite_loss_fails_with_reason_nan(corpus, tmp_path):
+    # Block weights of 1e20: the MLP's squared activations overflow to inf, and the
+    # zero-initialised output layer turns them into NaN at the first step.
+    proc, result = run_trainer(tmp_path / "nan", tiny_params(corpus, init_std=1e20))
+    assert proc.returncode == 1
+    assert result["status"] == "failed" and result["reason"] == "nan"
+    assert "val_bpb" not in result
+    assert not (tmp_path / "nan" / "model.intq.zst").exists()
+
+
+def test_missing_data_dir_fails_with_one_line_reason(corpus, tmp_path):
+    missing = tmp_path / "no_such_dataset"
+    proc, result = run_trainer(tmp_path / "missing", tiny_params(corpus, data_dir=str(missing)))
+    assert proc.returncode == 1
+    assert result["status"] == "failed"
+    assert str(missing) in result["reason"]
+    assert "\n" not in result["reason"]
+    assert "Traceback" not in proc.stderr
+
+
+def test_unknown_param_is_refused_by_name(corpus, tmp_path):
+    params = tiny_params(corpus, jepa_wieght=0.1)
+    proc, result = run_trainer(tmp_path / "unknown", params)
+    assert proc.returncode == 1
+    assert result["status"] == "failed"
+    assert "jepa_wieght" in result["reason"] and "unknown" in result["reason"]
+    assert "jepa_wieght" in proc.stdout
+    assert not (tmp_path / "unknown" / "config.json").exists()
