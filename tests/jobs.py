@@ -1,0 +1,91 @@
+"""Fake jobs at the outer edge of the scheduler: real child processes that sleep, record
+when they ran and with which CUDA_VISIBLE_DEVICES, and write a result.json like the
+trainer's. Used by the scheduler tests and bench/scheduler.py."""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from jepardy.launch.local import JobOutcome, collect, job_environment
+from jepardy.store import Store
+
+# argv: run_dir sleep_s exit_code. Writes timing.json at once (so a killed job leaves a
+# trace) and result.json at the end.
+JOB_SCRIPT = """
+import json, os, sys, time
+run_dir, sleep_s, exit_code = sys.argv[1], float(sys.argv[2]), int(sys.argv[3])
+start = time.time()
+info = {"pid": os.getpid(), "cvd": os.environ.get("CUDA_VISIBLE_DEVICES"), "start": start}
+open(os.path.join(run_dir, "timing.json"), "w").write(json.dumps(info))
+time.sleep(sleep_s)
+info["end"] = time.time()
+open(os.path.join(run_dir, "timing.json"), "w").write(json.dumps(info))
+if exit_code == 0:
+    result = {"status": "done", "reason": "", "val_bpb": 1.0 + sleep_s, "steps": 1}
+    open(os.path.join(run_dir, "result.json"), "w").write(json.dumps(result))
+else:
+    print("boom: failing on purpose", flush=True)
+sys.exit(exit_code)
+"""
+
+
+@dataclass(frozen=True)
+class FakeRun:
+    run_id: str
+    lane: str = "main"
+    nproc: int = 1
+    sweep: str = "fake"
+    arm: str = "control"
+    variant: str = ""
+    match: str = ""
+    seed: int = 1
+    kind: str = "fake"
+    params: dict[str, Any] = field(default_factory=dict, hash=False)
+
+
+@dataclass(frozen=True)
+class SleepLauncher:
+    """Each run sleeps params["sleep_s"] and exits with params.get("exit_code", 0)."""
+
+    def prepare(self, run: FakeRun, run_dir: Path) -> list[str]:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        for name in ("result.json", "timing.json"):
+            (run_dir / name).unlink(missing_ok=True)
+        sleep_s = str(run.params.get("sleep_s", 0.1))
+        exit_code = str(run.params.get("exit_code", 0))
+        return [sys.executable, "-c", JOB_SCRIPT, str(run_dir), sleep_s, exit_code]
+
+    def environment(self, run: FakeRun, devices: tuple[str, ...]) -> dict[str, str]:
+        return job_environment(devices, threads_per_rank=1)
+
+    def collect(self, run: FakeRun, run_dir: Path, exit_code: int | None) -> JobOutcome:
+        return collect(run_dir, exit_code)
+
+
+def register(store: Store, runs: list[FakeRun]) -> None:
+    store.upsert_sweep("fake", "fake.toml", "")
+    store.register_runs(runs, git_commit=None)
+
+
+def timings(runs_root: Path, runs: list[FakeRun]) -> dict[str, dict[str, Any]]:
+    """run_id -> {pid, cvd, start, end} for the runs that started."""
+    found = {}
+    for run in runs:
+        path = runs_root / run.sweep / run.run_id / "timing.json"
+        if path.exists():
+            found[run.run_id] = json.loads(path.read_text())
+    return found
+
+
+def max_overlap(intervals: list[tuple[float, float]]) -> int:
+    """The largest number of intervals open at one instant."""
+    events = sorted([(s, 1) for s, _ in intervals] + [(e, -1) for _, e in intervals])
+    open_now = peak = 0
+    for _, delta in events:
+        open_now += delta
+        peak = max(peak, open_now)
+    return peak
