@@ -59,7 +59,8 @@ from jepardy.errors import UserError
 SCHEMA_VERSION = 1
 DEFAULT_BUSY_TIMEOUT_MS = 30_000
 
-# Execution option that makes the SQLite "begin" listener emit BEGIN IMMEDIATE.
+# Execution option that makes the "begin" listeners take the write lock (SQLite: BEGIN
+# IMMEDIATE; PostgreSQL: the advisory lock _PG_WRITE_LOCK).
 _WRITE_OPTION = "jepardy_write"
 # Bound on the number of ids in one IN (...) clause (SQLite limits bound parameters).
 _IN_CHUNK = 500
@@ -482,9 +483,8 @@ class Store:
         except OperationalError as exc:
             if _is_transient(exc):
                 raise UserError(
-                    f"database {self.name} is locked by another process (tried "
-                    f"{_LOCK_ATTEMPTS} times, waiting {self._busy_timeout_ms} ms each); "
-                    "try again when it is free"
+                    f"database {self.name} is locked by another process (busy timeout "
+                    f"{self._busy_timeout_ms} ms); try again when it is free"
                 ) from exc
             raise
 

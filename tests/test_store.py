@@ -1,10 +1,16 @@
-"""The sweep database on real SQLite files: schema, transitions, pandas access, locking."""
+"""The store's contract, run against every backend (`store_url`: a SQLite file, a fresh
+PostgreSQL database): schema, transitions, pandas access, locking. SQLite-only behaviour
+(WAL, a file locked by another program, plain paths) is tested on SQLite alone."""
 
 from __future__ import annotations
 
 import json
+import logging
 import math
 import sqlite3
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -65,48 +71,88 @@ METRICS = [
 ]
 
 
-def _open(tmp_path: Path, **kwargs: Any) -> tuple[Store, Path]:
-    path = tmp_path / "results.db"
-    store = open_store(str(path), **kwargs)
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'results.db'}"
+
+
+def _open(url: str, **kwargs: Any) -> Store:
+    store = open_store(url, **kwargs)
     store.upsert_sweep("smoke", "specs/smoke.toml", "[sweep]\nname = 'smoke'\n")
-    return store, path
+    return store
 
 
-def _sqlite(path: Path, sql: str) -> list[tuple[Any, ...]]:
-    with sqlite3.connect(path) as connection:
-        return connection.execute(sql).fetchall()
+@contextmanager
+def _engine(url: str) -> Iterator[sa.Engine]:
+    """A plain engine on the store's database, as another program (or pandas) would use."""
+    engine = sa.create_engine(url, poolclass=sa.NullPool)
+    try:
+        yield engine
+    finally:
+        engine.dispose()
 
 
-def test_schema_and_version_row(tmp_path: Path) -> None:
-    store, path = _open(tmp_path)
-    tables = {name for (name,) in _sqlite(path, "SELECT name FROM sqlite_master")}
-    assert {"schema_info", "sweeps", "runs", "metrics"} <= tables
-    assert {"ix_runs_sweep_lane_arm", "ix_runs_status"} <= tables
-    assert _sqlite(path, "SELECT version FROM schema_info") == [(SCHEMA_VERSION,)]
+def _query(url: str, sql: str) -> list[tuple[Any, ...]]:
+    with _engine(url) as engine, engine.connect() as connection:
+        return [tuple(row) for row in connection.exec_driver_sql(sql)]
+
+
+def _execute(url: str, sql: str) -> None:
+    with _engine(url) as engine, engine.begin() as connection:
+        connection.exec_driver_sql(sql)
+
+
+def _database(url: str) -> str:
+    """What a store's messages call the database: the SQLite path or the PostgreSQL name."""
+    name = sa.make_url(url).database
+    assert name
+    return name
+
+
+@contextmanager
+def _write_held(url: str) -> Iterator[None]:
+    """Another store holds a write transaction on the database until the block ends."""
+    holder = open_store(url)
+    try:
+        with holder._session(write=True) as session:
+            session.execute(sa.select(1))
+            yield
+    finally:
+        holder.close()
+
+
+def test_schema_and_version_row(store_url: str) -> None:
+    store = _open(store_url)
+    with _engine(store_url) as engine:
+        inspector = sa.inspect(engine)
+        assert {"schema_info", "sweeps", "runs", "metrics"} <= set(inspector.get_table_names())
+        indexes = {index["name"] for index in inspector.get_indexes("runs")}
+        assert {"ix_runs_sweep_lane_arm", "ix_runs_status"} <= indexes
+    assert _query(store_url, "SELECT version FROM schema_info") == [(SCHEMA_VERSION,)]
     store.close()
     # Opening again neither fails nor adds a second version row.
-    open_store(path).close()
-    assert _sqlite(path, "SELECT version FROM schema_info") == [(SCHEMA_VERSION,)]
+    open_store(store_url).close()
+    assert _query(store_url, "SELECT version FROM schema_info") == [(SCHEMA_VERSION,)]
 
 
-def test_status_check_constraint(tmp_path: Path) -> None:
-    _store, path = _open(tmp_path)
-    _store.register_runs([Planned("a" * 16)], git_commit=None)
-    with pytest.raises(sqlite3.IntegrityError):
-        _sqlite(path, "UPDATE runs SET status = 'exploded'")
+def test_status_check_constraint(store_url: str) -> None:
+    store = _open(store_url)
+    store.register_runs([Planned("a" * 16)], git_commit=None)
+    with pytest.raises(sa.exc.IntegrityError):
+        _execute(store_url, "UPDATE runs SET status = 'exploded'")
 
 
-def test_sweep_upsert_keeps_one_row(tmp_path: Path) -> None:
-    store, path = _open(tmp_path)
+def test_sweep_upsert_keeps_one_row(store_url: str) -> None:
+    store = _open(store_url)
     store.upsert_sweep("smoke", "specs/smoke.toml", "changed")
-    rows = _sqlite(path, "SELECT name, spec_text, spec_sha256 FROM sweeps")
+    rows = _query(store_url, "SELECT name, spec_text, spec_sha256 FROM sweeps")
     assert [(name, text) for name, text, _ in rows] == [("smoke", "changed")]
     assert len(rows[0][2]) == 64
     assert store.sweep_names() == ["smoke"]
 
 
-def test_register_twice_adds_nothing(tmp_path: Path) -> None:
-    store, path = _open(tmp_path)
+def test_register_twice_adds_nothing(store_url: str) -> None:
+    store = _open(store_url)
     runs = [
         Planned("a" * 16, params={"jepa_weight": 0.1, "ema": True, "wallclock_s": 180}),
         Planned("b" * 16, arm="jepa", params={}),
@@ -115,7 +161,7 @@ def test_register_twice_adds_nothing(tmp_path: Path) -> None:
     store.mark_running("a" * 16, "host", 42, "runs/a", ["torchrun"])
     store.register_runs([*runs, Planned("c" * 16)], git_commit="other")
 
-    rows = _sqlite(path, "SELECT id, status, git_commit, seq FROM runs ORDER BY seq")
+    rows = _query(store_url, "SELECT id, status, git_commit, seq FROM runs ORDER BY seq")
     assert rows == [
         ("a" * 16, "running", "deadbeef", 1),
         ("b" * 16, "pending", "deadbeef", 2),
@@ -130,14 +176,14 @@ def test_register_twice_adds_nothing(tmp_path: Path) -> None:
     assert json.loads(frame.loc["a" * 16, "params"])["wallclock_s"] == 180
 
 
-def test_register_needs_recorded_sweep(tmp_path: Path) -> None:
-    store, _ = _open(tmp_path)
+def test_register_needs_recorded_sweep(store_url: str) -> None:
+    store = _open(store_url)
     with pytest.raises(LookupError, match="upsert_sweep"):
         store.register_runs([Planned("a" * 16, sweep="nope")], git_commit=None)
 
 
-def test_pending_running_done_with_results_and_metrics(tmp_path: Path) -> None:
-    store, path = _open(tmp_path)
+def test_pending_running_done_with_results_and_metrics(store_url: str) -> None:
+    store = _open(store_url)
     run_id = "a" * 16
     store.register_runs([Planned(run_id)], git_commit=None)
     assert store.statuses([run_id, "f" * 16]) == {run_id: RunStatus.PENDING}
@@ -164,10 +210,10 @@ def test_pending_running_done_with_results_and_metrics(tmp_path: Path) -> None:
     assert row["exit_code"] == 0
     assert row["log_tail"] == "ok"
     assert json.loads(row["result"]) == RESULT
-    assert row["started_at"].tzinfo is not None
+    assert str(row["started_at"].tzinfo) == "UTC"
     assert row["finished_at"] >= row["started_at"] >= row["created_at"]
 
-    metrics = _sqlite(path, "SELECT step, name, value, kind FROM metrics ORDER BY id")
+    metrics = _query(store_url, "SELECT step, name, value, kind FROM metrics ORDER BY id")
     assert metrics == [
         (0, "train_loss", 6.9, "finite"),
         (1, "train_loss", None, "nan"),
@@ -176,19 +222,31 @@ def test_pending_running_done_with_results_and_metrics(tmp_path: Path) -> None:
     ]
 
 
-def test_record_again_replaces_metrics(tmp_path: Path) -> None:
-    store, path = _open(tmp_path)
+def test_big_and_boolean_results_round_trip(store_url: str) -> None:
+    store = _open(store_url)
+    run_id = "a" * 16
+    store.register_runs([Planned(run_id)], git_commit=None)
+    over_int32 = {**RESULT, "artifact_bytes": 2**40, "under_cap": False}
+    store.record_result(run_id, status="done", result=over_int32, metrics=[])
+    row = store.runs_frame().iloc[0]
+    assert row["artifact_bytes"] == 2**40
+    assert row["under_cap"] is False or not row["under_cap"]
+    assert json.loads(row["result"])["artifact_bytes"] == 2**40
+
+
+def test_record_again_replaces_metrics(store_url: str) -> None:
+    store = _open(store_url)
     run_id = "a" * 16
     store.register_runs([Planned(run_id)], git_commit=None)
     store.record_result(run_id, status="failed", reason="nan", result=None, metrics=METRICS)
     store.mark_running(run_id, "node1", 1, "runs/a", [])
     store.record_result(run_id, status=RunStatus.DONE, result=RESULT, metrics=METRICS[:1])
-    assert _sqlite(path, "SELECT count(*) FROM metrics") == [(1,)]
-    assert _sqlite(path, "SELECT status, reason, val_bpb FROM runs") == [("done", "", 1.25)]
+    assert _query(store_url, "SELECT count(*) FROM metrics") == [(1,)]
+    assert _query(store_url, "SELECT status, reason, val_bpb FROM runs") == [("done", "", 1.25)]
 
 
-def test_failed_result_without_numbers(tmp_path: Path) -> None:
-    store, _ = _open(tmp_path)
+def test_failed_result_without_numbers(store_url: str) -> None:
+    store = _open(store_url)
     run_id = "a" * 16
     store.register_runs([Planned(run_id)], git_commit=None)
     store.mark_running(run_id, "node1", 1, "runs/a", [])
@@ -201,8 +259,8 @@ def test_failed_result_without_numbers(tmp_path: Path) -> None:
     assert pd.isna(row["val_bpb"]) and pd.isna(row["artifact_bytes"])
 
 
-def test_record_result_refuses_bad_input(tmp_path: Path) -> None:
-    store, _ = _open(tmp_path)
+def test_record_result_refuses_bad_input(store_url: str) -> None:
+    store = _open(store_url)
     store.register_runs([Planned("a" * 16)], git_commit=None)
     with pytest.raises(ValueError, match="terminal"):
         store.record_result("a" * 16, status="running", result=None, metrics=[])
@@ -212,13 +270,14 @@ def test_record_result_refuses_bad_input(tmp_path: Path) -> None:
         store.record_result("a" * 16, status="done", result={"val_bpb": "1.2"}, metrics=[])
 
 
-def test_pandas_reads_typed_columns(tmp_path: Path) -> None:
-    store, path = _open(tmp_path)
+def test_pandas_reads_typed_columns(store_url: str) -> None:
+    store = _open(store_url)
     store.register_runs([Planned("a" * 16), Planned("b" * 16, seed=2)], git_commit=None)
     store.record_result("a" * 16, status="done", result=RESULT, metrics=[])
     store.close()
 
-    frame = pd.read_sql("runs", sa.create_engine(f"sqlite:///{path}"))
+    with _engine(store_url) as engine:
+        frame = pd.read_sql("runs", engine)
     assert len(frame) == 2
     assert pd.api.types.is_float_dtype(frame["val_bpb"])
     assert pd.api.types.is_float_dtype(frame["jepa_weight"])
@@ -228,38 +287,24 @@ def test_pandas_reads_typed_columns(tmp_path: Path) -> None:
     assert isinstance(frame.loc[0, "params"], str)
 
 
-def test_wal_mode_is_on(tmp_path: Path) -> None:
-    store, path = _open(tmp_path)
-    with store.engine.connect() as connection:
-        assert connection.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
-        assert connection.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
-    # WAL is persistent: a plain connection sees it too.
-    assert _sqlite(path, "PRAGMA journal_mode") == [("wal",)]
-
-
-def test_locked_database_is_a_one_line_user_error(tmp_path: Path) -> None:
-    store, path = _open(tmp_path, busy_timeout_ms=100)
+def test_locked_database_is_a_one_line_user_error(store_url: str) -> None:
+    store = _open(store_url, busy_timeout_ms=100)
     store.register_runs([Planned("a" * 16), Planned("b" * 16, seed=2)], git_commit=None)
     store.record_result("a" * 16, status="done", result=RESULT, metrics=METRICS)
     store.mark_running("b" * 16, "node1", 1, "runs/b", [])
 
-    holder = sqlite3.connect(path, isolation_level=None)
-    holder.execute("BEGIN EXCLUSIVE")
-    try:
-        with pytest.raises(UserError) as caught:
-            store.record_result("b" * 16, status="done", result=RESULT, metrics=METRICS)
-        message = str(caught.value)
-        assert "\n" not in message
-        assert str(path) in message and "locked" in message
-    finally:
-        holder.execute("ROLLBACK")
-        holder.close()
+    with _write_held(store_url), pytest.raises(UserError) as caught:
+        store.record_result("b" * 16, status="done", result=RESULT, metrics=METRICS)
+    message = str(caught.value)
+    assert "\n" not in message
+    assert _database(store_url) in message and "locked" in message
 
+    # Nothing of the refused write landed; reads never waited.
     assert store.statuses(["a" * 16, "b" * 16]) == {
         "a" * 16: RunStatus.DONE,
         "b" * 16: RunStatus.RUNNING,
     }
-    assert _sqlite(path, "SELECT run_id, count(*) FROM metrics GROUP BY run_id") == [
+    assert _query(store_url, "SELECT run_id, count(*) FROM metrics GROUP BY run_id") == [
         ("a" * 16, len(METRICS))
     ]
     # Once the lock is gone the same call succeeds.
@@ -267,17 +312,86 @@ def test_locked_database_is_a_one_line_user_error(tmp_path: Path) -> None:
     assert store.statuses(["b" * 16]) == {"b" * 16: RunStatus.DONE}
 
 
-def test_unopenable_url_names_it(tmp_path: Path) -> None:
-    missing = tmp_path / "no" / "such" / "dir" / "results.db"
-    with pytest.raises(UserError, match=f"cannot open database .*{missing.name}"):
-        open_store(missing)
+def test_write_retries_past_a_short_lock(store_url: str, caplog: pytest.LogCaptureFixture) -> None:
+    """A lock held longer than one busy timeout but shorter than the retries is waited out."""
+    caplog.set_level(logging.INFO, logger="jepardy.store")
+    store = _open(store_url, busy_timeout_ms=100)
+    store.register_runs([Planned("a" * 16)], git_commit=None)
+    metrics = iter(METRICS)  # an iterator: a retried write must not consume it twice
+    errors: list[BaseException] = []
+
+    def record() -> None:
+        try:
+            store.record_result("a" * 16, status="done", result=RESULT, metrics=metrics)
+        except BaseException as exc:
+            errors.append(exc)
+
+    with _write_held(store_url):
+        writer = threading.Thread(target=record)
+        writer.start()
+        writer.join(0.3)  # the lock outlasts the first try's 100 ms
+    writer.join(10)
+    assert errors == []
+    assert "busy (try 1)" in caplog.text
+    assert store.statuses(["a" * 16]) == {"a" * 16: RunStatus.DONE}
+    assert _query(store_url, "SELECT count(*) FROM metrics") == [(len(METRICS),)]
+
+
+def test_unopenable_database_is_a_one_line_user_error(store_url: str, tmp_path: Path) -> None:
+    url = sa.make_url(store_url)
+    if url.get_backend_name() == "sqlite":
+        bad = url.set(database=str(tmp_path / "no" / "such" / "dir" / "results.db"))
+    else:
+        bad = url.set(database=f"{url.database}_missing")
+    with pytest.raises(UserError, match=f"cannot open database .*{Path(bad.database).name}") as e:
+        open_store(bad.render_as_string(hide_password=False))
+    assert "\n" not in str(e.value)
+    if url.password:
+        assert f":{url.password}@" not in str(e.value)
+
+
+def test_other_schema_version_is_refused(store_url: str) -> None:
+    _open(store_url).close()
+    _execute(store_url, "UPDATE schema_info SET version = 99")
+    with pytest.raises(UserError, match="schema version"):
+        open_store(store_url)
+
+
+# --- SQLite only ---
+
+
+def test_unknown_driver_names_it() -> None:
     with pytest.raises(UserError, match="nosuchdriver://x"):
         open_store("nosuchdriver://x")
 
 
-def test_other_schema_version_is_refused(tmp_path: Path) -> None:
-    store, path = _open(tmp_path)
-    store.close()
-    _sqlite(path, "UPDATE schema_info SET version = 99")
-    with pytest.raises(UserError, match="schema version"):
-        open_store(path)
+def test_plain_path_means_sqlite(tmp_path: Path) -> None:
+    path = tmp_path / "results.db"
+    open_store(path).close()
+    open_store(str(path)).close()
+    assert _query(f"sqlite:///{path}", "SELECT version FROM schema_info") == [(SCHEMA_VERSION,)]
+
+
+def test_wal_mode_is_on(sqlite_url: str) -> None:
+    store = _open(sqlite_url)
+    with store.engine.connect() as connection:
+        assert connection.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+        assert connection.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+    # WAL is persistent: a plain connection sees it too.
+    assert _query(sqlite_url, "PRAGMA journal_mode") == [("wal",)]
+
+
+def test_file_locked_by_another_program(sqlite_url: str) -> None:
+    store = _open(sqlite_url, busy_timeout_ms=100)
+    store.register_runs([Planned("a" * 16)], git_commit=None)
+    holder = sqlite3.connect(_database(sqlite_url), isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")
+    try:
+        with pytest.raises(UserError, match=r"^database .*results\.db is locked") as caught:
+            store.record_result("a" * 16, status="done", result=RESULT, metrics=METRICS)
+        assert "\n" not in str(caught.value)
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    store.record_result("a" * 16, status="done", result=RESULT, metrics=METRICS)
+    assert store.statuses(["a" * 16]) == {"a" * 16: RunStatus.DONE}
