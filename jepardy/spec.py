@@ -24,6 +24,7 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any, NoReturn
 
+from jepardy.challenge_env import script_param_type
 from jepardy.errors import UserError
 from jepardy.trainer.config import coerce_value
 
@@ -31,14 +32,15 @@ Scalar = bool | int | float | str
 Axes = dict[str, tuple[Scalar, ...]]
 
 CONTROL = "control"  # the name of every lane's control arm
-KINDS = ("jepardy",)  # trainer kinds that can be launched ("script" comes later)
+SCRIPT = "script"  # a challenge train_gpt.py: params as environment variables
+KINDS = ("jepardy", SCRIPT)  # trainer kinds that can be launched
 NAME_PATTERN = re.compile(r"[a-z0-9][a-z0-9_.-]*")
 # A grid of more points than this is almost surely a typo'd step (and would hang expansion).
 MAX_GRID_POINTS = 10_000
 
 _TOP_KEYS = ("sweep", "trainer", "params", "axes", "lanes")
 _SWEEP_KEYS = ("name", "description", "seeds", "zip")
-_TRAINER_KEYS = ("kind", "nproc")
+_TRAINER_KEYS = ("kind", "nproc", "path")
 _LANE_KEYS = ("description", "after", "params", "axes", "control", "arms")
 _GRID_KEYS = ("start", "stop", "step")
 _PACKAGE_DIR = Path(__file__).resolve().parent
@@ -73,7 +75,8 @@ class Lane:
 @dataclass(frozen=True)
 class Spec:
     """A validated spec. `text` and `sha256` are the file as read (the store records them);
-    `code_digest` is `trainer_code_digest()` taken at load time, so expansion stays pure."""
+    `code_digest` is `trainer_code_digest()` taken at load time, so expansion stays pure (for
+    kind "script": the sha256 of the script at `script`)."""
 
     path: Path
     text: str
@@ -88,6 +91,8 @@ class Spec:
     params: dict[str, Scalar]
     axes: Axes
     lanes: tuple[Lane, ...]
+    # kind "script": the script's absolute path; code_digest is then its sha256.
+    script: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -105,6 +110,7 @@ class PlannedRun:
     params: dict[str, Scalar] = field(hash=False)
     nproc: int
     kind: str
+    script: str = ""  # kind "script": the script's absolute path
 
 
 def load_spec(path: Path, schema: Mapping[str, Mapping[str, Any]]) -> Spec:
@@ -225,6 +231,7 @@ def _planned_run(
         params=params,
         nproc=spec.nproc,
         kind=spec.kind,
+        script=str(spec.script) if spec.script else "",
     )
 
 
@@ -349,6 +356,7 @@ class _Parser:
     def __init__(self, file: str, schema: Mapping[str, Mapping[str, Any]]) -> None:
         self.file = file
         self.schema = schema
+        self.script_kind = False  # set from trainer.kind before any param is read
 
     def fail(self, where: str, what: str) -> NoReturn:
         # Quoted TOML keys may hold newlines; the message must stay one line.
@@ -367,6 +375,8 @@ class _Parser:
         trainer = self.table(raw, "trainer", "")
         self.check_keys(trainer, "trainer", _TRAINER_KEYS)
         kind = self.kind(trainer.get("kind", KINDS[0]))
+        self.script_kind = kind == SCRIPT
+        script = self.script(trainer.get("path"), path)
         nproc = self.nproc(trainer.get("nproc", 1))
         params = self.params(self.table(raw, "params", ""), "params")
         axes = self.axes(self.table(raw, "axes", ""), "axes")
@@ -377,7 +387,7 @@ class _Parser:
             path=path,
             text=text,
             sha256=sha256,
-            code_digest=trainer_code_digest(),
+            code_digest=_file_sha256(script) if script else trainer_code_digest(),
             name=name,
             description=description,
             seeds=seeds,
@@ -387,6 +397,7 @@ class _Parser:
             params=params,
             axes=axes,
             lanes=lanes,
+            script=script,
         )
 
     def check_keys(self, table: dict[str, Any], prefix: str, allowed: Sequence[str]) -> None:
@@ -478,7 +489,15 @@ class _Parser:
     # values
 
     def param_name(self, name: str, where: str) -> str:
-        """The schema type of trainer param `name`; unknown names and `seed` are refused."""
+        """The schema type of trainer param `name`; unknown names and `seed` are refused.
+
+        For a script trainer the types come from the challenge table (`challenge_env`), and
+        an upper-case environment variable has type "any" (its value's own type)."""
+        if self.script_kind:
+            try:
+                return script_param_type(name)
+            except ValueError as err:
+                self.fail(where, str(err))
         if name == "seed":
             self.fail(where, "seed is set by sweep.seeds; not allowed as a param")
         if name not in self.schema:
@@ -497,6 +516,10 @@ class _Parser:
         return self.coerce(value, type_name, where)
 
     def coerce(self, value: Any, type_name: str, where: str) -> Scalar:
+        if type_name == "any":
+            if not isinstance(value, bool | int | float | str):
+                self.fail(where, f"{_describe(value)}; expected a bool, int, float or string")
+            return value
         try:
             # coerce_value starts its message with the name it is given: pass the field.
             return coerce_value(where, value, type_name)
@@ -513,7 +536,7 @@ class _Parser:
         """A non-empty list of distinct values, or a float grid {start, stop, step}."""
         type_name = self.param_name(name, where)
         if isinstance(value, dict):
-            if type_name != "float":
+            if type_name not in ("float", "any"):
                 self.fail(where, f"a float grid on a {type_name} param; use a list of values")
             return self.grid(value, where)
         if not isinstance(value, list):
@@ -583,6 +606,20 @@ class _Parser:
         if value not in KINDS:
             self.fail("trainer.kind", f"{value!r} is not supported; allowed: {', '.join(KINDS)}")
         return str(value)
+
+    def script(self, value: Any, spec_path: Path) -> Path | None:
+        """trainer.path: required for kind "script" (an existing file, relative to the spec's
+        folder), refused for other kinds."""
+        if not self.script_kind:
+            if value is not None:
+                self.fail("trainer.path", f'{value!r}: only kind "{SCRIPT}" takes a path')
+            return None
+        if not isinstance(value, str) or not value:
+            self.fail("trainer.path", f'{value!r}: kind "{SCRIPT}" needs the path of its script')
+        script = (spec_path.parent / value).resolve()
+        if not script.is_file():
+            self.fail("trainer.path", f"{value!r}: {script} is not a file")
+        return script
 
     def nproc(self, value: Any) -> int:
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -666,6 +703,10 @@ class _Parser:
                 f"axes of different lengths ({sizes}){lane_part}; "
                 "zipped axes must have equal lengths",
             )
+
+
+def _file_sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def _join(prefix: str, key: str) -> str:

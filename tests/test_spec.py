@@ -377,7 +377,7 @@ ERRORS = [
     ),
     pytest.param(
         SWEEP + "[trainer]\ngpus = 2\n" + LANE,
-        "trainer.gpus: unknown key; allowed: kind, nproc",
+        "trainer.gpus: unknown key; allowed: kind, nproc, path",
         id="unknown-trainer-key",
     ),
     pytest.param(
@@ -506,8 +506,8 @@ ERRORS = [
         id="bad-lane-name",
     ),
     pytest.param(
-        SWEEP + '[trainer]\nkind = "script"\n' + LANE,
-        "trainer.kind: 'script' is not supported; allowed: jepardy",
+        SWEEP + '[trainer]\nkind = "slurm"\n' + LANE,
+        "trainer.kind: 'slurm' is not supported; allowed: jepardy, script",
         id="trainer-kind",
     ),
     pytest.param(

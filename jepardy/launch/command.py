@@ -7,15 +7,18 @@ its schema (printed by `python -m jepardy.trainer.config`) and the files it writ
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any, Protocol
 
+from jepardy.challenge_env import script_env
 from jepardy.errors import UserError
 
 RUN_CONFIG = "run.json"
+SCRIPT = "script"  # the trainer kind of a challenge script (spec.SCRIPT)
 
 
 class RunLike(Protocol):
@@ -68,8 +71,64 @@ def torchrun_argv(nproc: int, run_dir: Path) -> list[str]:
     ]
 
 
+def script_path(run: RunLike) -> Path:
+    """The script of a kind "script" run (PlannedRun.script); a run without one (read back
+    from the store) is a UserError."""
+    script = getattr(run, "script", "")
+    if not script:
+        raise UserError(
+            f"run {run.run_id}: a script run needs its script's path; run it from its spec "
+            "with `jepardy sweep`"
+        )
+    return Path(script)
+
+
+def script_argv(run: RunLike, run_dir: Path) -> list[str]:
+    """torchrun over a challenge script, started inside its run directory by
+    `jepardy.launch.script_entry` (so its final_model.* and logs/ stay with the run)."""
+    return [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc_per_node={run.nproc}",
+        "-m",
+        "jepardy.launch.script_entry",
+        str(run_dir),
+        str(script_path(run)),
+    ]
+
+
+def run_argv(run: RunLike, run_dir: Path) -> list[str]:
+    """The argv of a run of any launchable kind; an ingested run (read from a file, never
+    launched) is a UserError."""
+    if run.kind == SCRIPT:
+        return script_argv(run, run_dir)
+    if run.kind != "jepardy":
+        raise UserError(
+            f"run {run.run_id}: kind {run.kind!r} was read from a file, not launched; "
+            "there is nothing to run"
+        )
+    return torchrun_argv(run.nproc, run_dir)
+
+
+def script_environment(run: RunLike) -> dict[str, str]:
+    """A script run's params as the challenge's environment variables (one table:
+    `jepardy.challenge_env.PARAMS`; upper-case params pass through), and RUN_ID."""
+    env = script_env(run.params, Path.cwd())
+    env["RUN_ID"] = run.run_id
+    return env
+
+
+def file_provenance(path: Path) -> dict[str, Any]:
+    """{"path", "bytes", "sha256"} of the exact file a run uses."""
+    data = path.read_bytes()
+    return {"path": str(path), "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+
+
 def write_run_config(run: RunLike, run_dir: Path) -> Path:
-    """Write run_dir/run.json: the run's identity and its resolved params."""
+    """Write run_dir/run.json: the run's identity and its resolved params (and for a script
+    run, the script's path, size and sha256 as launched)."""
     run_dir.mkdir(parents=True, exist_ok=True)
     doc = {
         "run_id": run.run_id,
@@ -80,6 +139,8 @@ def write_run_config(run: RunLike, run_dir: Path) -> Path:
         "match": run.match,
         "params": run.params,
     }
+    if run.kind == SCRIPT:
+        doc["script"] = file_provenance(script_path(run))
     path = run_dir / RUN_CONFIG
     path.write_text(json.dumps(doc, indent=1, sort_keys=True) + "\n")
     return path

@@ -1,5 +1,7 @@
 """One local job of the jepardy trainer: its run directory, its environment, and what it
 wrote (result.json, metrics.jsonl, the log tail). The scheduler (scheduler.py) starts it.
+A kind "script" run (a challenge train_gpt.py) gets its params as environment variables and
+its result.json written from its log (`write_script_result`).
 """
 
 from __future__ import annotations
@@ -13,9 +15,35 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from jepardy.launch.command import RunLike, torchrun_argv, write_run_config
+from jepardy.data.shards import write_bytes_atomic
+from jepardy.launch.command import (
+    RUN_CONFIG,
+    SCRIPT,
+    RunLike,
+    run_argv,
+    script_environment,
+    write_run_config,
+)
+from jepardy.logparse import parse_log
+from jepardy.logresult import metric_series, run_result
 
 STDOUT_LOG = "stdout.log"
+# result.json fields of docs/architecture.md a script's log may not print.
+_RESULT_KEYS = (
+    "val_loss",
+    "val_bpb",
+    "prequant_val_loss",
+    "prequant_val_bpb",
+    "artifact_bytes",
+    "model_bytes",
+    "under_cap",
+    "steps",
+    "train_time_s",
+    "eval_time_s",
+    "tokens_per_s",
+    "n_params",
+    "world_size",
+)
 LOG_TAIL_LINES = 40
 # Files a previous attempt of the same run may have left; removed so that an old
 # result.json can never be read as the new attempt's.
@@ -37,11 +65,12 @@ class JobOutcome:
 
 def prepare_run_dir(run: RunLike, run_dir: Path) -> list[str]:
     """Clear a previous attempt's files, write run.json; returns the argv to launch."""
+    argv = run_argv(run, run_dir)  # first: an ingested run is refused before any file changes
     run_dir.mkdir(parents=True, exist_ok=True)
     for name in _ATTEMPT_FILES:
         (run_dir / name).unlink(missing_ok=True)
     write_run_config(run, run_dir)
-    return torchrun_argv(run.nproc, run_dir)
+    return argv
 
 
 def kill_group(proc: subprocess.Popen) -> None:
@@ -119,10 +148,50 @@ class TorchrunLauncher:
         return prepare_run_dir(run, run_dir)
 
     def environment(self, run: RunLike, devices: tuple[str, ...]) -> dict[str, str]:
-        return job_environment(devices, self.threads_per_rank)
+        env = job_environment(devices, self.threads_per_rank)
+        if run.kind == SCRIPT:
+            env |= script_environment(run)
+        return env
 
     def collect(self, run: RunLike, run_dir: Path, exit_code: int | None) -> JobOutcome:
+        if run.kind == SCRIPT:
+            write_script_result(run_dir)
         return collect(run_dir, exit_code)
+
+
+def write_script_result(run_dir: Path) -> dict[str, Any]:
+    """A script run has no result.json of its own: parse its stdout.log with the parser
+    `jepardy ingest` uses (the last run in it), add the script's provenance from run.json
+    (code_sha256, and code_bytes = the script's size), and write result.json and
+    metrics.jsonl, so `collect` reads it like the jepardy trainer's. Status is "done" only
+    when a final metric line was printed. Returns the result."""
+    log = run_dir / STDOUT_LOG
+    text = log.read_bytes().decode("utf-8", errors="replace") if log.exists() else ""
+    parsed = parse_log(text).runs[-1]
+    result = run_result(parsed)
+    script = json.loads((run_dir / RUN_CONFIG).read_text()).get("script", {})
+    printed = result.get("code_bytes")
+    result |= {
+        "code_sha256": script.get("sha256"),
+        "code_bytes": script.get("bytes"),
+        "code_files": {
+            script.get("path"): {"bytes": script.get("bytes"), "sha256": script.get("sha256")}
+        },
+        "log": STDOUT_LOG,
+    }
+    for key in _RESULT_KEYS:  # the trainer's result.json fields, null when not printed
+        result.setdefault(key, None)
+    if printed is not None and printed != script.get("bytes"):
+        result["printed_code_bytes"] = printed
+        result["flags"].append(
+            f"the script printed a code size of {printed} bytes; its file has {script.get('bytes')}"
+        )
+    write_bytes_atomic(
+        run_dir / "result.json", json.dumps(result, indent=1, sort_keys=True).encode()
+    )
+    lines = "".join(json.dumps(point) + "\n" for point in metric_series(parsed))
+    write_bytes_atomic(run_dir / "metrics.jsonl", lines.encode())
+    return result
 
 
 def job_environment(devices: tuple[str, ...], threads_per_rank: int) -> dict[str, str]:

@@ -1,0 +1,562 @@
+"""`jepardy ingest`: challenge logs, record folders and results tables into the store.
+
+Every ingested run is a row of the runs table like a sweep's, with kind "ingested", so
+`jepardy report` compares it like any other:
+
+- sweep `ingested:<folder>` (the folder holding the file, or the record folder), lane
+  "logs" for log runs and "table" for table rows, arm from the log's file name without its
+  seed (`train_seed42.log` -> "train") or "table"; `--sweep`, `--lane` and `--set` relabel.
+- seed: printed by the log (`seed:1337`), else in its file name (`train_seed42.log`,
+  `seed_1337/`), else `--set seed=N`, else -1 (unknown); a log whose seed line and file
+  name disagree keeps the log's and is flagged.
+- params: what the log printed (`logresult.run_params`) or the table's param columns, then
+  `--set key=value` for the keys they leave out.
+- status "done" when a final metric was found (a table row: a val_bpb or val_loss cell),
+  else "failed" with the reason; the result JSON holds the per-field provenance (line and
+  label, or column), every metric line, the flags, and what submission.json claimed.
+- In a file with several runs, the last finished one is the file's reported run; the
+  others get variant `attempt:<n>` so they never pool with it. A run printed in two files
+  (a `logs/<id>.txt` copy of `train_seed42.log`) is taken once, from the shallower file.
+
+A run's id hashes (sweep, source path relative to the ingested folder, the run's index in
+the file, the sha256 of its text), so ingesting the same files again adds nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from jepardy import challenge_env
+from jepardy.errors import UserError
+from jepardy.logparse import ParsedRun, parse_log, typed_value
+from jepardy.logresult import metric_series, run_params, run_result
+from jepardy.records import (
+    LOG_SUFFIXES,
+    README,
+    SUBMISSION,
+    Check,
+    Submission,
+    folder_checks,
+    log_files,
+    read_submission,
+    record_folders,
+    seed_flags,
+)
+from jepardy.store import RunStatus, Store
+from jepardy.tables import (
+    LABEL_FIELDS,
+    METRIC_FIELDS,
+    TableMapping,
+    TextTable,
+    is_results,
+    parse_cell,
+    read_tables,
+    summary_row,
+    typed_row,
+)
+from jepardy.trainer.config import ARTIFACT_CAP_BYTES, schema
+
+KIND = "ingested"
+UNKNOWN_SEED = -1
+LOG_LANE = "logs"
+TABLE_LANE = "table"
+TABLE_ARM = "table"
+TABLE_SUFFIXES = (".csv", ".tsv", ".md")
+TAIL_LINES = 40
+MAX_NAME = 200  # the store's sweep, lane and arm columns
+_SET_KEY = re.compile(r"[A-Za-z_][\w.]*")
+_SEED_WORD = re.compile(r"(?:^|(?<=[_\-.]))seed[_\-]?(\d+)(?=$|[_\-.])", re.IGNORECASE)
+_SEED_SHORT = re.compile(r"(?:^|(?<=[_\-]))s(\d+)(?=$|[_\-.])")
+
+
+@dataclass(frozen=True)
+class Labels:
+    """What the command line adds: `--sweep`, `--lane`, `--set key=value` (filling what a
+    source leaves out; `arm` replaces a log's file-name arm) and `--map column=field`."""
+
+    sweep: str | None = None
+    lane: str | None = None
+    sets: Mapping[str, str] = field(default_factory=dict)
+    maps: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class IngestedRun:
+    """A run read from a file: a PlannedRun's fields plus its outcome."""
+
+    run_id: str
+    sweep: str
+    lane: str
+    arm: str
+    variant: str
+    match: str
+    seed: int
+    params: dict[str, Any] = field(hash=False)
+    nproc: int
+    kind: str
+    status: str
+    reason: str
+    result: dict[str, Any] = field(hash=False)
+    metrics: list[dict[str, Any]] = field(hash=False)
+    log_tail: str
+    source: str  # "<relative path>" or "<relative path> run <n>" / "table <t> line <l>"
+
+
+@dataclass
+class Batch:
+    """The runs of one ingested folder or file, and what the sweep row records of it."""
+
+    sweep: str
+    path: Path
+    runs: list[IngestedRun] = field(default_factory=list)
+    description: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class IngestReport:
+    added: list[IngestedRun] = field(default_factory=list)
+    existing: list[IngestedRun] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # files, tables and rows left out, and why
+    checks: list[Check] = field(default_factory=list)  # submission.json against its logs
+    sweeps: list[str] = field(default_factory=list)
+
+
+def parse_assignments(items: Sequence[str], option: str) -> dict[str, str]:
+    """`["key=value", ...]` from a repeated option; a malformed item is a UserError."""
+    pairs: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise UserError(f"{option} {item!r}: expected KEY=VALUE")
+        pairs[key.strip()] = value.strip()
+    return pairs
+
+
+def ingest(paths: Sequence[Path], store: Store, labels: Labels = Labels()) -> IngestReport:
+    """Read every path and record the runs the store does not hold yet (status done or
+    failed). Runs already in the store are left untouched and counted as `existing`."""
+    batches, report = read_paths(paths, labels)
+    by_sweep: dict[str, list[Batch]] = {}
+    for batch in batches:
+        if batch.runs:
+            by_sweep.setdefault(batch.sweep, []).append(batch)
+    for sweep, group in by_sweep.items():
+        runs = list({r.run_id: r for b in group for r in b.runs}.values())
+        known = store.statuses([r.run_id for r in runs])
+        new = [r for r in runs if r.run_id not in known]
+        report.existing += [r for r in runs if r.run_id in known]
+        text = json.dumps([b.description for b in group], indent=1, sort_keys=True)
+        store.upsert_sweep(sweep, " ".join(str(b.path) for b in group), text)
+        store.register_runs(new, git_commit=None)
+        for run in new:
+            store.record_result(
+                run.run_id,
+                status=RunStatus(run.status),
+                reason=run.reason,
+                result=run.result,
+                metrics=run.metrics,
+                log_tail=run.log_tail,
+            )
+        report.added += new
+        report.sweeps.append(sweep)
+    return report
+
+
+def read_paths(paths: Sequence[Path], labels: Labels) -> tuple[list[Batch], IngestReport]:
+    """Every path as batches of runs, without touching a store (a pure read)."""
+    sets = _typed_sets(labels.sets)
+    mapping = TableMapping(dict(labels.maps))
+    report = IngestReport()
+    batches: list[Batch] = []
+    tables_read = False
+    for path in paths:
+        if not path.exists():
+            raise UserError(f"{path}: not found; {_ALLOWED}")
+        suffix = path.suffix.lower()
+        if path.is_dir():
+            folders = record_folders(path)
+            if not folders:
+                raise UserError(f"{path}: no record folder or log below it; {_ALLOWED}")
+            batches += [_record_batch(f, labels, sets, report) for f in folders]
+        elif suffix in TABLE_SUFFIXES:
+            batches.append(_table_batch(path, labels, sets, mapping, report))
+            tables_read = True
+        elif suffix in LOG_SUFFIXES:
+            batches.append(_log_batch(path, labels, sets, report))
+        elif path.name == SUBMISSION:
+            raise UserError(f"{path}: ingest the record folder that holds it ({path.parent})")
+        else:
+            raise UserError(f"{path}: unknown file type {suffix or '(none)'}; {_ALLOWED}")
+    if labels.maps and not tables_read:
+        raise UserError("--map: applies to tables (.csv, .tsv, .md); no table was ingested")
+    if unused := mapping.unused_maps():
+        raise UserError(f"--map {unused[0]}: no column of that name in the tables read")
+    return batches, report
+
+
+_ALLOWED = "expected a log (.log, .txt), a table (.csv, .tsv, .md) or a record folder"
+
+
+def ingest_id(sweep: str, source: str, index: int | str, content_sha256: str) -> str:
+    """First 16 hex chars of sha256 over the canonical JSON of an ingested run's identity."""
+    identity = {"sweep": sweep, "source": source, "index": index, "content": content_sha256}
+    text = json.dumps(identity, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def seed_from_path(relative: Path) -> int | None:
+    """The seed a path names (`train_seed42.log`, `seed_1337/train.log`, `train_s7.log`),
+    the file name first; None when it names none."""
+    parts = [relative.stem, *reversed(relative.parent.parts)]
+    for pattern in (_SEED_WORD, _SEED_SHORT):
+        for part in parts:
+            found = pattern.search(part)
+            if found:
+                return int(found.group(1))
+    return None
+
+
+def arm_from_path(relative: Path) -> str:
+    """The path without its extension and seed tokens: `train_seed42.log` -> "train",
+    `runs/seed_1337/wd_0/train.log` -> "runs/wd_0/train"."""
+    parts = [*relative.parent.parts, relative.stem]
+    kept = []
+    for part in parts:
+        part = _SEED_SHORT.sub("", _SEED_WORD.sub("", part))
+        part = re.sub(r"[_\-.]{2,}", "_", part).strip("_-.")
+        if part:
+            kept.append(part)
+    return "/".join(kept) or "run"
+
+
+# --- logs ------------------------------------------------------------------------------------
+
+
+def _record_batch(folder: Path, labels: Labels, sets: _Sets, report: IngestReport) -> Batch:
+    sweep = _name(labels.sweep or f"ingested:{folder.name}", "sweep")
+    batch = Batch(sweep, folder.resolve())
+    submission = read_submission(folder)
+    if submission is not None:
+        report.notes += submission.problems
+    seen: dict[str, str] = {}
+    files: dict[str, str] = {}
+    reported: list[tuple[str, dict[str, Any]]] = []
+    for path in log_files(folder):
+        relative = path.relative_to(folder)
+        file = _LogFile(path, relative, sweep, labels, sets, submission)
+        runs = _log_runs(file, report, seen)
+        if runs is None:
+            continue
+        files[relative.as_posix()] = _file_sha256(path)
+        batch.runs += runs
+        reported += [(relative.as_posix(), r.result) for r in runs if r.result["reported"]]
+    checks = folder_checks(submission, reported) if submission and submission.data else []
+    report.checks += checks
+    batch.description = {
+        "ingested": str(folder.resolve()),
+        "files": files,
+        "submission": submission.data if submission else None,
+        "checks": [{"ok": c.ok, "text": c.text} for c in checks],
+    }
+    readme = folder / README
+    if readme.is_file():
+        report.notes += _readme_hint(readme)
+    return batch
+
+
+def _log_batch(path: Path, labels: Labels, sets: _Sets, report: IngestReport) -> Batch:
+    folder = path.parent.resolve()
+    sweep = _name(labels.sweep or f"ingested:{folder.name}", "sweep")
+    batch = Batch(sweep, path.resolve())
+    runs = _log_runs(_LogFile(path, Path(path.name), sweep, labels, sets, None), report, {})
+    batch.runs = runs or []
+    batch.description = {"ingested": str(path.resolve()), "files": {path.name: _file_sha256(path)}}
+    return batch
+
+
+@dataclass(frozen=True)
+class _LogFile:
+    """One log file being read, and what labels its runs."""
+
+    path: Path
+    relative: Path  # to the ingested folder: part of every run's identity
+    sweep: str
+    labels: Labels
+    sets: _Sets
+    submission: Submission | None
+
+
+def _log_runs(
+    file: _LogFile, report: IngestReport, seen: dict[str, str]
+) -> list[IngestedRun] | None:
+    """The runs of one log file; None (with a note) when it is not a train log. `seen` maps
+    the fingerprints of runs already taken to where they were found."""
+    parsed = [r for r in parse_log(_read_log(file.path)).runs if _is_run(r)]
+    if not parsed:
+        report.notes.append(f"{file.path}: not a train log (no step, size, metric or model line)")
+        return None
+    results = [run_result(r) for r in parsed]
+    finished = [i for i, result in enumerate(results) if result["status"] == "done"]
+    reported = (finished or [len(parsed) - 1])[-1]
+    runs = []
+    for i, (run, result) in enumerate(zip(parsed, results, strict=True)):
+        if run.has_body and run.fingerprint in seen:
+            where = f"{file.path} run {run.index + 1}"
+            report.notes.append(f"{where}: a copy of {seen[run.fingerprint]}")
+            continue
+        seen.setdefault(run.fingerprint, f"{file.relative.as_posix()} run {run.index + 1}")
+        result["reported"] = i == reported
+        variant = "" if i == reported else f"attempt:{run.index + 1}"
+        runs.append(_log_run(file, run, result, variant, len(parsed)))
+    return runs
+
+
+def _log_run(
+    file: _LogFile, run: ParsedRun, result: dict[str, Any], variant: str, count: int
+) -> IngestedRun:
+    sets = file.sets
+    params, flags = run_params(run)
+    printed = params.get("seed")
+    named = seed_from_path(file.relative)
+    if isinstance(printed, int) and named is not None and printed != named:
+        flags.append(f"seed: the log prints {printed}, the file name says {named}")
+    seed = printed if isinstance(printed, int) else named
+    seed = seed if seed is not None else sets.labels.get("seed", UNKNOWN_SEED)
+    if seed != UNKNOWN_SEED:
+        params["seed"] = seed
+    for key, value in sets.params.items():
+        params.setdefault(key, value)
+    submission = file.submission
+    if submission is not None and seed in submission.per_seed:
+        result["submission"] = submission.per_seed[seed]
+        flags += seed_flags(submission, seed, result)
+    source = file.relative.as_posix()
+    result["flags"] = [*result["flags"], *flags]
+    result["source"] = {
+        "type": "log",
+        "path": str(file.path.resolve()),
+        "relpath": source,
+        "run": run.index + 1,
+        "runs_in_file": count,
+        "lines": [run.first_line, run.last_line],
+        "sha256": run.sha256,
+    }
+    world = params.get("world_size")
+    return IngestedRun(
+        run_id=ingest_id(file.sweep, source, run.index, run.sha256),
+        sweep=file.sweep,
+        lane=_name(file.labels.lane or LOG_LANE, "lane"),
+        arm=_name(str(sets.labels.get("arm") or arm_from_path(file.relative)), "arm"),
+        variant=variant or str(sets.labels.get("variant", "")),
+        match=str(sets.labels.get("match", "")),
+        seed=seed,
+        params=dict(sorted(params.items())),
+        nproc=world if isinstance(world, int) and not isinstance(world, bool) else 0,
+        kind=KIND,
+        status=result["status"],
+        reason=result["reason"],
+        result=result,
+        metrics=metric_series(run),
+        log_tail="\n".join(run.text.split("\n")[-TAIL_LINES:]),
+        source=f"{source} run {run.index + 1}",
+    )
+
+
+def _is_run(run: ParsedRun) -> bool:
+    return run.has_body or run.model_params is not None or run.exception is not None
+
+
+def _read_log(path: Path) -> str:
+    try:
+        return path.read_bytes().decode("utf-8", errors="replace")
+    except OSError as err:
+        raise UserError(f"{path}: cannot read ({err.strerror})") from None
+
+
+def _file_sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _readme_hint(readme: Path) -> list[str]:
+    try:
+        tables = read_tables(readme, str(readme))
+    except UserError:
+        return []
+    mapping = TableMapping({})
+    found = sum(1 for t in tables if is_results(mapping.columns(t)))
+    if not found:
+        return []
+    return [f"{readme}: {found} results table(s) not ingested; `jepardy ingest {readme}` adds them"]
+
+
+# --- tables ----------------------------------------------------------------------------------
+
+
+def _table_batch(
+    path: Path, labels: Labels, sets: _Sets, mapping: TableMapping, report: IngestReport
+) -> Batch:
+    folder = path.parent.resolve()
+    sweep = _name(labels.sweep or f"ingested:{folder.name}", "sweep")
+    batch = Batch(sweep, path.resolve())
+    tables = read_tables(path, str(path))
+    if not tables:
+        report.notes.append(f"{path}: no table found")
+    for table in tables:
+        batch.runs += _table_runs(path, table, sweep, labels, sets, mapping, report)
+    batch.description = {"ingested": str(path.resolve()), "files": {path.name: _file_sha256(path)}}
+    return batch
+
+
+def _table_runs(
+    path: Path,
+    table: TextTable,
+    sweep: str,
+    labels: Labels,
+    sets: _Sets,
+    mapping: TableMapping,
+    report: IngestReport,
+) -> list[IngestedRun]:
+    columns = mapping.columns(table)
+    if not is_results(columns):
+        header = " | ".join(table.header)
+        report.notes.append(
+            f"{table.where()}: no val_bpb or val_loss column ({header}); skipped "
+            "(--map 'COLUMN=val_bpb' names one)"
+        )
+        return []
+    rows = []
+    for line, cells in table.rows:
+        word = summary_row(columns, cells)
+        if word is not None:
+            report.notes.append(f"{table.source}: line {line}: summary row {word!r}; skipped")
+            continue
+        rows.append(typed_row(table, columns, line, cells))
+    varying = _varying([r.params for r in rows])
+    runs = []
+    for index, row in enumerate(rows):
+        params = {**row.params}
+        for key, value in sets.params.items():
+            params.setdefault(key, value)
+        given = {**sets.labels, **row.labels}
+        seed = int(given.get("seed", UNKNOWN_SEED))
+        if seed != UNKNOWN_SEED:
+            params["seed"] = seed
+        result = _row_result(path, table, row)
+        content = hashlib.sha256(
+            "\n".join(["|".join(table.header), "|".join(row.cells)]).encode()
+        ).hexdigest()
+        variant = ",".join(f"{k}={_format(params[k])}" for k in varying if k in params)
+        runs.append(
+            IngestedRun(
+                run_id=ingest_id(sweep, path.name, f"table{table.index}.row{index}", content),
+                sweep=sweep,
+                lane=_name(str(given.get("lane") or labels.lane or TABLE_LANE), "lane"),
+                arm=_name(str(given.get("arm") or TABLE_ARM), "arm"),
+                variant=str(given.get("variant", variant)),
+                match=str(given.get("match", "")),
+                seed=seed,
+                params=dict(sorted(params.items())),
+                nproc=0,
+                kind=KIND,
+                status=result["status"],
+                reason=result["reason"],
+                result=result,
+                metrics=[],
+                log_tail="",
+                source=f"{path.name} table {table.index + 1} line {row.line}",
+            )
+        )
+    return runs
+
+
+def _row_result(path: Path, table: TextTable, row: Any) -> dict[str, Any]:
+    result: dict[str, Any] = dict(row.results)
+    has_metric = any(
+        isinstance(result.get(f), float) and math.isfinite(result[f]) for f in METRIC_FIELDS
+    )
+    if "artifact_bytes" in result:
+        result["under_cap"] = result["artifact_bytes"] <= ARTIFACT_CAP_BYTES
+    result |= {
+        "status": "done" if has_metric else "failed",
+        "reason": "" if has_metric else f"line {row.line}: no val_bpb or val_loss value",
+        "provenance": {k: {"line": row.line, "column": c} for k, c in row.provenance.items()},
+        "columns": row.unmapped,
+        "source": {
+            "type": "table",
+            "path": str(path.resolve()),
+            "table": table.index + 1,
+            "header_line": table.line,
+            "line": row.line,
+        },
+    }
+    return result
+
+
+def _varying(rows: list[dict[str, Any]]) -> list[str]:
+    """The params (seed aside) whose value differs between rows, sorted."""
+    keys = sorted({k for row in rows for k in row} - {"seed"})
+    return [k for k in keys if len({json.dumps(row.get(k)) for row in rows}) > 1]
+
+
+def _format(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return repr(value) if isinstance(value, float) else str(value)
+
+
+# --- labels ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Sets:
+    labels: dict[str, Any]
+    params: dict[str, Any]
+
+
+def _typed_sets(sets: Mapping[str, str]) -> _Sets:
+    """`--set` values typed: labels (seed int, arm/variant/match text) and params (the
+    challenge table's or the trainer schema's type; otherwise read as a number, bool or
+    text)."""
+    trainer = {name: spec["type"] for name, spec in schema().items()}
+    labels: dict[str, Any] = {}
+    params: dict[str, Any] = {}
+    for key, text in sets.items():
+        where = f"--set {key}={text}"
+        if key in ("sweep", "lane"):
+            raise UserError(f"{where}: use --{key} for the {key}")
+        if not _SET_KEY.fullmatch(key):
+            raise UserError(f"{where}: {key!r} is not a field name")
+        if key in LABEL_FIELDS:
+            labels[key] = _typed(text, LABEL_FIELDS[key], where)
+            if key == "seed" and labels[key] < 0:
+                raise UserError(f"{where}: a seed is an int >= 0")
+            continue
+        name = challenge_env.jepardy_name(key) or key
+        type_name = (
+            challenge_env.BY_NAME[name].type if name in challenge_env.BY_NAME else trainer.get(name)
+        )
+        params[name] = _typed(text, type_name, where) if type_name else typed_value(text)
+    return _Sets(labels, params)
+
+
+def _typed(text: str, type_name: str, where: str) -> Any:
+    try:
+        value = parse_cell(text, type_name)
+    except ValueError:
+        value = None
+    if value is None:
+        raise UserError(f"{where}: {text!r} is not a {type_name}")
+    return value
+
+
+def _name(value: str, what: str) -> str:
+    if not value or len(value) > MAX_NAME:
+        raise UserError(f"{what} {value[:60]!r}: a {what} name has 1 to {MAX_NAME} characters")
+    return value
