@@ -12,7 +12,14 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
 
 from jepardy.errors import UserError
@@ -30,7 +37,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-data_app = typer.Typer(help="Build and check token shards.", no_args_is_help=True)
+data_app = typer.Typer(help="Build, fetch and check token shards.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 console = Console()
 
@@ -59,6 +66,103 @@ def data_build(
     )
 
 
+@data_app.command("fetch")
+def data_fetch(
+    variant: Annotated[str, typer.Option(help="sp1024, another sp<N>, or byte260.")] = "sp1024",
+    train_shards: Annotated[
+        int, typer.Option(help="Training shards to fetch (every validation shard is fetched).")
+    ] = 80,
+    out: Annotated[Path, typer.Option(help="Where the data goes.")] = Path("data/fineweb"),
+    source: Annotated[
+        Path | None,
+        typer.Option(help="A local folder laid out like the hub repo, instead of the hub."),
+    ] = None,
+    repo: Annotated[str, typer.Option(help="The Hugging Face dataset repo.")] = (
+        "willdepueoai/parameter-golf"
+    ),
+    revision: Annotated[str | None, typer.Option(help="A branch, tag or commit.")] = None,
+) -> None:
+    """Download the challenge's FineWeb shards and tokenizer (resumable, size-checked)."""
+    from rich.progress import DownloadColumn, TransferSpeedColumn
+
+    from jepardy.data.fetch import DirSource, HubSource, fetch
+
+    origin = DirSource(source) if source is not None else HubSource(repo, revision)
+    with Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+    ) as progress:
+        result = fetch(variant, train_shards, out, origin, RichFetchObserver(progress))
+    console.print(
+        f"{result.dataset}: {len(result.fetched)} files fetched "
+        f"({result.fetched_bytes / 1e6:,.1f} MB), {len(result.kept)} already here; "
+        f"tokenizer {result.tokenizer}",
+        highlight=False,
+        soft_wrap=True,
+    )
+
+
+class RichFetchObserver:
+    """One bar over the bytes to fetch, naming the file under way."""
+
+    def __init__(self, progress: Progress) -> None:
+        self.progress = progress
+        self.task: TaskID | None = None  # no bar before the fetch knows what it fetches
+
+    def planned(self, files: int, total_bytes: int) -> None:
+        self.task = self.progress.add_task(f"{files} files", total=total_bytes)
+
+    def started(self, name: str, size: int) -> None:
+        if self.task is not None:
+            self.progress.update(self.task, description=name.rsplit("/", 1)[-1])
+
+    def finished(self, name: str, size: int) -> None:
+        if self.task is not None:
+            self.progress.update(self.task, advance=size)
+
+
+@data_app.command("check")
+def data_check(
+    path: Annotated[Path, typer.Argument(help="A dataset folder, or a data root with datasets/.")],
+    vocab_size: Annotated[
+        int | None, typer.Option(help="Vocabulary size (default: tokenizer, manifest, name).")
+    ] = None,
+    tokenizer: Annotated[
+        Path | None, typer.Option(help="SentencePiece model whose vocabulary the tokens use.")
+    ] = None,
+) -> None:
+    """Verify shard headers and sizes, and that every token is in the vocabulary."""
+    from jepardy.data.check import check_data
+
+    checks = check_data(path, vocab_size, tokenizer)
+    table = Table(title="data check")
+    for column in ("dataset", "vocab", "split", "files", "tokens", "documents", "max id"):
+        table.add_column(column)
+    for check in checks:
+        vocab = f"{check.vocab_size} ({check.vocab_source})"
+        for split, found in check.splits.items():
+            table.add_row(
+                str(check.path),
+                vocab,
+                split,
+                str(found.files),
+                f"{found.tokens:,}",
+                f"{found.documents:,}",
+                str(found.max_token),
+            )
+    console.print(table)
+    problems = [p for check in checks for p in check.problems]
+    for problem in problems:
+        console.print(f"[red]problem:[/] {problem}", highlight=False, soft_wrap=True)
+    if problems:
+        raise typer.Exit(1)
+    console.print("ok: headers, sizes and token ids all check out", highlight=False)
+
+
 @app.command()
 def plan(
     spec: SpecArg,
@@ -66,7 +170,7 @@ def plan(
     commands: Annotated[bool, typer.Option(help="Print every run's exact command.")] = False,
 ) -> None:
     """Show the expanded job matrix and what the store already holds; launch nothing."""
-    from jepardy.launch.command import torchrun_argv
+    from jepardy.launch.command import run_argv
     from jepardy.launch.sweep import load_plan
     from jepardy.spec import describe_plan
     from jepardy.store import open_store
@@ -87,7 +191,7 @@ def plan(
     console.print({k: v for k, v in counts.items() if k != "runs"})
     if commands:
         for e in entries:
-            argv = torchrun_argv(e.run.nproc, Path("runs") / e.run.sweep / e.run.run_id)
+            argv = run_argv(e.run, Path("runs") / e.run.sweep / e.run.run_id)
             console.print(f"{e.run.run_id}: {' '.join(argv)}", soft_wrap=True)
 
 
@@ -254,10 +358,16 @@ class RichSweepObserver:
         self.progress.update(self.task, advance=1)
         if outcome.status == "done" and outcome.result:
             r = outcome.result
-            line = (
-                f"[green]done[/] {run.run_id} {_label(run)}  val_bpb {r['val_bpb']:.4f}  "
-                f"bytes {r['artifact_bytes']:,}  train {r['train_time_s']:.1f}s"
+            figures = [
+                ("val_bpb", "{:.4f}"),
+                ("artifact_bytes", "{:,}"),
+                ("train_time_s", "{:.1f}s"),
+            ]
+            shown = "  ".join(
+                f"{name} " + (fmt.format(r[name]) if r.get(name) is not None else "?")
+                for name, fmt in figures
             )
+            line = f"[green]done[/] {run.run_id} {_label(run)}  {shown}"
         else:
             line = f"[red]{outcome.status}[/] {run.run_id} {_label(run)}: {outcome.reason}"
         self.progress.console.print(line, highlight=False)
@@ -312,7 +422,40 @@ def report(
     else:
         console.print(output.rendered)
     if output.plot is not None:
-        Console(stderr=True).print(f"plot: {output.plot}", highlight=False)
+        Console(stderr=True).print(f"plot: {output.plot}", highlight=False, soft_wrap=True)
+
+
+@app.command("export")
+def export_run(
+    run_id: Annotated[str, typer.Argument(help="A done run of the jepardy trainer.")],
+    db: DbOption = "results.db",
+    quant_bits: Annotated[int, typer.Option(help="Bits per quantized weight (2..8).")] = 6,
+    zstd_level: Annotated[int, typer.Option(help="zstd compression level.")] = 19,
+    runs_dir: RunsDirOption = Path("runs"),
+    device: Annotated[
+        str | None, typer.Option(help="auto, cpu or cuda (default: the run's device).")
+    ] = None,
+) -> None:
+    """Re-export RUN_ID's final weights with other quantization or compression settings
+    (no training) and record the new artifact as a new run linked to it."""
+    from jepardy.launch.reexport import reexport
+    from jepardy.store import open_store
+
+    done = reexport(open_store(db), run_id, quant_bits, zstd_level, runs_dir, device)
+    result = done.result or {}
+    figures = (
+        f"val_bpb {result['val_bpb']:.5f}, artifact {result['artifact_bytes']:,} bytes"
+        if done.status in ("done", "exists") and "val_bpb" in result
+        else done.reason
+    )
+    console.print(
+        f"export {done.run.run_id} of {run_id} ({done.run.variant}): {done.status}: {figures}; "
+        f"{done.run_dir}",
+        highlight=False,
+        soft_wrap=True,
+    )
+    if done.status == "failed":
+        raise typer.Exit(1)
 
 
 @app.command("export-submission")
@@ -335,9 +478,85 @@ def export_submission(
         f"{done.submission_json}, {done.readme}: val_bpb {done.val_bpb:.5f} ± {std} "
         f"over {done.n} seeds",
         highlight=False,
+        soft_wrap=True,
     )
     if done.selection_note:
-        console.print(f"[yellow]selection:[/] {done.selection_note}", highlight=False)
+        console.print(
+            f"[yellow]selection:[/] {done.selection_note}", highlight=False, soft_wrap=True
+        )
+
+
+@app.command()
+def ingest(
+    paths: Annotated[
+        list[Path],
+        typer.Argument(help="Logs (.log, .txt), tables (.csv, .tsv, .md) or record folders."),
+    ],
+    db: DbOption = "results.db",
+    sweep_name: Annotated[
+        str | None, typer.Option("--sweep", help="Sweep name (default: ingested:<folder>).")
+    ] = None,
+    lane: Annotated[str | None, typer.Option(help="Lane (default: logs, or table).")] = None,
+    sets: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--set", help="KEY=VALUE for what the source leaves out (a param, seed, arm, ...)."
+        ),
+    ] = None,
+    maps: Annotated[
+        list[str] | None,
+        typer.Option("--map", help="COLUMN=FIELD for a table column; FIELD - drops it."),
+    ] = None,
+) -> None:
+    """Bring challenge logs, record folders and results tables into the store as runs.
+
+    Ingesting the same files again adds nothing. A log without a final metric becomes a
+    failed run with its reason; submission.json is checked against the logs, not trusted.
+    """
+    from jepardy.ingest import Labels, parse_assignments
+    from jepardy.ingest import ingest as ingest_paths
+    from jepardy.store import open_store
+
+    labels = Labels(
+        sweep=sweep_name,
+        lane=lane,
+        sets=parse_assignments(sets or [], "--set"),
+        maps=parse_assignments(maps or [], "--map"),
+    )
+    report = ingest_paths(paths, open_store(db), labels)
+    if report.added:
+        table = Table(title=f"{len(report.added)} runs added")
+        for column in ("id", "sweep", "lane", "arm", "seed", "status", "val_bpb", "bytes", "from"):
+            table.add_column(column, no_wrap=column == "id")
+        for run in report.added:
+            bpb, size = run.result.get("val_bpb"), run.result.get("artifact_bytes")
+            table.add_row(
+                run.run_id,
+                run.sweep,
+                run.lane,
+                "/".join(p for p in (run.arm, run.variant) if p),
+                str(run.seed),
+                run.status if run.status == "done" else f"failed: {run.reason}",
+                "" if bpb is None else f"{bpb:.4f}",
+                "" if size is None else f"{size:,}",
+                run.result.get("metric") or run.source,
+            )
+        console.print(table)
+    for note in report.notes:
+        console.print(f"[dim]note:[/] {note}", highlight=False, soft_wrap=True)
+    for check in report.checks:
+        mark = "[green]ok:[/]" if check.ok else "[yellow]flag:[/]"
+        console.print(f"{mark} {check.text}", highlight=False, soft_wrap=True)
+    failed = sum(1 for r in report.added if r.status != "done")
+    sweeps = ", ".join(report.sweeps[:3]) or "none"
+    if len(report.sweeps) > 3:
+        sweeps += f", ... ({len(report.sweeps)} sweeps)"
+    console.print(
+        f"ingested {len(report.added)} new runs ({failed} failed), "
+        f"{len(report.existing)} already in the store; sweeps: {sweeps}; db {db}",
+        highlight=False,
+        soft_wrap=True,
+    )
 
 
 def main() -> None:

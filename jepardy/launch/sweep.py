@@ -20,8 +20,8 @@ from pathlib import Path
 
 from jepardy.errors import UserError
 from jepardy.launch.command import RunLike, trainer_schema
-from jepardy.launch.local import JobOutcome, TorchrunLauncher, collect
-from jepardy.launch.scheduler import HEARTBEAT_S, LocalScheduler
+from jepardy.launch.local import JobOutcome, TorchrunLauncher
+from jepardy.launch.scheduler import HEARTBEAT_S, Launcher, LocalScheduler
 from jepardy.launch.slots import DevicePool, detect_gpus
 from jepardy.spec import PlannedRun, Spec, expand_runs, load_spec
 from jepardy.store import Claim, RunStatus, Store
@@ -125,17 +125,20 @@ def git_commit() -> str | None:
     return head + ("-dirty" if dirty else "")
 
 
-def recover_stale(store: Store, runs: list[RunLike], host: str) -> None:
+def recover_stale(store: Store, runs: list[RunLike], host: str, launcher: Launcher) -> None:
     """Settle the runs left "running" by an orchestrator that is gone (killed, or its machine
     rebooted): kill a leftover job, then adopt its result when it finished, else mark it
     interrupted so that it runs again. Runs held by a live orchestrator are left alone."""
     now = datetime.now(UTC)
-    for claim in store.running_claims([r.run_id for r in runs]):
+    by_id = {r.run_id: r for r in runs}
+    for claim in store.running_claims(list(by_id)):
         if not _is_stale(claim, host, now):
             continue
         if claim.host == host and claim.job_pid and claim.run_dir:
             _kill_leftover(claim.job_pid, claim.run_dir)
-        outcome = collect(Path(claim.run_dir), exit_code=None) if claim.run_dir else None
+        run_dir = Path(claim.run_dir) if claim.run_dir else None
+        has_files = run_dir is not None and (run_dir / "run.json").exists()
+        outcome = launcher.collect(by_id[claim.run_id], run_dir, None) if has_files else None
         if outcome is not None and outcome.status == "done":
             store.record_result(
                 claim.run_id,
@@ -209,7 +212,7 @@ def run_sweep(
     store.upsert_sweep(spec.name, str(spec_path), spec.text)
     store.register_runs(runs, git_commit())
     host = socket.gethostname()
-    recover_stale(store, runs, host)
+    recover_stale(store, runs, host, TorchrunLauncher())
     statuses = store.statuses([r.run_id for r in runs])
     runnable = _RETRYABLE | (
         {RunStatus.FAILED, RunStatus.TIMEOUT} if options.retry_failed else set()
@@ -234,9 +237,15 @@ def rerun(
     """Run the given recorded runs again, whatever their status (not while running)."""
     observer = observer or SweepObserver()
     runs = [store.stored_run(run_id) for run_id in run_ids]
+    for run in runs:
+        # A script run's path lives in its spec, an ingested run has nothing to launch: both
+        # are refused before any row is touched.
+        if run.kind != "jepardy":
+            raise UserError(f"rerun: {run.run_id}: kind {run.kind!r} cannot be rerun by id; "
+                            "use `jepardy sweep SPEC --retry-failed` for script runs")
     check_paths("rerun", runs)
     pool = _pool(options, runs, "rerun")
-    recover_stale(store, runs, socket.gethostname())
+    recover_stale(store, runs, socket.gethostname(), TorchrunLauncher())
     for run in runs:
         store.requeue(run.run_id)
     summary = SweepSummary(sweep=", ".join(sorted({r.sweep for r in runs})), total=len(runs))

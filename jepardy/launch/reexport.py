@@ -1,0 +1,201 @@
+"""Re-export a finished run with other quantization / compression settings, as a new run.
+
+The study's storage-only pass: the weights stay, only the artifact changes. The trainer's
+`python -m jepardy.trainer.export_run` does the work from the run's final.pt; this module
+gives it a run row of its own, linked to its source:
+
+- same sweep, lane, arm, match and seed as the source, so reports pair it with the same
+  control; variant `export:int<bits>+zstd<level>` (after the source's own variant, if any);
+- params = the source's params with `quant_bits` and `zstd_level` set to the export's;
+- kind "export", `parent_run` = the source's id; its id hashes all of that with the trainer
+  code digest, so asking for the same export twice finds the first one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from jepardy.errors import UserError
+from jepardy.launch.local import STDOUT_LOG, JobOutcome, collect
+from jepardy.launch.sweep import git_commit
+from jepardy.spec import run_id as make_run_id
+from jepardy.spec import trainer_code_digest
+from jepardy.store import RunStatus, Store
+
+KIND = "export"
+CHECKPOINT_FILE = "final.pt"  # the trainer's checkpoint.CHECKPOINT_FILE (a file contract)
+
+
+@dataclass(frozen=True)
+class ExportRun:
+    """A re-export as the store registers it (a PlannedRun-like value with a parent)."""
+
+    run_id: str
+    sweep: str
+    lane: str
+    arm: str
+    variant: str
+    match: str
+    seed: int
+    params: dict[str, Any] = field(hash=False)
+    nproc: int
+    kind: str
+    parent_run: str
+
+
+@dataclass(frozen=True)
+class ExportOutcome:
+    run: ExportRun
+    run_dir: Path
+    status: str  # "done" | "failed" | "exists" (an earlier identical export is done)
+    reason: str
+    result: dict[str, Any] | None
+
+
+def export_variant(source_variant: str, quant_bits: int, zstd_level: int) -> str:
+    label = f"export:int{quant_bits}+zstd{zstd_level}"
+    return f"{source_variant},{label}" if source_variant else label
+
+
+def plan_export(store: Store, source_id: str, quant_bits: int, zstd_level: int) -> ExportRun:
+    """The export run of `source_id` with these settings; UserError unless the source is a
+    done run of the jepardy trainer."""
+    source = store.stored_run(source_id)
+    if source.kind != "jepardy":
+        raise UserError(
+            f"run {source_id}: kind {source.kind!r}; only runs of the jepardy trainer keep "
+            "their final weights"
+        )
+    params = {**source.params, "quant_bits": quant_bits, "zstd_level": zstd_level}
+    variant = export_variant(source.variant, quant_bits, zstd_level)
+    identity = {**params, "parent_run": source_id}
+    new_id = make_run_id(
+        sweep=source.sweep,
+        lane=source.lane,
+        arm=source.arm,
+        params=identity,
+        kind=KIND,
+        code=trainer_code_digest(),
+    )
+    return ExportRun(
+        new_id,
+        source.sweep,
+        source.lane,
+        source.arm,
+        variant,
+        source.match,
+        source.seed,
+        params,
+        1,
+        KIND,
+        source_id,
+    )
+
+
+def source_run_dir(store: Store, source_id: str) -> Path:
+    """The source's run directory, which must hold its final.pt."""
+    frame = store.runs_frame(store.stored_run(source_id).sweep)
+    row = frame[frame["id"] == source_id].iloc[0]
+    if row["status"] != RunStatus.DONE:
+        raise UserError(f"run {source_id}: status {row['status']}; only a done run re-exports")
+    if not row["run_dir"]:
+        raise UserError(f"run {source_id}: no run directory recorded")
+    run_dir = Path(row["run_dir"])
+    if not (run_dir / CHECKPOINT_FILE).is_file():
+        raise UserError(
+            f"run {source_id}: {run_dir / CHECKPOINT_FILE} not found; it finished before "
+            "the trainer kept final weights: rerun it first"
+        )
+    return run_dir
+
+
+def export_argv(source_dir: Path, out_dir: Path, run: ExportRun, device: str | None) -> list[str]:
+    argv = [
+        sys.executable,
+        "-m",
+        "jepardy.trainer.export_run",
+        "--run-dir",
+        str(source_dir),
+        "--out",
+        str(out_dir),
+        "--quant-bits",
+        str(run.params["quant_bits"]),
+        "--zstd-level",
+        str(run.params["zstd_level"]),
+        "--run-id",
+        run.run_id,
+    ]
+    return argv + (["--device", device] if device else [])
+
+
+def reexport(
+    store: Store,
+    source_id: str,
+    quant_bits: int,
+    zstd_level: int,
+    runs_root: Path = Path("runs"),
+    device: str | None = None,
+    timeout_s: float | None = None,
+) -> ExportOutcome:
+    """Re-export run `source_id`, recording the new run row; an identical export already
+    done is returned as it is ("exists")."""
+    if not 2 <= quant_bits <= 8:
+        raise UserError(f"export: --quant-bits {quant_bits}; must be between 2 and 8")
+    source_dir = source_run_dir(store, source_id)
+    run = plan_export(store, source_id, quant_bits, zstd_level)
+    out_dir = runs_root / run.sweep / run.run_id
+    if store.statuses([run.run_id]).get(run.run_id) == RunStatus.DONE:
+        return ExportOutcome(run, out_dir, "exists", "", collect(out_dir, None).result)
+    store.register_runs([run], git_commit())
+    argv = export_argv(source_dir, out_dir, run, device)
+    _write_run_config(run, out_dir, argv)
+    store.mark_running(run.run_id, socket.gethostname(), os.getpid(), str(out_dir), argv)
+    outcome = _run(argv, out_dir, timeout_s)
+    store.record_result(
+        run.run_id,
+        status=RunStatus.DONE if outcome.status == "done" else RunStatus.FAILED,
+        reason=outcome.reason,
+        exit_code=outcome.exit_code,
+        result=outcome.result,
+        metrics=[],
+        log_tail=outcome.log_tail,
+    )
+    return ExportOutcome(run, out_dir, outcome.status, outcome.reason, outcome.result)
+
+
+def _write_run_config(run: ExportRun, out_dir: Path, argv: list[str]) -> None:
+    """out_dir/run.json: what was asked (identity, params, parent, the exact argv)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    doc = {
+        "run_id": run.run_id,
+        "sweep": run.sweep,
+        "lane": run.lane,
+        "arm": run.arm,
+        "variant": run.variant,
+        "match": run.match,
+        "kind": run.kind,
+        "parent_run": run.parent_run,
+        "params": run.params,
+        "argv": argv,
+    }
+    (out_dir / "run.json").write_text(json.dumps(doc, indent=1, sort_keys=True) + "\n")
+
+
+def _run(argv: list[str], out_dir: Path, timeout_s: float | None) -> JobOutcome:
+    """Run the export as a child process, its output in out_dir/stdout.log."""
+    (out_dir / "result.json").unlink(missing_ok=True)
+    with (out_dir / STDOUT_LOG).open("w") as log:
+        try:
+            proc = subprocess.run(
+                argv, stdout=log, stderr=subprocess.STDOUT, timeout=timeout_s, check=False
+            )
+        except subprocess.TimeoutExpired:
+            return collect(out_dir, None).with_status("failed", f"timeout after {timeout_s} s")
+    return collect(out_dir, proc.returncode)
