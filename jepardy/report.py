@@ -1,29 +1,60 @@
-"""The compare table: every arm of a sweep against its matched control, and its renderings.
+"""The compare table (every arm against its lane's matched control, with significance tests),
+and `run_report`, which builds and renders what `jepardy report` asks for.
 
-Input is the runs table as a DataFrame (`Store.runs_frame()` or `pandas.read_sql("runs", ...)`);
-nothing here speaks SQL. Statistics stay descriptive for now (n, mean, sample std, deltas of
-means); significance tests belong to a later piece (design/orchestrator.md, "Statistics").
+Input is the runs table as a DataFrame (`Store.runs_frame()`, `pandas.read_sql("runs", ...)`
+or `jepardy.results.load_runs`); nothing here speaks SQL. The statistics follow
+design/orchestrator.md ("Statistics"): per arm n, mean, sd, standard error, t-interval and
+every seed's value; against the matched control, one-sided Welch's t-test as the primary
+test with the paired test beside it, the challenge's margin (0.005 nats, p < 0.01), and Holm
+adjusted p-values when several arms share one control.
 """
 
 from __future__ import annotations
 
+import functools
+import io
 import json
-import math
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 from rich.console import Group
-from rich.table import Table
-from rich.text import Text
 
+from jepardy import render
+from jepardy.curves import Curves, curve_sections, curve_table
 from jepardy.errors import UserError
+from jepardy.horizons import Horizons, horizon_sections, horizon_table
+from jepardy.render import Section
+from jepardy.results import (
+    ARM_KEYS,
+    MIRRORED_PARAMS,
+    group_codes,
+    load_runs,
+    paused_gc,
+    split_lists,
+    summarize,
+    tidy_runs,
+)
+from jepardy.significance import ALPHA, compare_pairs, holm, margin_in_metric, pack
 from jepardy.store import RunStatus
-from jepardy.trainer.config import ARTIFACT_CAP_BYTES
 
 CONTROL_ARM = "control"
-FORMATS = ("table", "markdown", "csv")
+FORMATS = ("table", "markdown", "csv", "json")
+METRICS = ("val_bpb", "val_loss", "prequant_val_bpb", "prequant_val_loss")
 NO_CONTROL = "no matched control"
 SEEDS_DIFFER = "seeds differ from control"
+
+# Verdicts of an arm against its control. "significant" is only ever said of an arm whose
+# control ran the same seeds (the study's headline comparison had no matched control).
+CONTROL = "control"
+NO_TEST_N1 = "n=1: no test"
+NO_TEST_FLAT = "no test: zero variance"
+UNPAIRED = "seeds differ: no verdict"
+BEATS_MARGIN = "beats margin"
+SIGNIFICANT = "significant, under margin"
+NOT_SIGNIFICANT = "not significant"
 
 COLUMNS = [
     "sweep",
@@ -34,18 +65,39 @@ COLUMNS = [
     "n",
     "val_bpb_mean",
     "val_bpb_std",
+    "val_bpb_sem",
+    "val_bpb_ci_low",
+    "val_bpb_ci_high",
+    "val_bpb_values",
     "val_loss_mean",
+    "val_loss_std",
     "delta_bpb",
+    "delta_bpb_std",
+    "delta_bpb_ci_low",
+    "delta_bpb_ci_high",
     "delta_loss_nats",
+    "delta_loss_std",
+    "t_welch",
+    "df_welch",
+    "p_welch",
+    "p_welch_holm",
+    "t_paired",
+    "p_paired",
+    "margin_bpb",
+    "p_margin",
+    "p_margin_holm",
+    "beats_margin",
+    "verdict",
     "artifact_bytes",
+    "over_cap_runs",
     "under_cap",
     "seeds",
+    "missing_seeds",
     "matched_seeds",
     "note",
 ]
-_GROUP = ["sweep", "lane", "match", "arm", "variant"]
 _MATCH = ["sweep", "lane", "match"]
-# Shown columns of the rendered table, one table per (sweep, lane).
+# Shown columns of the rendered compare table, one table per (sweep, lane).
 _SHOWN = [
     "match",
     "arm",
@@ -53,120 +105,282 @@ _SHOWN = [
     "val_bpb",
     "delta_bpb",
     "delta_loss_nats",
+    "p_welch",
+    "p_paired",
+    "p_margin",
+    "verdict",
     "artifact_bytes",
-    "seeds",
+    "per seed",
     "note",
 ]
-_RIGHT_ALIGNED = {"val_bpb", "delta_bpb", "delta_loss_nats", "artifact_bytes"}
-_MISSING = "—"
+_RIGHT = frozenset({"val_bpb", "delta_bpb", "delta_loss_nats", "artifact_bytes"})
 
 
-# --- the table ---
+# --- the compare table ---
 
 
 def compare_table(runs: pd.DataFrame) -> pd.DataFrame:
-    """One row per (sweep, lane, match, arm, variant) over the runs whose status is done.
+    """One row per (sweep, lane, match, arm, variant) over the done runs with a val_bpb.
 
-    Columns are COLUMNS: n (runs in the group), val_bpb_mean, val_bpb_std (ddof=1; NaN when
-    n == 1), val_loss_mean, delta_bpb and delta_loss_nats (group mean minus the mean of the
-    control runs with the same sweep, lane and match; 0 on control rows; NaN with note
-    "no matched control" when the match has no done control), artifact_bytes (largest in the
-    group), under_cap (every run's artifact_bytes <= ARTIFACT_CAP_BYTES; False when unknown),
-    seeds (sorted list), matched_seeds (the group's seed set equals its control's), note.
+    Columns are COLUMNS. Per group: n, val_bpb mean / std (ddof=1) / sem / t-based 95%
+    interval / values (by seed), val_loss mean and std. Against the control runs of the same
+    sweep, lane and match: delta_bpb and delta_loss_nats (difference of means; 0 on control
+    rows), their per-seed std (paired differences; only when the seeds match), the
+    two-sided 95% Welch interval of delta_bpb, one-sided Welch (t, df, p; H1: the arm is
+    lower), the paired t-test (same seeds only), the margin test (margin_bpb: 0.005 nats in
+    bpb at the runs' val_bpb / val_loss ratio; H1: the arm is lower by more than that), Holm
+    adjusted p-values over the arms sharing a control, beats_margin and verdict.
+    artifact_bytes is the group's largest, over_cap_runs counts runs over the cap and
+    under_cap is True only when every size is known and within it. missing_seeds lists seeds
+    registered for the group that are not done. note: "no matched control", "seeds differ
+    from control", and which seeds are not done.
 
     Rows: sweeps by name; within a sweep, lanes and matches in order of first appearance;
-    within a match the control first, then arms in order of first appearance. Appearance is
-    registration order (`seq`, else `created_at`, else row order).
+    within a match the control first, then arms in order of first appearance (registration
+    order, `seq`).
     """
-    done = _done_in_order(runs)
-    if done.empty:
+    everything = _with_codes(tidy_runs(runs.drop(columns=["params"], errors="ignore")))
+    is_done = (everything["status"] == RunStatus.DONE.value) & everything["val_bpb"].notna()
+    if not is_done.any():
         return pd.DataFrame(columns=COLUMNS)
-    done = _with_ranks(done)
-    controls = {
-        key: group for key, group in done[done["arm"] == CONTROL_ARM].groupby(_MATCH, sort=False)
-    }
-    rows = [
-        _group_row(group, controls.get(key[:3]))
-        for key, group in done.groupby(_GROUP, sort=False, dropna=False)
-    ]
-    table = pd.DataFrame(rows)
+    done = _with_ranks(everything[is_done].reset_index(drop=True))
+    table = _arm_summary(done)
+    table = _add_control(table)
+    table = _add_tests(table, done)
+    table = _add_verdicts(table)
+    table = _add_missing_seeds(table, done, everything[~is_done])
     table = table.sort_values(
         ["sweep", "_lane_rank", "_match_rank", "_is_arm", "_arm_rank"], kind="stable"
     )
-    table["artifact_bytes"] = table["artifact_bytes"].astype("Int64")
     return table[COLUMNS].reset_index(drop=True)
 
 
-def _done_in_order(runs: pd.DataFrame) -> pd.DataFrame:
-    """The done runs, in registration order, with numeric result columns as float64."""
-    done = runs[runs["status"].astype(str) == RunStatus.DONE.value]
-    order = next((name for name in ("seq", "created_at") if name in done.columns), None)
-    if order is not None:
-        done = done.sort_values(order, kind="stable")
-    done = done.reset_index(drop=True)
-    for name in ("val_bpb", "val_loss", "artifact_bytes"):
-        # float64 whatever the source dtype (Int64, object), so NULL is NaN and comparisons
-        # with NaN are False rather than pd.NA.
-        done[name] = pd.to_numeric(done[name], errors="coerce").astype("float64")
-    return done
+_CODES = {name: f"_{name}_c" for name in ARM_KEYS}
+
+
+def _with_codes(runs: pd.DataFrame) -> pd.DataFrame:
+    """Integer codes of the key columns, so every later grouping and join is on integers:
+    `_<key>_c` per key, `_m` per (sweep, lane, match) and `_key` per arm group."""
+    coded = runs.assign(**{code: pd.factorize(runs[name])[0] for name, code in _CODES.items()})
+    match_codes = [_CODES[name] for name in _MATCH]
+    return coded.assign(
+        _m=group_codes(coded, match_codes),
+        _key=group_codes(coded, [_CODES[name] for name in ARM_KEYS]),
+    )
 
 
 def _with_ranks(done: pd.DataFrame) -> pd.DataFrame:
-    """Order-of-first-appearance ranks for lanes, matches and arm groups (sort keys)."""
-    # ngroup with sort=False numbers groups in the order they first appear.
+    """Order-of-first-appearance ranks of lanes, matches and arm groups (sort keys), and
+    `_g`, the arm group's id among the done runs, numbered in the same order."""
+    c = _CODES
     return done.assign(
-        _lane_rank=done.groupby(["sweep", "lane"], sort=False).ngroup(),
-        _match_rank=done.groupby(_MATCH, sort=False).ngroup(),
-        _arm_rank=done.groupby(["arm", "variant"], sort=False, dropna=False).ngroup(),
+        _g=group_codes(done, ["_key"]),
+        _lane_rank=group_codes(done, [c["sweep"], c["lane"]]),
+        _match_rank=group_codes(done, ["_m"]),
+        _arm_rank=group_codes(done, [c["arm"], c["variant"]]),
     )
 
 
-def _group_row(group: pd.DataFrame, control: pd.DataFrame | None) -> dict[str, Any]:
-    """The summary row of one arm group, against its match's control runs (or None)."""
-    first = group.iloc[0]
-    seeds = sorted(int(seed) for seed in group["seed"])
-    is_control = first["arm"] == CONTROL_ARM
-    row: dict[str, Any] = {name: first[name] for name in _GROUP}
-    row.update(
-        n=len(group),
-        val_bpb_mean=group["val_bpb"].mean(),
-        val_bpb_std=group["val_bpb"].std(ddof=1),
-        val_loss_mean=group["val_loss"].mean(),
-        artifact_bytes=group["artifact_bytes"].max(),
-        under_cap=bool((group["artifact_bytes"] <= ARTIFACT_CAP_BYTES).all()),
-        seeds=seeds,
-        _lane_rank=first["_lane_rank"],
-        _match_rank=first["_match_rank"],
-        _arm_rank=first["_arm_rank"],
-        _is_arm=not is_control,
-    )
-    row.update(_versus_control(row, control, is_control))
-    return row
-
-
-def _versus_control(
-    row: dict[str, Any], control: pd.DataFrame | None, is_control: bool
-) -> dict[str, Any]:
-    """delta_bpb, delta_loss_nats, matched_seeds and note of one group row."""
-    if is_control:
-        return {"delta_bpb": 0.0, "delta_loss_nats": 0.0, "matched_seeds": True, "note": ""}
-    if control is None:
-        return {
-            "delta_bpb": math.nan,
-            "delta_loss_nats": math.nan,
-            "matched_seeds": False,
-            "note": NO_CONTROL,
+def _arm_summary(done: pd.DataFrame) -> pd.DataFrame:
+    """Per arm group (row i is group `_g` == i): results.summarize of val_bpb, plus val_loss,
+    the run set's val_bpb / val_loss ratio and the group's keys and sort ranks."""
+    bpb = summarize(done, by="_g", metric="val_bpb")
+    table = bpb.rename(
+        columns={
+            "mean": "val_bpb_mean",
+            "std": "val_bpb_std",
+            "sem": "val_bpb_sem",
+            "ci_low": "val_bpb_ci_low",
+            "ci_high": "val_bpb_ci_high",
+            "values": "val_bpb_values",
         }
-    matched = set(row["seeds"]) == {int(seed) for seed in control["seed"]}
+    ).set_index("_g")
+    ratio = done["val_bpb"] / done["val_loss"]
+    extra = (
+        done.assign(_ratio=ratio)
+        .groupby("_g")
+        .agg(
+            val_loss_mean=("val_loss", "mean"),
+            val_loss_std=("val_loss", "std"),
+            _ratio_sum=("_ratio", "sum"),
+            _ratio_n=("_ratio", "count"),
+            _under=("under_cap", "all"),
+        )
+    )
+    first = done.drop_duplicates("_g").set_index("_g")
+    keys = first[[*ARM_KEYS, "_key", "_m", "_lane_rank", "_match_rank", "_arm_rank"]]
+    table = keys.join(table).join(extra).sort_index()
+    table["_is_arm"] = table["arm"] != CONTROL_ARM
+    table["under_cap"] = table.pop("_under").astype(bool) & table["artifact_bytes"].notna()
+    return table
+
+
+def _add_control(table: pd.DataFrame) -> pd.DataFrame:
+    """`_ctl` (the control group's id in the same match, -1 when none), matched_seeds,
+    deltas of means against it, and note."""
+    controls = table.loc[~table["_is_arm"], ["_m"]].reset_index()
+    controls = controls.drop_duplicates("_m").rename(columns={"_g": "_ctl"})
+    ctl = table[["_m"]].merge(controls, on="_m", how="left")["_ctl"]
+    table["_ctl"] = ctl.fillna(-1).astype("int64").to_numpy()
+    has = table["_ctl"] >= 0
+    ref = table.reindex(table["_ctl"].where(has, table.index))
+    table["delta_bpb"] = np.where(has, table["val_bpb_mean"] - ref["val_bpb_mean"].values, np.nan)
+    delta_loss = table["val_loss_mean"] - ref["val_loss_mean"].values
+    table["delta_loss_nats"] = np.where(has, delta_loss, np.nan)
+    # A control is its own reference: 0 by definition, even when its val_loss is unknown.
+    table.loc[~table["_is_arm"], ["delta_bpb", "delta_loss_nats"]] = 0.0
+    same = [a == b for a, b in zip(table["seeds"], ref["seeds"], strict=True)]
+    table["matched_seeds"] = has & np.array(same, dtype=bool)
+    table["note"] = np.where(has, np.where(table["matched_seeds"], "", SEEDS_DIFFER), NO_CONTROL)
+    return table
+
+
+def _add_tests(table: pd.DataFrame, done: pd.DataFrame) -> pd.DataFrame:
+    """Welch, paired and margin tests of every arm row with a control; Holm over a control's
+    arms; per-seed std of the paired differences."""
+    order = np.lexsort((done["seed"].to_numpy(), done["_g"].to_numpy()))
+    ordered = done.iloc[order]
+    samples = pack(ordered["_g"], ordered["val_bpb"], len(table))
+    arms = table[table["_is_arm"] & (table["_ctl"] >= 0)]
+    a = arms.index.to_numpy(dtype=np.int64)
+    c = arms["_ctl"].to_numpy(dtype=np.int64)
+    ratio_sum, ratio_n = table["_ratio_sum"].to_numpy(), table["_ratio_n"].to_numpy()
+    margin = margin_in_metric((ratio_sum[a] + ratio_sum[c]) / (ratio_n[a] + ratio_n[c]))
+    tests = compare_pairs(samples, a, c, arms["matched_seeds"].to_numpy(dtype=bool), margin)
+    columns = {
+        "t_welch": tests.t_welch,
+        "df_welch": tests.df_welch,
+        "p_welch": tests.p_welch,
+        "delta_bpb_ci_low": tests.ci_low,
+        "delta_bpb_ci_high": tests.ci_high,
+        "t_paired": tests.t_paired,
+        "p_paired": tests.p_paired,
+        "margin_bpb": margin,
+        "p_margin": tests.p_margin,
+    }
+    for name, values in columns.items():
+        column = np.full(len(table), np.nan)
+        column[a] = values
+        table[name] = column
+    table["p_welch_holm"] = holm(table["p_welch"], table["_ctl"])
+    table["p_margin_holm"] = holm(table["p_margin"], table["_ctl"])
+    return table.join(_paired_spread(done, table))
+
+
+def _paired_spread(done: pd.DataFrame, table: pd.DataFrame) -> pd.DataFrame:
+    """delta_bpb_std and delta_loss_std: sd (ddof=1) of the per-seed differences arm - control,
+    for arm groups whose seeds match their control's (NaN otherwise)."""
+    columns = ["_m", "seed", "val_bpb", "val_loss"]
+    is_control = done["arm"] == CONTROL_ARM
+    pairs = done.loc[~is_control, ["_g", *columns]].merge(
+        done.loc[is_control, columns], on=["_m", "seed"], suffixes=("", "_c")
+    )
+    spread = (
+        pairs.assign(
+            _d_bpb=pairs["val_bpb"] - pairs["val_bpb_c"],
+            _d_loss=pairs["val_loss"] - pairs["val_loss_c"],
+        )
+        .groupby("_g")
+        .agg(delta_bpb_std=("_d_bpb", "std"), delta_loss_std=("_d_loss", "std"))
+    )
+    spread = spread.reindex(table.index)
+    return spread.where(table["matched_seeds"] & table["_is_arm"], np.nan)
+
+
+def _add_verdicts(table: pd.DataFrame) -> pd.DataFrame:
+    """beats_margin and verdict (see the verdict constants)."""
+    margin_ok = table["p_margin_holm"] < ALPHA
+    table["beats_margin"] = (table["matched_seeds"] & table["_is_arm"] & margin_ok).astype(bool)
+    small = (table["n"] < 2) | (table["n"].reindex(table["_ctl"]).values < 2)
+    conditions = [
+        ~table["_is_arm"],
+        table["_ctl"] < 0,
+        small,
+        table["p_welch"].isna(),
+        ~table["matched_seeds"],
+        table["beats_margin"],
+        table["p_welch_holm"] < ALPHA,
+    ]
+    choices = [CONTROL, NO_CONTROL, NO_TEST_N1, NO_TEST_FLAT, UNPAIRED, BEATS_MARGIN, SIGNIFICANT]
+    table["verdict"] = np.select(conditions, choices, default=NOT_SIGNIFICANT)
+    return table
+
+
+def _add_missing_seeds(
+    table: pd.DataFrame, done: pd.DataFrame, not_done: pd.DataFrame
+) -> pd.DataFrame:
+    """missing_seeds: registered seeds of the group that are not done; named in the note, so
+    a mean over a subset of the planned seeds is visible (design: "make selection visible")."""
+    wanted = not_done[["_key", "seed"]].drop_duplicates()
+    wanted = wanted.merge(done[["_key", "seed"]], how="left", indicator=True)
+    wanted = wanted[wanted["_merge"] == "left_only"].sort_values(["_key", "seed"])
+    by_key = dict(
+        zip(
+            wanted["_key"].drop_duplicates().tolist(),
+            split_lists(wanted["seed"].to_numpy(), wanted["_key"].to_numpy()),
+            strict=True,
+        )
+    )
+    missing = [by_key.get(key, []) for key in table["_key"].tolist()]
+    table["missing_seeds"] = missing
+    extra = ["seeds not done: " + ", ".join(map(str, m)) if m else "" for m in missing]
+    pairs = zip(render.texts(table, "note"), extra, strict=True)
+    table["note"] = ["; ".join(part for part in pair if part) for pair in pairs]
+    return table
+
+
+# --- rendering the compare table ---
+
+
+def compare_sections(table: pd.DataFrame) -> list[Section]:
+    """One Section per (sweep, lane), titled "sweep / lane", in the table's row order.
+
+    Cells are formatted a column at a time (render's column formatters): a 100,000-run
+    store has tens of thousands of compare rows.
+    """
+    cells = _cell_columns(table)
+    rows = list(zip(*(cells[name] for name in _SHOWN), strict=True))
+    size_flag, no_flag = frozenset({"artifact_bytes"}), frozenset()
+    flagged = [size_flag if over else no_flag for over in table["over_cap_runs"].tolist()]
+    keys = list(zip(render.texts(table, "sweep"), render.texts(table, "lane"), strict=True))
+    return [
+        Section(f"{sweep} / {lane}", _SHOWN, rows[part], _RIGHT, flagged[part])
+        for (sweep, lane), part in render.blocks(keys)
+    ]
+
+
+def _cell_columns(table: pd.DataFrame) -> dict[str, list[str]]:
+    """The shown cells of the compare table, column by column (see _SHOWN)."""
+    col = functools.partial(render.column, table)
+    verdicts = render.texts(table, "verdict")
+    untested = [v in (NO_TEST_N1, NO_TEST_FLAT) for v in verdicts]
     return {
-        "delta_bpb": row["val_bpb_mean"] - control["val_bpb"].mean(),
-        "delta_loss_nats": row["val_loss_mean"] - control["val_loss"].mean(),
-        "matched_seeds": matched,
-        "note": "" if matched else SEEDS_DIFFER,
+        "match": render.texts(table, "match"),
+        "arm": render.texts(table, "arm"),
+        "variant": render.texts(table, "variant"),
+        "val_bpb": render.bpb_column(col("val_bpb_mean"), col("val_bpb_std"), col("n")),
+        "delta_bpb": render.delta_column(col("delta_bpb"), col("delta_bpb_std")),
+        "delta_loss_nats": render.delta_column(col("delta_loss_nats"), col("delta_loss_std")),
+        # An arm that cannot be tested says why in place of its p-value (`n=1: no test`).
+        "p_welch": _untested(
+            render.p_column(col("p_welch"), col("p_welch_holm")), untested, verdicts
+        ),
+        "p_paired": _untested(render.p_column(col("p_paired"), col("p_paired")), untested),
+        "p_margin": _untested(render.p_column(col("p_margin"), col("p_margin_holm")), untested),
+        "verdict": verdicts,
+        "artifact_bytes": render.bytes_column(
+            col("artifact_bytes"), col("over_cap_runs"), col("n")
+        ),
+        "per seed": render.seed_values_column(col("seeds"), col("val_bpb_values")),
+        "note": render.texts(table, "note"),
     }
 
 
-# --- rendering ---
+def _untested(cells: list[str], untested: list[bool], why: list[str] | None = None) -> list[str]:
+    return [
+        (render.MISSING if why is None else reason) if skip else cell
+        for cell, skip, reason in zip(cells, untested, why or untested, strict=True)
+    ]
 
 
 def render_compare(table: pd.DataFrame, fmt: str) -> str | Group:
@@ -174,88 +388,196 @@ def render_compare(table: pd.DataFrame, fmt: str) -> str | Group:
 
     "table": a rich Group holding one rich Table per (sweep, lane), titled "sweep / lane"
     (print it with a rich Console). "markdown": GitHub markdown, a "### sweep / lane" heading
-    and a table per lane, with the same columns. "csv": every column of `table`, seeds as a
-    JSON list. An unknown `fmt` is a UserError listing the allowed values.
+    and a table per lane, with the same columns. "csv": every column of `table`, lists as
+    JSON. "json": a list of row objects (NaN as null). An unknown `fmt` is a UserError
+    listing the allowed values.
     """
+    check_format(fmt)
+    if fmt in ("csv", "json"):
+        return _frame_text(table, fmt)
+    sections = compare_sections(table)
+    return render.to_markdown(sections) if fmt == "markdown" else render.to_rich(sections)
+
+
+def check_format(fmt: str) -> None:
+    """UserError unless `fmt` is one of FORMATS."""
     if fmt not in FORMATS:
         raise UserError(f"unknown report format {fmt!r}; allowed: {', '.join(FORMATS)}")
-    if fmt == "csv":
-        return table.assign(seeds=table["seeds"].map(json.dumps)).to_csv(index=False)
-    lanes = [(f"{sweep} / {lane}", rows) for (sweep, lane), rows in _by_lane(table)]
-    if fmt == "markdown":
-        return "\n".join(_markdown(title, rows) for title, rows in lanes)
-    return Group(*(_rich_table(title, rows) for title, rows in lanes))
 
 
-def _by_lane(table: pd.DataFrame) -> list[tuple[tuple[str, str], pd.DataFrame]]:
-    """(sweep, lane) blocks in the table's own row order."""
-    return list(table.groupby(["sweep", "lane"], sort=False))
-
-
-def _cells(row: pd.Series) -> list[str]:
-    """The shown cells of one compare row, formatted (see _SHOWN)."""
-    return [
-        str(row["match"]),
-        str(row["arm"]),
-        str(row["variant"]),
-        format_bpb(row["val_bpb_mean"], row["val_bpb_std"], int(row["n"])),
-        format_delta(row["delta_bpb"]),
-        format_delta(row["delta_loss_nats"]),
-        format_bytes(row["artifact_bytes"]),
-        ", ".join(str(seed) for seed in row["seeds"]),
-        str(row["note"]),
+def _frame_text(frame: pd.DataFrame, fmt: str) -> str:
+    """A frame as CSV (list cells as JSON text) or as a JSON list of objects."""
+    if fmt == "json":
+        return json.dumps(_records(frame), indent=2) + "\n"
+    lists = [
+        name
+        for name in frame.columns
+        if frame[name].dtype == object and frame[name].map(_is_list).any()
     ]
+    flat = frame.assign(**{name: frame[name].map(json.dumps) for name in lists})
+    return flat.to_csv(index=False)
 
 
-def format_bpb(mean: float, std: float, n: int) -> str:
-    """`1.2345 ± 0.0012 (n=2)`; the ± part is left out when std is undefined (n == 1)."""
-    if pd.isna(mean):
-        return _MISSING
-    spread = "" if pd.isna(std) else f" ± {std:.4f}"
-    return f"{mean:.4f}{spread} (n={n})"
+def _records(frame: pd.DataFrame) -> list[dict[str, Any]]:
+    """Row objects with JSON types: NaN and NA as null, numpy scalars as Python numbers."""
+    return json.loads(frame.to_json(orient="records", double_precision=15))
 
 
-def format_delta(value: float) -> str:
-    """Signed, four decimals: `+0.0012`, `-0.0030`; a dash when undefined."""
-    if pd.isna(value):
-        return _MISSING
-    # Adding 0.0 turns -0.0 into 0.0, so an exact tie prints +0.0000.
-    return f"{value + 0.0:+.4f}"
+def _is_list(value: Any) -> bool:
+    return isinstance(value, list | tuple)
 
 
-def format_bytes(value: Any) -> str:
-    """Thousands separators, and `OVER CAP` past ARTIFACT_CAP_BYTES."""
-    if pd.isna(value):
-        return _MISSING
-    flag = " OVER CAP" if _over_cap(value) else ""
-    return f"{int(value):,}{flag}"
+# --- the whole report ---
 
 
-def _over_cap(value: Any) -> bool:
-    """Known to be over the cap (an unknown size is not flagged here; under_cap says False)."""
-    return not pd.isna(value) and value > ARTIFACT_CAP_BYTES
+@dataclass(frozen=True)
+class ReportRequest:
+    """What `jepardy report` was asked for (see `run_report`)."""
+
+    sweep: str | None = None
+    compare: bool = True
+    curve: str | None = None  # a numeric param: the curve's x axis
+    horizons: str | None = None  # a numeric param: the budget axis
+    metric: str = "val_bpb"  # of curves and horizons; compare always tests val_bpb
+    noise: float | None = None  # noise floor of single-seed curves, in metric units
+    resamples: int = 0  # parametric-bootstrap resamples of the curves' monotonicity test
+    fmt: str = "table"
+    plot: Path | None = None
 
 
-def _markdown(title: str, rows: pd.DataFrame) -> str:
-    """One lane as a heading and a GitHub markdown table."""
-    lines = [f"### {title}", "", _md_line(_SHOWN), _md_line(["---"] * len(_SHOWN))]
-    lines += [_md_line(_cells(row)) for _, row in rows.iterrows()]
-    return "\n".join([*lines, ""])
+@dataclass(frozen=True)
+class Report:
+    """The parts of a report that were asked for (None where not)."""
+
+    compare: pd.DataFrame | None
+    curves: Curves | None
+    horizons: Horizons | None
 
 
-def _md_line(cells: list[str]) -> str:
-    return "| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |"
+@dataclass(frozen=True)
+class ReportOutput:
+    """A rendered report (text, or a rich Group for the terminal) and the plot written."""
+
+    rendered: str | Group
+    plot: Path | None
 
 
-def _rich_table(title: str, rows: pd.DataFrame) -> Table:
-    """One lane as a rich Table; over-cap sizes in bold red."""
-    table = Table(title=title)
-    for name in _SHOWN:
-        table.add_column(name, justify="right" if name in _RIGHT_ALIGNED else "left")
-    size = _SHOWN.index("artifact_bytes")
-    for _, row in rows.iterrows():
-        cells: list[str | Text] = list(_cells(row))
-        if _over_cap(row["artifact_bytes"]):
-            cells[size] = Text(str(cells[size]), style="bold red")
-        table.add_row(*cells)
-    return table
+def check_request(request: ReportRequest) -> None:
+    """UserError for a request that cannot be answered, before any database is opened."""
+    check_format(request.fmt)
+    if not (request.compare or request.curve or request.horizons):
+        raise UserError("report: --no-compare and no --curve or --horizons: nothing to report")
+    if request.metric not in METRICS:
+        raise UserError(f"report: --metric {request.metric!r}; allowed: {', '.join(METRICS)}")
+    if request.noise is not None and not request.noise > 0:
+        raise UserError(f"report: --noise {request.noise}; a noise floor must be > 0")
+    if request.resamples < 0:
+        raise UserError(f"report: --resamples {request.resamples}; must be >= 0")
+    if request.plot is not None and not (request.curve or request.horizons):
+        raise UserError("report: --plot draws curves and horizons; add --curve or --horizons")
+    if request.plot is not None and request.plot.suffix.lower() != ".png":
+        raise UserError(f"report: --plot {request.plot}: the plot is written as PNG (*.png)")
+
+
+def build_report(runs: pd.DataFrame, request: ReportRequest) -> Report:
+    """The parts `request` asks for, from a runs frame (any form `tidy_runs` accepts)."""
+    tidy = tidy_runs(runs)
+    done = tidy[tidy["status"] == RunStatus.DONE.value].reset_index(drop=True)
+    compare = compare_table(tidy) if request.compare else None
+    curves = None
+    if request.curve:
+        curves = curve_table(
+            done,
+            request.curve,
+            metric=request.metric,
+            noise=request.noise,
+            resamples=request.resamples,
+        )
+    horizons = None
+    if request.horizons:
+        horizons = horizon_table(done, request.horizons, metric=request.metric)
+    return Report(compare, curves, horizons)
+
+
+def render_report(report: Report, fmt: str) -> str | Group:
+    """Every part of `report` in one format (see render_compare for the formats).
+
+    Text formats put the parts one after the other; csv precedes each table with a
+    `# name` line; json is one object with a key per part.
+    """
+    check_format(fmt)
+    frames = _frames(report)
+    if fmt == "json":
+        return json.dumps({name: _records(frame) for name, frame in frames}, indent=2) + "\n"
+    if fmt == "csv":
+        if len(frames) == 1:
+            return _frame_text(frames[0][1], "csv")
+        return "\n".join(f"# {name}\n{_frame_text(frame, 'csv')}" for name, frame in frames)
+    sections = _sections(report)
+    return render.to_markdown(sections) if fmt == "markdown" else render.to_rich(sections)
+
+
+def _frames(report: Report) -> list[tuple[str, pd.DataFrame]]:
+    frames = []
+    if report.compare is not None:
+        frames.append(("compare", report.compare))
+    if report.curves is not None:
+        frames += [("curves", report.curves.summary), ("curve_points", report.curves.points)]
+    if report.horizons is not None:
+        frames += [
+            ("horizons", report.horizons.arms),
+            ("horizon_taus", report.horizons.taus),
+            ("horizon_flips", report.horizons.flips),
+        ]
+    return frames
+
+
+def _sections(report: Report) -> list[Section]:
+    sections = []
+    if report.compare is not None:
+        sections += compare_sections(report.compare)
+    if report.curves is not None:
+        sections += curve_sections(report.curves)
+    if report.horizons is not None:
+        sections += horizon_sections(report.horizons)
+    return sections
+
+
+def run_report(db: str | Path, request: ReportRequest) -> ReportOutput:
+    """Load the done runs of `db`, build and render the report, write the plot if asked.
+
+    A SQLite path that does not exist is a UserError (a report never creates a database).
+    """
+    check_request(request)
+    if "://" not in str(db) and not Path(db).exists():
+        raise UserError(f"report: database {db} does not exist; run a sweep first or pass --db")
+    # The typed copies of jepa_weight, ema and wallclock_s need no JSON: unless an axis is
+    # another param, the params column is not even read (a third of the load time of
+    # 100,000 runs, bench/report.py).
+    other_axes = {request.curve, request.horizons} - {None, *MIRRORED_PARAMS}
+    # The cyclic GC finds nothing to free in a report (no reference cycles), but the many
+    # small lists and tuples it builds trigger full collections: about 0.15 s of 2 for
+    # 100,000 runs (bench/report.py).
+    with paused_gc():
+        runs = load_runs(
+            db, sweep=request.sweep, status=None, details=False, params=bool(other_axes)
+        )
+        report = build_report(runs, request)
+        rendered = render_report(report, request.fmt)
+    plot = None
+    if request.plot is not None:
+        from jepardy.plots import plot_report  # matplotlib only when a plot is asked for
+
+        plot = plot_report(report.curves, report.horizons, request.plot)
+    return ReportOutput(rendered, plot)
+
+
+def rendered_text(rendered: str | Group, width: int = 200) -> str:
+    """A rendered report as plain text (a rich Group printed without colour)."""
+    if isinstance(rendered, str):
+        return rendered
+    from rich.console import Console
+
+    console = Console(file=io.StringIO(), width=width, color_system=None)
+    console.print(rendered)
+    return console.file.getvalue()

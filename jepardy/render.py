@@ -1,0 +1,305 @@
+"""Report sections (a titled table of formatted cells) rendered as rich tables or markdown,
+and the number formats every report table shares.
+
+Each report part (compare, curves, horizons) turns its DataFrame into `Section`s; this
+module knows nothing of statistics. CSV and JSON are written from the DataFrames themselves
+(see jepardy.report), so no number is lost to formatting there.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from rich.console import Group
+from rich.table import Table
+from rich.text import Text
+
+from jepardy.trainer.config import ARTIFACT_CAP_BYTES
+
+MISSING = "—"
+OVER_CAP = "OVER CAP"
+
+
+@dataclass(frozen=True)
+class Section:
+    """One titled table: `rows` of formatted cells under `columns`.
+
+    `flagged[i]` holds the column names of row i to highlight (over the cap, a flip);
+    markdown shows the flag through the cell's own text. `notes` are lines printed under the
+    table (verdicts, how noise was judged).
+    """
+
+    title: str
+    columns: list[str]
+    rows: list[list[str]]
+    right: frozenset[str] = frozenset()
+    flagged: list[frozenset[str]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+# A rich Table costs about 2 ms a row to lay out (bench/report.py: over two minutes for
+# the 40,000 rows of a 100,000-run report); a report longer than this is printed as
+# aligned text instead, with the same columns and flags.
+RICH_TABLE_MAX_ROWS = 2_000
+
+
+def to_rich(sections: Sequence[Section]) -> Group:
+    """A rich Group of one Table per section, titled `section.title`, notes as its caption;
+    when the sections hold more than RICH_TABLE_MAX_ROWS rows in all, each is aligned text
+    instead. Flagged cells are bold red either way."""
+    if sum(len(section.rows) for section in sections) <= RICH_TABLE_MAX_ROWS:
+        return Group(*(_rich_table(section) for section in sections))
+    return Group(*(_aligned_text(section) for section in sections))
+
+
+def _aligned_text(section: Section) -> Text:
+    """A section as a title line, a header, and one line per row, columns padded to width."""
+    widths = [len(name) for name in section.columns]
+    for row in section.rows:
+        widths = [max(w, len(cell)) for w, cell in zip(widths, row, strict=True)]
+    right = [name in section.right for name in section.columns]
+
+    def line(cells: Sequence[str]) -> str:
+        padded = (
+            cell.rjust(w) if r else cell.ljust(w)
+            for cell, w, r in zip(cells, widths, right, strict=True)
+        )
+        return "  ".join(padded)
+
+    head = [section.title, line(section.columns), line(["-" * w for w in widths])]
+    body = [line(row) for row in section.rows]
+    text = Text("\n".join([*head, *body, *section.notes]), no_wrap=True, overflow="ignore")
+    text.stylize("bold", 0, len(head[0]))
+    # Style only the flagged cells: their offsets follow from the fixed column widths.
+    starts = list(itertools.accumulate([0, *(w + 2 for w in widths[:-1])]))
+    index = {name: i for i, name in enumerate(section.columns)}
+    offset = sum(len(h) + 1 for h in head)
+    for i, body_line in enumerate(body):
+        for name in section.flagged[i] if i < len(section.flagged) else ():
+            k = index[name]
+            text.stylize("bold red", offset + starts[k], offset + starts[k] + widths[k])
+        offset += len(body_line) + 1
+    return text
+
+
+def _rich_table(section: Section) -> Table:
+    caption = "\n".join(section.notes) or None
+    table = Table(title=section.title, caption=caption, caption_justify="left")
+    for name in section.columns:
+        table.add_column(name, justify="right" if name in section.right else "left")
+    for i, row in enumerate(section.rows):
+        hot = section.flagged[i] if i < len(section.flagged) else frozenset()
+        cells = [
+            Text(cell, style="bold red") if name in hot else cell
+            for name, cell in zip(section.columns, row, strict=True)
+        ]
+        table.add_row(*cells)
+    return table
+
+
+def to_markdown(sections: Sequence[Section]) -> str:
+    """GitHub markdown: per section a `### title` heading, the table, then its notes."""
+    return "\n".join(_markdown(section) for section in sections)
+
+
+def _markdown(section: Section) -> str:
+    lines = [f"### {section.title}", "", _md_line(section.columns)]
+    lines.append(_md_line(["---"] * len(section.columns)))
+    lines += [_md_line(row) for row in section.rows]
+    if section.notes:
+        lines += ["", *(f"- {note}" for note in section.notes)]
+    return "\n".join([*lines, ""])
+
+
+def _md_line(cells: Sequence[str]) -> str:
+    line = " | ".join(cells)
+    if line.count("|") != len(cells) - 1:  # a cell holds a pipe: escape cell by cell
+        line = " | ".join(cell.replace("|", "\\|") for cell in cells)
+    return f"| {line} |"
+
+
+# --- number formats shared by every table ---
+
+
+def format_bpb(mean: float, std: float, n: int) -> str:
+    """`1.2345 ± 0.0012 (n=2)`; the ± part is left out when std is undefined (n == 1)."""
+    if pd.isna(mean):
+        return MISSING
+    spread = "" if pd.isna(std) else f" ± {std:.4f}"
+    return f"{mean:.4f}{spread} (n={n})"
+
+
+def format_delta(value: float, std: float = math.nan) -> str:
+    """Signed, four decimals: `+0.0012`, `-0.0030 ± 0.0004`; a dash when undefined."""
+    if pd.isna(value):
+        return MISSING
+    # Adding 0.0 turns -0.0 into 0.0, so an exact tie prints +0.0000.
+    spread = "" if pd.isna(std) else f" ± {std:.4f}"
+    return f"{value + 0.0:+.4f}{spread}"
+
+
+def format_p(p: float, adjusted: float = math.nan) -> str:
+    """`0.0123`, `<0.0001`, with `(Holm 0.0369)` beside when an adjusted value is given."""
+    if pd.isna(p):
+        return MISSING
+    text = _p(p)
+    if not pd.isna(adjusted) and adjusted != p:
+        text += f" (Holm {_p(adjusted)})"
+    return text
+
+
+def _p(p: float) -> str:
+    return "<0.0001" if p < 1e-4 else f"{p:.4f}"
+
+
+def format_bytes(value: Any, over: int = 0, n: int = 0) -> str:
+    """Thousands separators, and `OVER CAP` past ARTIFACT_CAP_BYTES; with `n` > 1 runs the
+    flag says how many of them are over (`OVER CAP (1/2)`)."""
+    if pd.isna(value):
+        return MISSING
+    if not over_cap(value):
+        return f"{int(value):,}"
+    share = f" ({over}/{n})" if n > 1 and over else ""
+    return f"{int(value):,} {OVER_CAP}{share}"
+
+
+def over_cap(value: Any) -> bool:
+    """Known to be over the cap (an unknown size is not flagged; under_cap says False)."""
+    return not pd.isna(value) and value > ARTIFACT_CAP_BYTES
+
+
+def format_number(value: Any) -> str:
+    """An axis value as written in a spec: `0.15`, `180`, not `0.15000000000000002`."""
+    if value is None or value is pd.NA or value != value:
+        return MISSING
+    number = float(value)
+    return str(int(number)) if number.is_integer() else repr(number)
+
+
+def format_seed_values(seeds: Sequence[int], values: Sequence[float]) -> str:
+    """Every seed's value, `1: 1.2000, 2: 1.2200`: nothing hides behind a mean."""
+    return ", ".join(map("{}: {:.4f}".format, seeds, values))
+
+
+# --- whole columns at once: reports of 100,000 runs format tens of thousands of rows ---
+# Each formatter formats every row with one C-level `%` over the whole column (a Python
+# loop with an f-string per cell costs several times more), then patches the few rows that
+# need another form (missing values, n = 1, tiny p-values).
+
+Column = Sequence[Any] | np.ndarray
+
+
+def column(frame: pd.DataFrame, name: str) -> Any:
+    """A column for the formatters below: numbers as a float64 array (NaN where missing,
+    pd.NA included), anything else as a list of values (None where missing)."""
+    values = frame[name]
+    if pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values):
+        return values.to_numpy(dtype=np.float64, na_value=np.nan)
+    # to_numpy first: iterating a pandas string array element by element is slow.
+    return [None if v is pd.NA else v for v in values.to_numpy(dtype=object).tolist()]
+
+
+def texts(frame: pd.DataFrame, name: str) -> list[str]:
+    """A column as strings (str() of each value)."""
+    return [str(v) for v in frame[name].to_numpy(dtype=object).tolist()]
+
+
+def _bulk(fmt: str, *columns: Column) -> list[str]:
+    """`fmt % row` for every row of `columns`, in one formatting call."""
+    arrays = [np.asarray(c, dtype=np.float64) for c in columns]
+    if not len(arrays[0]):
+        return []
+    flat = np.column_stack(arrays).ravel().tolist()
+    return ((fmt + "\x00") * len(arrays[0]) % tuple(flat)).split("\x00")[:-1]
+
+
+def _patch(cells: list[str], where: np.ndarray, fmt: str, *columns: Column) -> None:
+    """Re-format the rows `where` (a bool mask) with `fmt`, in place."""
+    for i in np.flatnonzero(where).tolist():
+        cells[i] = fmt % tuple(float(c[i]) for c in columns) if fmt != MISSING else MISSING
+
+
+def bpb_column(means: Column, stds: Column, ns: Column, with_n: bool = True) -> list[str]:
+    """format_bpb over columns; without `with_n`, `1.2345 ± 0.0012` only."""
+    mean, std, n = (np.asarray(c, dtype=np.float64) for c in (means, stds, ns))
+    suffix = " (n=%d)" if with_n else ""
+    cells = (
+        _bulk("%.4f ± %.4f" + suffix, mean, std, n) if with_n else _bulk("%.4f ± %.4f", mean, std)
+    )
+    _patch(cells, np.isnan(std), "%.4f" + suffix, *((mean, n) if with_n else (mean,)))
+    _patch(cells, np.isnan(mean), MISSING)
+    return cells
+
+
+def delta_column(values: Column, stds: Column) -> list[str]:
+    """format_delta over columns."""
+    # Adding 0.0 turns -0.0 into 0.0, so an exact tie prints +0.0000.
+    value, std = np.asarray(values, dtype=np.float64) + 0.0, np.asarray(stds, dtype=np.float64)
+    cells = _bulk("%+.4f ± %.4f", value, std)
+    _patch(cells, np.isnan(std), "%+.4f", value)
+    _patch(cells, np.isnan(value), MISSING)
+    return cells
+
+
+def p_column(values: Column, adjusted: Column) -> list[str]:
+    """format_p over columns."""
+    p, a = np.asarray(values, dtype=np.float64), np.asarray(adjusted, dtype=np.float64)
+    cells = _p_texts(p)
+    holm = ~np.isnan(p) & ~np.isnan(a) & (a != p)
+    if holm.any():
+        a_texts = _p_texts(a)
+        for i in np.flatnonzero(holm).tolist():
+            cells[i] = f"{cells[i]} (Holm {a_texts[i]})"
+    return cells
+
+
+def _p_texts(p: np.ndarray) -> list[str]:
+    cells = _bulk("%.4f", p)
+    for i in np.flatnonzero(p < 1e-4).tolist():
+        cells[i] = "<0.0001"
+    _patch(cells, np.isnan(p), MISSING)
+    return cells
+
+
+def bytes_column(sizes: Column, over: Column, ns: Column) -> list[str]:
+    """format_bytes over columns."""
+    size = np.asarray(sizes, dtype=np.float64)
+    cells = [MISSING if v != v else f"{int(v):,}" for v in size.tolist()]
+    for i in np.flatnonzero(size > ARTIFACT_CAP_BYTES).tolist():
+        cells[i] = format_bytes(size[i], int(over[i]), int(ns[i]))
+    return cells
+
+
+def interval_column(lows: Column, highs: Column) -> list[str]:
+    """`[1.2345, 1.2456]` per row; a dash where undefined (n = 1)."""
+    low, high = np.asarray(lows, dtype=np.float64), np.asarray(highs, dtype=np.float64)
+    cells = _bulk("[%.4f, %.4f]", low, high)
+    _patch(cells, np.isnan(low), MISSING)
+    return cells
+
+
+def seed_values_column(seeds: Sequence[Any], values: Sequence[Any]) -> list[str]:
+    """format_seed_values over columns."""
+    return [format_seed_values(s, v) for s, v in zip(seeds, values, strict=True)]
+
+
+def number_column(values: Column) -> list[str]:
+    """format_number over a column."""
+    return [format_number(value) for value in np.asarray(values, dtype=np.float64).tolist()]
+
+
+def blocks(keys: Sequence[Any]) -> list[tuple[Any, slice]]:
+    """Runs of equal consecutive keys, as (key, slice) in order."""
+    out: list[tuple[Any, slice]] = []
+    start = 0
+    for i in range(1, len(keys) + 1):
+        if i == len(keys) or keys[i] != keys[start]:
+            out.append((keys[start], slice(start, i)))
+            start = i
+    return out
