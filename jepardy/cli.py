@@ -420,7 +420,7 @@ def report(
     if isinstance(output.rendered, str):
         sys.stdout.write(output.rendered)
     else:
-        console.print(output.rendered)
+        console.print(output.rendered, soft_wrap=True)
     if output.plot is not None:
         Console(stderr=True).print(f"plot: {output.plot}", highlight=False, soft_wrap=True)
 
@@ -466,12 +466,15 @@ def export_submission(
     name: Annotated[str, typer.Option(help="Submission name.")] = "jepardy submission",
     author: Annotated[str, typer.Option(help="Author's name.")] = "",
     github_id: Annotated[str, typer.Option(help="Author's GitHub id.")] = "",
+    script: Annotated[
+        Path | None, typer.Option(help="The train_gpt.py to ship; must be the code that ran.")
+    ] = None,
 ) -> None:
     """Write submission.json and a README results table (per seed, mean, std, bytes)."""
     from jepardy.submission import SubmissionInfo
     from jepardy.submission import export_submission as export
 
-    info = SubmissionInfo(name=name, author=author, github_id=github_id)
+    info = SubmissionInfo(name=name, author=author, github_id=github_id, script=script)
     done = export(db, run_ids, out, info)
     std = "n/a" if done.val_bpb_std is None else f"{done.val_bpb_std:.5f}"
     console.print(
@@ -557,6 +560,22 @@ def ingest(
         highlight=False,
         soft_wrap=True,
     )
+
+
+@app.command()
+def show(
+    run_id: Annotated[str, typer.Argument(help="A run id or a unique prefix of one.")],
+    db: DbOption = "results.db",
+) -> None:
+    """One run's identity, outcome and provenance: code hashes, git, versions, GPU, data."""
+    from rich.pretty import Pretty
+
+    from jepardy.show import describe_run
+    from jepardy.store import open_store
+
+    for title, section in describe_run(open_store(db), run_id).items():
+        console.print(f"[bold]{title}[/]")
+        console.print(Pretty(section, expand_all=True), soft_wrap=True)
 
 
 def main() -> None:

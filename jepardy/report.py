@@ -52,6 +52,22 @@ CONTROL = "control"
 NO_TEST_N1 = "n=1: no test"
 NO_TEST_FLAT = "no test: zero variance"
 UNPAIRED = "seeds differ: no verdict"
+UNMATCHED = "unmatched"  # the verdict reads "unmatched: <the fields that differ>"
+
+# What an arm and its control must share for a comparison to mean anything: the code that
+# ran, the data, the budget and the launch shape (the study's headline compared runs of other
+# code and other seeds). Seeds are checked apart (UNPAIRED). Params outside this list may be
+# the arm's own axes, which the store does not single out.
+MATCH_PARAMS = (
+    "data_dir",
+    "tokenizer_path",
+    "vocab_size",
+    "seq_len",
+    "train_batch_tokens",
+    "iterations",
+    "preset",
+)
+MATCH_COLUMNS = ("code_sha256", "kind", "nproc", "wallclock_s")
 BEATS_MARGIN = "beats margin"
 SIGNIFICANT = "significant, under margin"
 NOT_SIGNIFICANT = "not significant"
@@ -94,6 +110,7 @@ COLUMNS = [
     "seeds",
     "missing_seeds",
     "matched_seeds",
+    "unmatched",
     "note",
 ]
 _MATCH = ["sweep", "lane", "match"]
@@ -139,7 +156,8 @@ def compare_table(runs: pd.DataFrame) -> pd.DataFrame:
     within a match the control first, then arms in order of first appearance (registration
     order, `seq`).
     """
-    everything = _with_codes(tidy_runs(runs.drop(columns=["params"], errors="ignore")))
+    params = list(MATCH_PARAMS) if "params" in runs.columns else None
+    everything = _with_codes(tidy_runs(runs, params=params))
     is_done = (everything["status"] == RunStatus.DONE.value) & everything["val_bpb"].notna()
     if not is_done.any():
         return pd.DataFrame(columns=COLUMNS)
@@ -147,6 +165,7 @@ def compare_table(runs: pd.DataFrame) -> pd.DataFrame:
     table = _arm_summary(done)
     table = _add_control(table)
     table = _add_tests(table, done)
+    table = _add_matching(table, done)
     table = _add_verdicts(table)
     table = _add_missing_seeds(table, done, everything[~is_done])
     table = table.sort_values(
@@ -287,21 +306,54 @@ def _paired_spread(done: pd.DataFrame, table: pd.DataFrame) -> pd.DataFrame:
     return spread.where(table["matched_seeds"] & table["_is_arm"], np.nan)
 
 
+def _add_matching(table: pd.DataFrame, done: pd.DataFrame) -> pd.DataFrame:
+    """`unmatched`: the MATCH_COLUMNS / MATCH_PARAMS on which an arm group and its control
+    group differ, or within either of them vary, comma-joined ("" when they match)."""
+    fields = [f for f in (*MATCH_COLUMNS, *MATCH_PARAMS) if f in done.columns]
+    values = done[fields].astype(str).where(done[fields].notna(), "<unset>")
+    grouped = values.assign(_g=done["_g"].to_numpy()).groupby("_g")
+    first, count = grouped.first().reindex(table.index), grouped.nunique().reindex(table.index)
+    has = table["_is_arm"] & (table["_ctl"] >= 0)
+    ctl = table["_ctl"].where(has, table.index)
+    differs = pd.DataFrame(False, index=table.index, columns=fields)
+    for field in fields:
+        other = first[field].reindex(ctl).to_numpy()
+        varies = (count[field] > 1).to_numpy() | (count[field].reindex(ctl).to_numpy() > 1)
+        differs[field] = has.to_numpy() & ((first[field].to_numpy() != other) | varies)
+    names = pd.Series("", index=table.index)
+    for field in fields:
+        names = names.where(~differs[field], names + ", " + field)
+    table["unmatched"] = names.str.removeprefix(", ")
+    return table
+
+
 def _add_verdicts(table: pd.DataFrame) -> pd.DataFrame:
     """beats_margin and verdict (see the verdict constants)."""
     margin_ok = table["p_margin_holm"] < ALPHA
-    table["beats_margin"] = (table["matched_seeds"] & table["_is_arm"] & margin_ok).astype(bool)
+    matched = table["matched_seeds"] & (table["unmatched"] == "")
+    table["beats_margin"] = (matched & table["_is_arm"] & margin_ok).astype(bool)
     small = (table["n"] < 2) | (table["n"].reindex(table["_ctl"]).values < 2)
     conditions = [
         ~table["_is_arm"],
         table["_ctl"] < 0,
+        table["unmatched"] != "",
         small,
         table["p_welch"].isna(),
         ~table["matched_seeds"],
         table["beats_margin"],
         table["p_welch_holm"] < ALPHA,
     ]
-    choices = [CONTROL, NO_CONTROL, NO_TEST_N1, NO_TEST_FLAT, UNPAIRED, BEATS_MARGIN, SIGNIFICANT]
+    unmatched = UNMATCHED + ": " + table["unmatched"].astype(str)
+    choices = [
+        CONTROL,
+        NO_CONTROL,
+        unmatched,
+        NO_TEST_N1,
+        NO_TEST_FLAT,
+        UNPAIRED,
+        BEATS_MARGIN,
+        SIGNIFICANT,
+    ]
     table["verdict"] = np.select(conditions, choices, default=NOT_SIGNIFICANT)
     return table
 

@@ -9,6 +9,7 @@ variant, or registered seeds that did not finish, submission.json and the README
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import re
@@ -40,6 +41,7 @@ class SubmissionInfo:
     github_id: str = ""
     date: str = field(default_factory=lambda: datetime.now(UTC).date().isoformat())
     track: str = TRACK
+    script: Path | None = None  # the script to be shipped; must be the code the runs ran
 
 
 @dataclass(frozen=True)
@@ -69,6 +71,8 @@ def export_submission(
         raise UserError(f"export-submission: database {db} does not exist")
     everything = load_runs(db, status=None, provenance=True)
     chosen = _chosen(everything, run_ids)
+    if info.script is not None:
+        _check_shipped_script(chosen, info.script)
     stats = _seed_table(chosen)
     note = _selection_note(everything, chosen)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -96,6 +100,13 @@ def _chosen(everything: pd.DataFrame, run_ids: Sequence[str]) -> pd.DataFrame:
     if len(variants) > 1:
         shown = "; ".join("/".join(str(v) for v in row if v != "") for row in variants.values)
         raise UserError(f"export-submission: the runs are different variants ({shown}); pick one")
+    codes = set(found["code_sha256"].dropna())
+    if len(codes) > 1 or (codes and found["code_sha256"].isna().any()):
+        raise UserError(
+            f"export-submission: the runs ran different or unrecorded code "
+            f"({len(codes)} code hashes, {int(found['code_sha256'].isna().sum())} unknown); "
+            "a submission's runs must share the code it ships"
+        )
     if found["seed"].duplicated().any():
         seeds = sorted(set(found.loc[found["seed"].duplicated(), "seed"]))
         raise UserError(f"export-submission: seeds {seeds} appear twice; one run per seed")
@@ -109,6 +120,21 @@ def _chosen(everything: pd.DataFrame, run_ids: Sequence[str]) -> pd.DataFrame:
             f"unknown size: {listed}; not a valid submission"
         )
     return found.sort_values("seed").reset_index(drop=True)
+
+
+def _check_shipped_script(chosen: pd.DataFrame, script: Path) -> None:
+    """The script being shipped must be the code that produced the runs (the study shipped
+    another script than the one behind its logs)."""
+    if not script.is_file():
+        raise UserError(f"export-submission: --script: {script} not found")
+    digest = hashlib.sha256(script.read_bytes()).hexdigest()
+    ran = chosen["code_sha256"].iloc[0]
+    if not isinstance(ran, str) or digest != ran:
+        ran = ran if isinstance(ran, str) else "unrecorded"
+        raise UserError(
+            f"export-submission: --script: {script} has sha256 {digest[:12]}…, but the runs "
+            f"ran code {ran[:12]}…; ship the script that produced them"
+        )
 
 
 def _seed_table(chosen: pd.DataFrame) -> pd.DataFrame:
