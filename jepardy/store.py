@@ -251,6 +251,8 @@ class Run(Base):
     run_dir: Mapped[str | None] = mapped_column(sa.Text)
     command: Mapped[str | None] = mapped_column(sa.Text)  # JSON argv
     git_commit: Mapped[str | None] = mapped_column(sa.String(64))
+    # The run this one was derived from (a re-export of its final weights); NULL otherwise.
+    parent_run: Mapped[str | None] = mapped_column(sa.String(16))
 
     # --- results (copied from result.json; non-finite floats are NULL) ---
     val_bpb: Mapped[float | None]
@@ -389,6 +391,7 @@ def _run_row(
         "reason": "",
         "created_at": now,
         "git_commit": git_commit,
+        "parent_run": getattr(run, "parent_run", None),
     }
 
 
@@ -518,6 +521,7 @@ class Store:
         """
         with self._session(write=True) as session:
             Base.metadata.create_all(session.connection())
+            _add_missing_columns(session.connection())
             versions = session.scalars(sa.select(SchemaInfo.version)).all()
             if not versions:
                 session.add(SchemaInfo(version=SCHEMA_VERSION))
@@ -773,6 +777,25 @@ def _display_name(url: sa.URL) -> str:
     if url.get_backend_name() == "sqlite" and url.database:
         return url.database
     return url.render_as_string(hide_password=True)
+
+
+def _add_missing_columns(connection: sa.Connection) -> None:
+    """Additive migration: add every column the models have and an existing table lacks
+    (a database written by an older jepardy), with the model's scalar default if any.
+    Columns are never dropped or changed here; such a change needs a new SCHEMA_VERSION."""
+    inspector = sa.inspect(connection)
+    dialect = connection.dialect
+    for table in Base.metadata.sorted_tables:
+        present = {column["name"] for column in inspector.get_columns(table.name)}
+        for column in table.columns:
+            if column.name in present:
+                continue
+            name = dialect.identifier_preparer.quote(column.name)
+            ddl = f"ALTER TABLE {table.name} ADD COLUMN {name} {column.type.compile(dialect)}"
+            default = column.default.arg if column.default is not None else None
+            if isinstance(default, bool | int | float):
+                ddl += f" DEFAULT {int(default) if isinstance(default, bool) else default}"
+            connection.execute(sa.text(ddl))
 
 
 def open_store(url: str | Path, *, busy_timeout_ms: int = DEFAULT_BUSY_TIMEOUT_MS) -> Store:

@@ -395,3 +395,20 @@ def test_file_locked_by_another_program(sqlite_url: str) -> None:
         holder.close()
     store.record_result("a" * 16, status="done", result=RESULT, metrics=METRICS)
     assert store.statuses(["a" * 16]) == {"a" * 16: RunStatus.DONE}
+
+
+def test_a_database_of_an_older_jepardy_gains_the_new_columns(tmp_path: Path) -> None:
+    """Additive migration: a column added to the models since the file was written comes
+    back on open, existing rows keep their values, and the default fills the new column."""
+    path = tmp_path / "old.db"
+    store = open_store(path)
+    store.upsert_sweep("old", "old.toml", "")
+    store.close()
+    with sqlite3.connect(path) as conn:
+        conn.execute("ALTER TABLE runs DROP COLUMN attempts")
+        conn.execute("ALTER TABLE runs DROP COLUMN heartbeat_at")
+    reopened = open_store(path)
+    assert reopened.sweep_names() == ["old"]
+    with sqlite3.connect(path) as conn:
+        columns = {row[1]: row[4] for row in conn.execute("PRAGMA table_info(runs)")}
+    assert "heartbeat_at" in columns and columns["attempts"] == "0"
