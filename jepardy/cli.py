@@ -27,9 +27,9 @@ from jepardy.errors import UserError
 if TYPE_CHECKING:
     import pandas as pd
 
-    from jepardy.launch.command import RunLike as PlannedRun
     from jepardy.launch.local import JobOutcome
     from jepardy.launch.sweep import SweepOptions, SweepSummary
+    from jepardy.store import RunLike
 
 app = typer.Typer(
     help="Matched-control ablation sweeps for Parameter Golf trainers.",
@@ -348,13 +348,13 @@ class RichSweepObserver:
     def planned(self, total: int) -> None:
         self.progress.update(self.task, total=total)
 
-    def skipped(self, run: PlannedRun) -> None:
+    def skipped(self, run: RunLike) -> None:
         self.progress.update(self.task, advance=1)
 
-    def started(self, run: PlannedRun) -> None:
+    def started(self, run: RunLike) -> None:
         self.progress.update(self.task, description=f"{run.run_id} {_label(run)}")
 
-    def finished(self, run: PlannedRun, outcome: JobOutcome) -> None:
+    def finished(self, run: RunLike, outcome: JobOutcome) -> None:
         self.progress.update(self.task, advance=1)
         if outcome.status == "done" and outcome.result:
             r = outcome.result
@@ -373,7 +373,7 @@ class RichSweepObserver:
         self.progress.console.print(line, highlight=False)
 
 
-def _label(run: PlannedRun) -> str:
+def _label(run: RunLike) -> str:
     parts = [f"{run.lane}/{run.arm}", run.variant, run.match, f"seed={run.seed}"]
     return " ".join(p for p in parts if p)
 

@@ -98,7 +98,7 @@ class TransitionError(UserError):
     """A run cannot make the requested transition (for example it is already running)."""
 
 
-class PlannedRunLike(Protocol):
+class RunLike(Protocol):
     """What the store needs of a planned run (jepardy.spec.PlannedRun satisfies it)."""
 
     @property
@@ -366,9 +366,7 @@ def _metric_row(run_id: str, metric: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _run_row(
-    run: PlannedRunLike, seq: int, git_commit: str | None, now: datetime
-) -> dict[str, Any]:
+def _run_row(run: RunLike, seq: int, git_commit: str | None, now: datetime) -> dict[str, Any]:
     """A pending runs row for one planned run."""
     params = dict(run.params)
     wallclock = params.get("wallclock_s")
@@ -558,7 +556,7 @@ class Store:
 
     # --- runs ---
 
-    def register_runs(self, runs: Iterable[PlannedRunLike], git_commit: str | None) -> None:
+    def register_runs(self, runs: Iterable[RunLike], git_commit: str | None) -> None:
         """Insert a pending row for every run id not yet in the store.
 
         Existing rows are never touched (their status and results stand). Every run's sweep

@@ -12,26 +12,14 @@ import json
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from jepardy.challenge_env import script_env
 from jepardy.errors import UserError
+from jepardy.store import RunLike
 
 RUN_CONFIG = "run.json"
 SCRIPT = "script"  # the trainer kind of a challenge script (spec.SCRIPT)
-
-
-class RunLike(Protocol):
-    run_id: str
-    sweep: str
-    lane: str
-    arm: str
-    variant: str
-    match: str
-    seed: int
-    params: dict[str, Any]
-    nproc: int
-    kind: str
 
 
 @functools.cache

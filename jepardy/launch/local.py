@@ -19,13 +19,13 @@ from jepardy.data.shards import write_bytes_atomic
 from jepardy.launch.command import (
     RUN_CONFIG,
     SCRIPT,
-    RunLike,
     run_argv,
     script_environment,
     write_run_config,
 )
 from jepardy.logparse import parse_log
 from jepardy.logresult import metric_series, run_result
+from jepardy.store import RunLike
 
 STDOUT_LOG = "stdout.log"
 # result.json fields of docs/architecture.md a script's log may not print.

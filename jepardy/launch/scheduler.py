@@ -23,10 +23,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from jepardy.launch.command import RunLike
 from jepardy.launch.local import JobOutcome, kill_group
 from jepardy.launch.slots import DevicePool
-from jepardy.store import RunStatus, Store, TransitionError
+from jepardy.store import RunLike, RunStatus, Store, TransitionError
 
 POLL_S = 0.02  # how often children are polled; bounds the per-job scheduling latency
 HEARTBEAT_S = 10.0
@@ -42,7 +41,9 @@ class Launcher(Protocol):
     def collect(self, run: RunLike, run_dir: Path, exit_code: int | None) -> JobOutcome: ...
 
 
-class Observer(Protocol):
+class SweepObserver:
+    """Hooks a caller overrides to show a sweep's progress; the defaults do nothing."""
+
     def planned(self, total: int) -> None: ...
 
     def skipped(self, run: RunLike) -> None: ...
@@ -85,7 +86,7 @@ class LocalScheduler:
     launcher: Launcher
     runs_root: Path
     host: str
-    observer: Observer
+    observer: SweepObserver
     timeout_s: Callable[[RunLike], float | None]
     waits_for: dict[str, set[str]] = field(default_factory=dict)  # lane -> lanes it waits for
     poll_s: float = POLL_S

@@ -19,12 +19,12 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from jepardy.errors import UserError
-from jepardy.launch.command import RunLike, trainer_schema
-from jepardy.launch.local import JobOutcome, TorchrunLauncher
-from jepardy.launch.scheduler import HEARTBEAT_S, Launcher, LocalScheduler
+from jepardy.launch.command import trainer_schema
+from jepardy.launch.local import TorchrunLauncher
+from jepardy.launch.scheduler import HEARTBEAT_S, Launcher, LocalScheduler, SweepObserver
 from jepardy.launch.slots import DevicePool, detect_gpus
 from jepardy.spec import PlannedRun, Spec, expand_runs, load_spec
-from jepardy.store import Claim, RunStatus, Store
+from jepardy.store import Claim, RunLike, RunStatus, Store
 
 # Trainer params whose value is a path that must exist before anything is launched.
 _PATH_PARAMS = ("data_dir", "tokenizer_path")
@@ -43,18 +43,6 @@ class SweepOptions:
     slots: int = 1  # concurrent runs when there are no GPUs
     retry_failed: bool = False  # run failed and timed-out runs again
     timeout_s: float | None = None  # per-run limit; None: wallclock_s + EVAL_ALLOWANCE_S
-
-
-class SweepObserver:
-    """Hooks a caller overrides to show progress; the defaults do nothing."""
-
-    def planned(self, total: int) -> None: ...
-
-    def skipped(self, run: RunLike) -> None: ...
-
-    def started(self, run: RunLike) -> None: ...
-
-    def finished(self, run: RunLike, outcome: JobOutcome) -> None: ...
 
 
 @dataclass
@@ -241,8 +229,10 @@ def rerun(
         # A script run's path lives in its spec, an ingested run has nothing to launch: both
         # are refused before any row is touched.
         if run.kind != "jepardy":
-            raise UserError(f"rerun: {run.run_id}: kind {run.kind!r} cannot be rerun by id; "
-                            "use `jepardy sweep SPEC --retry-failed` for script runs")
+            raise UserError(
+                f"rerun: {run.run_id}: kind {run.kind!r} cannot be rerun by id; "
+                "use `jepardy sweep SPEC --retry-failed` for script runs"
+            )
     check_paths("rerun", runs)
     pool = _pool(options, runs, "rerun")
     recover_stale(store, runs, socket.gethostname(), TorchrunLauncher())
