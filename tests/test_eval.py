@@ -22,7 +22,7 @@ from jepardy.data.tokenizer import (
     sentencepiece_byte_tables,
 )
 from jepardy.trainer.data import load_val_tokens
-from jepardy.trainer.eval import ByteCounter, evaluate
+from jepardy.trainer.eval import ByteCounter, evaluate, evaluate_sliding, sliding_windows
 from jepardy.trainer.model import GPT, GPTShape
 
 CPU = torch.device("cpu")
@@ -155,3 +155,103 @@ def test_whole_val_shard_bytes_equal_the_val_text_bytes(corpus, sp_tables, datas
     result = evaluate(tiny_gpt(vocab), tokens, ByteCounter(tables, CPU), 1, 8192, 0, 1, CPU)
     assert result.tokens == len(tokens) - 1
     assert result.bytes_total == text_bytes
+
+
+# --- sliding-window evaluation --------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("targets", "seq_len", "stride"),
+    [(256, 64, 16), (250, 64, 16), (100, 64, 64), (70, 64, 48), (40, 64, 16), (64, 64, 1)],
+)
+def test_sliding_windows_score_every_target_once_with_long_context(targets, seq_len, stride):
+    length = min(seq_len, targets)
+    scored = []
+    for start, first in sliding_windows(targets, seq_len, stride):
+        assert start >= 0 and start + length <= targets  # windows never run off the end
+        for position in range(first, length):
+            target = start + position
+            scored.append(target)
+            # Context: everything before it in the first window, else >= seq_len - stride.
+            assert position == target if start == 0 else position >= length - stride
+    assert sorted(scored) == list(range(targets))  # each exactly once
+
+
+def trained_gpt(corpus: EmbeddedCorpus, steps: int = 60) -> GPT:
+    """A tiny GPT trained briefly on the corpus: enough to use its context."""
+    from jepardy.trainer.data import TrainBatches
+
+    torch.manual_seed(0)
+    gpt = GPT(
+        GPTShape(
+            vocab_size=1024,
+            n_layers=2,
+            d_model=32,
+            n_heads=4,
+            n_kv_heads=2,
+            mlp_mult=2,
+            rope_base=10000.0,
+            logit_softcap=30.0,
+            init_std=0.02,
+        )
+    )
+    opt = torch.optim.AdamW(gpt.parameters(), lr=1e-2)
+    batches = TrainBatches(str(corpus.sp1024_dir), 2048, 64, 0, 1, CPU)
+    for _ in range(steps):
+        [(x, y)] = batches.next_step()
+        gpt.token_losses(x, y).mean().backward()
+        opt.step()
+        opt.zero_grad()
+    return gpt
+
+
+@pytest.fixture(scope="module")
+def trained(corpus) -> GPT:
+    return trained_gpt(corpus)
+
+
+def test_sliding_at_stride_seq_len_is_the_plain_evaluation(corpus, sp_tables, trained):
+    seq_len = 64
+    tokens = load_val_tokens(str(corpus.sp1024_dir), seq_len, max_tokens=20 * seq_len)
+    counter = ByteCounter(sp_tables, CPU)
+    plain = evaluate(trained, tokens, counter, seq_len, 4 * seq_len, 0, 1, CPU)
+    sliding = evaluate_sliding(trained, tokens, counter, seq_len, seq_len, 3 * seq_len, 0, 1, CPU)
+    assert (sliding.tokens, sliding.bytes_total) == (plain.tokens, plain.bytes_total)
+    assert sliding.val_bpb == pytest.approx(plain.val_bpb, rel=1e-9)
+
+
+def test_sliding_bpb_is_not_worse_than_plain_on_the_same_weights(corpus, sp_tables, trained):
+    seq_len = 64
+    tokens = load_val_tokens(str(corpus.sp1024_dir), seq_len, max_tokens=40 * seq_len)
+    counter = ByteCounter(sp_tables, CPU)
+    plain = evaluate(trained, tokens, counter, seq_len, 8 * seq_len, 0, 1, CPU)
+    sliding = evaluate_sliding(trained, tokens, counter, seq_len, 16, 8 * seq_len, 0, 1, CPU)
+    # The same targets and bytes, each scored once ...
+    assert (sliding.tokens, sliding.bytes_total) == (plain.tokens, plain.bytes_total)
+    # ... with more context: a trained model does better.
+    assert sliding.val_bpb <= plain.val_bpb
+    # The batch size changes nothing.
+    other = evaluate_sliding(trained, tokens, counter, seq_len, 16, 1 << 20, 0, 1, CPU)
+    assert other.val_bpb == pytest.approx(sliding.val_bpb, rel=1e-9)
+
+
+def test_sliding_matches_an_independent_count(corpus, sp_tables, trained):
+    """Each target's loss recomputed alone, from the window sliding_windows assigns it."""
+    seq_len, stride = 32, 8
+    tokens = load_val_tokens(str(corpus.sp1024_dir), seq_len, max_tokens=4 * seq_len)
+    counter = ByteCounter(sp_tables, CPU)
+    result = evaluate_sliding(trained, tokens, counter, seq_len, stride, 2 * seq_len, 0, 1, CPU)
+    loss_sum, n_bytes, n = 0.0, 0, 0
+    all_tokens = torch.from_numpy(tokens.astype(np.int64))
+    for start, first in sliding_windows(len(tokens) - 1, seq_len, stride):
+        x = all_tokens[start : start + seq_len][None]
+        y = all_tokens[start + 1 : start + seq_len + 1][None]
+        with torch.no_grad():
+            logp = trained.logits(trained(x)).double().log_softmax(-1)
+        loss_sum -= float(logp.gather(-1, y[..., None])[0, first:].sum())
+        n_bytes += int(
+            count_target_bytes(x[0, first:].numpy(), y[0, first:].numpy(), sp_tables).sum()
+        )
+        n += seq_len - first
+    assert (result.tokens, result.bytes_total) == (n, n_bytes)
+    assert result.val_bpb == pytest.approx(loss_sum / math.log(2) / n_bytes, rel=1e-6)

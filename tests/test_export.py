@@ -253,3 +253,23 @@ def test_code_digest_changes_with_file_content(temp_package):
     assert second[0] == first[0]
     assert code_digest(second) != code_digest(first)
     assert code_digest(loaded_code_files(name)) == code_digest(second)
+
+
+def test_control_tensors_stay_float16():
+    """resid_mix and skip_weights are 2-D but their rows are gates, not weight rows."""
+    g = torch.Generator().manual_seed(2)
+    state = {
+        "blocks.0.resid_mix": torch.randn(2, 16, generator=g),
+        "skip_weights": torch.randn(3, 16, generator=g),
+        "blocks.0.attn.q.weight": torch.randn(16, 16, generator=g),
+    }
+    header, _ = read_header(serialize_model(state, bits=6, zstd_level=3))
+    kinds = {e["name"]: e["kind"] for e in header["tensors"]}
+    assert kinds == {
+        "blocks.0.resid_mix": "raw",
+        "skip_weights": "raw",
+        "blocks.0.attn.q.weight": "q",
+    }
+    restored = deserialize_model(serialize_model(state, bits=6, zstd_level=3))
+    for name in ("blocks.0.resid_mix", "skip_weights"):
+        torch.testing.assert_close(restored[name], state[name].half().float(), rtol=0, atol=0)

@@ -15,7 +15,11 @@ from jepardy.trainer.optim import (
     build_optimizer,
     clip_grad_norms,
     group_rules,
+    group_table,
     lr_multiplier,
+    muon_momentum,
+    set_lr,
+    set_muon_momentum,
 )
 from jepardy.trainer.train import build_objective
 
@@ -237,3 +241,91 @@ def test_weight_ema_arithmetic():
         for p in gpt.parameters():
             p.fill_(7.0)
     assert all(torch.allclose(s, torch.full_like(s, 1.38)) for s in ema.shadow.values())
+
+
+# --- the leader stack's groups, Muon and its schedule ---------------------------------------
+
+
+def leader_config(**overrides) -> TrainConfig:
+    from jepardy.trainer.config import config_from_params
+    from jepardy.trainer.presets import reduced
+
+    return config_from_params(reduced("leader_stack") | {"vocab_size": 32} | overrides)
+
+
+@pytest.mark.parametrize("jepa_weight", [0.0, 0.1])
+def test_leader_stack_groups_cover_every_parameter_once(jepa_weight):
+    config = leader_config(jepa_weight=jepa_weight)
+    objective = build_objective(config, CPU)
+    groups = assign_groups(objective, group_rules(config))
+    named = dict(objective.named_parameters())
+    assert sorted(n for g in groups for n in g.names) == sorted(named)
+    by_name = {g.name: g for g in groups}
+    assert sorted(by_name["embed"].names) == [
+        "gpt.bigram.table.weight",
+        "gpt.embed.weight",
+        "gpt.value_embed.table.weight",
+    ]
+    # Muon gets exactly the blocks' linear weights; gates and small projections go to Adam.
+    assert by_name["matrix"].optimizer == "muon"
+    assert all(
+        n.startswith("gpt.blocks.") and n.endswith(".weight") and named[n].ndim == 2
+        for n in by_name["matrix"].names
+    )
+    assert len(by_name["matrix"].names) == 6 * config.n_layers
+    scalars = set(by_name["scalar"].names)
+    assert {"gpt.skip_weights", "gpt.blocks.0.resid_mix", "gpt.bigram.proj.weight"} <= scalars
+    assert by_name["scalar"].optimizer == "adamw"
+    assert (by_name["scalar"].lr, by_name["scalar"].weight_decay) == (0.025, 0.04)
+    assert (by_name["embed"].lr, by_name["embed"].weight_decay) == (0.035, 0.04)
+    assert (by_name["matrix"].lr, by_name["matrix"].weight_decay) == (0.025, 0.04)
+    if jepa_weight:
+        # The predictor stays on AdamW at jepa_lr whatever the model's optimizer.
+        assert by_name["jepa_predictor"].optimizer == "adamw"
+        assert by_name["jepa_predictor"].lr == config.jepa_lr
+
+    optimizer = build_optimizer(groups, config)
+    kinds = [type(o).__name__ for o in optimizer.optimizers]
+    assert kinds == ["AdamW", "Muon"]
+    in_optimizer = [p for group in optimizer.param_groups for p in group["params"]]
+    assert sorted(map(id, in_optimizer)) == sorted(map(id, named.values()))
+    lines = group_table(groups)
+    assert any(line.startswith("optimizer_group:matrix optimizer:muon ") for line in lines)
+
+
+def test_scalar_lr_zero_follows_lr():
+    config = tiny_config(lr=0.01)
+    groups = {g.name: g for g in assign_groups(build_objective(config, CPU), group_rules(config))}
+    assert groups["scalar"].lr == 0.01
+
+
+def test_muon_momentum_warmup():
+    c = tiny_config(
+        muon_momentum=0.99, muon_momentum_warmup_start=0.92, muon_momentum_warmup_steps=100
+    )
+    assert muon_momentum(0, c) == pytest.approx(0.92)
+    assert muon_momentum(50, c) == pytest.approx(0.955)
+    assert muon_momentum(100, c) == pytest.approx(0.99)
+    assert muon_momentum(5000, c) == pytest.approx(0.99)
+    assert muon_momentum(0, tiny_config(muon_momentum_warmup_steps=0)) == 0.95
+
+
+def test_schedules_reach_every_optimizer():
+    config = leader_config()
+    groups = assign_groups(build_objective(config, CPU), group_rules(config))
+    optimizer = build_optimizer(groups, config)
+    set_lr(optimizer, 0.5)
+    set_muon_momentum(optimizer, 0.9)
+    for group in optimizer.param_groups:
+        assert group["lr"] == pytest.approx(0.5 * group["base_lr"])
+        if group["optimizer"] == "muon":
+            assert group["momentum"] == 0.9
+    # A training step moves every group (Muon's included).
+    objective = build_objective(config, CPU)
+    groups = assign_groups(objective, group_rules(config))
+    optimizer = build_optimizer(groups, config)
+    before = [p.detach().clone() for p in objective.parameters()]
+    for p in objective.parameters():
+        p.grad = torch.randn_like(p)
+    optimizer.step()
+    assert all(not torch.equal(a, b) for a, b in zip(before, objective.parameters(), strict=True))

@@ -171,3 +171,64 @@ def test_unknown_param_is_refused_by_name(corpus, tmp_path):
     assert "jepa_wieght" in result["reason"] and "unknown" in result["reason"]
     assert "jepa_wieght" in proc.stdout
     assert not (tmp_path / "unknown" / "config.json").exists()
+
+
+# --- presets, Muon under DDP, gradient accumulation -----------------------------------------
+
+
+def preset_params(corpus: EmbeddedCorpus, name: str, **overrides) -> dict:
+    from jepardy.trainer.presets import reduced
+
+    return {
+        **reduced(name),
+        "data_dir": str(corpus.sp1024_dir),
+        "tokenizer_path": str(corpus.tokenizer_model),
+        "device": "cpu",
+        "val_max_tokens": 2048,
+        **overrides,
+    }
+
+
+def test_leader_stack_run_records_sliding_throughput_and_weights(corpus, tmp_path):
+    out = tmp_path / "leader"
+    proc, result = run_trainer(out, preset_params(corpus, "leader_stack", jepa_weight=0.1))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert result["status"] == "done"
+    assert result["eval_stride"] == 16
+    assert math.isfinite(result["sliding_val_bpb"]) and math.isfinite(result["sliding_val_loss"])
+    assert result["tokens_per_s"] > 0 and result["mfu"] is None  # no MFU on a CPU
+    assert result["flops_per_token"] > 0 and result["compiled"] is False
+    assert result["checkpoint"] == "final.pt" and (out / "final.pt").is_file()
+    assert set(result["group_drift"]) == {"embed", "matrix", "scalar", "jepa_predictor"}
+    assert "jepardy/trainer/muon.py" in result["code_files"]
+    assert json.loads((out / "config.json").read_text())["preset"] == "leader_stack"
+    log = (out / "train.log").read_text()
+    assert "compile_warmup_steps:2" in log and "throughput tokens_per_s:" in log
+    assert "final_int6_zstd3_roundtrip_sliding_window" in log
+
+
+def train_losses(out: Path) -> list[float]:
+    return [p["value"] for p in metric_points(out) if p["name"] == "train_loss"]
+
+
+def test_muon_global_batch_is_the_same_for_any_ranks_and_micro_steps(corpus, tmp_path):
+    """naive_baseline (Muon + Adam) at toy size: 1 rank, 1 rank x 2 micro-steps and 2 gloo
+    ranks (sharded Newton-Schulz) train on the same global batches to the same losses."""
+    params = preset_params(corpus, "naive_baseline", iterations=4, log_every=1)
+    runs = {
+        "single": ({}, 0),
+        "micro": ({"micro_batch_tokens": 512}, 0),
+        "ddp": ({}, 2),
+    }
+    results = {}
+    for name, (extra, nproc) in runs.items():
+        proc, result = run_trainer(tmp_path / name, {**params, **extra}, nproc=nproc)
+        assert proc.returncode == 0 and result["status"] == "done", proc.stdout + proc.stderr
+        results[name] = (train_losses(tmp_path / name), result)
+    base_losses, base = results["single"]
+    assert base["micro_steps"] == 1 and results["micro"][1]["micro_steps"] == 2
+    assert results["ddp"][1]["world_size"] == 2
+    for name in ("micro", "ddp"):
+        losses, result = results[name]
+        assert losses == pytest.approx(base_losses, rel=1e-4), name
+        assert result["val_bpb"] == pytest.approx(base["val_bpb"], abs=1e-4), name

@@ -4,6 +4,9 @@ This module imports nothing heavy (no torch), so the orchestrator can ask for th
 through the command line without paying for a torch import:
 
     python -m jepardy.trainer.config      # prints {"field": {"type": ..., "default": ...}}
+
+(with "choices" for the fields that name one). A spec may name a preset (presets.py): its
+fields are applied first, the spec's own params over them.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 from jepardy.errors import UserError
+from jepardy.trainer.presets import PRESETS
 
 # The challenge's artifact cap: code bytes + compressed model bytes, decimal bytes.
 ARTIFACT_CAP_BYTES = 16_000_000
@@ -22,7 +26,15 @@ ARTIFACT_CAP_BYTES = 16_000_000
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Everything one training run needs. Units are in the names where they matter."""
+    """Everything one training run needs. Units are in the names where they matter.
+
+    Every model feature and optimizer choice beyond the plain GPT defaults to off, so the
+    tiny defaults below (and every spec written before a field existed) mean what they did.
+    """
+
+    # --- preset: "" (these defaults) or a name in presets.PRESETS, applied before the
+    # explicit params, so any field of a preset can be overridden ---
+    preset: str = ""
 
     # --- data ---
     data_dir: str = "data/embedded/datasets/embedded_sp1024"  # holds fineweb_{train,val}_*.bin
@@ -31,6 +43,10 @@ class TrainConfig:
     vocab_size: int = 1024
     seq_len: int = 128
     train_batch_tokens: int = 4096  # global tokens per optimizer step, over all ranks
+    # Gradient accumulation: tokens per rank per micro-step (0 = the whole per-rank batch at
+    # once). Micro-steps = train_batch_tokens / (ranks * micro_batch_tokens); the global batch
+    # and the tokens it holds do not depend on either.
+    micro_batch_tokens: int = 0
     val_batch_tokens: int = 16384  # tokens per evaluation forward pass, over all ranks
     val_max_tokens: int = 0  # evaluate on at most this many val tokens; 0 = all of them
 
@@ -43,13 +59,42 @@ class TrainConfig:
     rope_base: float = 10000.0
     logit_softcap: float = 30.0  # the challenge's baseline uses 30
     init_std: float = 0.02
+    embed_init_std: float = 0.0  # token embedding init std; 0 = init_std
+    # Init of the blocks' q/k/v/fc weights (their output layers always start at zero):
+    # "normal" (std init_std) | "uniform" (torch's nn.Linear default, the challenge baseline's)
+    # | "orthogonal" (gain 1, the leader stack's).
+    matrix_init: str = "normal"
+    mlp_activation: str = "leaky_relu2"  # "leaky_relu2" (LeakyReLU(0.5)^2) | "relu2"
 
-    # --- optimisation (AdamW; Muon comes with the leader stack) ---
-    lr: float = 3e-3
-    embed_lr: float = 3e-3
-    weight_decay: float = 0.0
+    # --- leader-stack features (features.py, model.py); each off by default ---
+    embed_norm: bool = False  # RMS-normalise the input embedding before the first block
+    qk_gain: float = 0.0  # learnable per-head query gain initialised to this; 0 = none
+    resid_mix: bool = False  # each block mixes its input with the first block's input x0
+    unet_skips: bool = False  # second-half blocks add weighted first-half outputs (mirrored)
+    ln_scale: bool = False  # scale each block's normed branch inputs by 1/sqrt(layer + 1)
+    rope_dims: int = 0  # partial RoPE: rotate only the first rope_dims of each head; 0 = all
+    smear_gate: bool = False  # blend each position's input with its predecessor's (gated)
+    bigram_hash_buckets: int = 0  # hashed (previous, current) token-pair embedding; 0 = off
+    bigram_dim: int = 128  # width of the bigram table, projected to d_model
+    xsa_last_n: int = 0  # exclusive self-attention (own value removed) in the last N blocks
+    value_embed_last_n: int = 0  # value embeddings added to attention values, last N blocks
+    value_embed_dim: int = 128  # width of the value-embedding table, projected to kv width
+
+    # --- optimisation ---
+    # "adamw": AdamW on every group. "muon": Muon on the blocks' matrices, Adam(W) on the
+    # embeddings, vectors, gates and the JEPA predictor (see optim.py).
+    optimizer: str = "adamw"
+    lr: float = 3e-3  # the blocks' matrices (AdamW or Muon)
+    embed_lr: float = 3e-3  # embedding tables (token, bigram, value embeddings)
+    scalar_lr: float = 0.0  # vectors, gates and small projections; 0 = lr
+    weight_decay: float = 0.0  # decoupled, on the blocks' matrices
+    adam_weight_decay: float = 0.0  # decoupled, on the embedding and scalar groups
     beta1: float = 0.9
     beta2: float = 0.95
+    muon_momentum: float = 0.95  # Nesterov momentum of Muon, after its warmup
+    muon_momentum_warmup_start: float = 0.85  # ... rising linearly from this
+    muon_momentum_warmup_steps: int = 500  # ... over this many steps; 0 = no warmup
+    muon_ns_steps: int = 5  # Newton-Schulz iterations per Muon update
     grad_clip: float = 1.0  # on the model's own gradients; 0 disables
     iterations: int = 200  # step cap
     wallclock_s: float = 0.0  # training-time budget in seconds (eval excluded); 0 = none
@@ -76,6 +121,15 @@ class TrainConfig:
     log_every: int = 10
     quant_bits: int = 6  # per-row symmetric quantization of large float tensors
     zstd_level: int = 19
+    # Sliding-window evaluation of the artifact: windows of seq_len advancing by this many
+    # tokens, each target scored once with the longest context available; 0 = off.
+    eval_stride: int = 0
+
+    # --- speed (CUDA only; bf16 autocast is always on there) ---
+    compile: bool = True  # torch.compile the model on CUDA; ignored (and logged) on CPU
+    # Steps run before the clock starts to compile and warm the kernels, then undone (weights,
+    # optimizer state and data stream restored), as the challenge's WARMUP_STEPS do.
+    compile_warmup_steps: int = 0
 
     # --- run ---
     seed: int = 1
@@ -83,6 +137,14 @@ class TrainConfig:
 
     def validate(self) -> None:
         """Raise UserError for values that are well-typed but meaningless."""
+        for name, allowed in CHOICES.items():
+            if getattr(self, name) not in allowed:
+                options = ", ".join(repr(a) for a in allowed)
+                raise UserError(
+                    f"config: {name}: {getattr(self, name)!r} invalid; must be one of {options}"
+                )
+        head_dim = self.d_model // self.n_heads if self.n_heads > 0 else 0
+        micro = self.micro_batch_tokens
         checks = [
             (self.d_model % self.n_heads == 0, "d_model", "a multiple of n_heads"),
             (self.n_heads % self.n_kv_heads == 0, "n_heads", "a multiple of n_kv_heads"),
@@ -90,14 +152,44 @@ class TrainConfig:
             (self.seq_len % self.jepa_patch_size == 0, "seq_len", "a multiple of jepa_patch_size"),
             (self.seq_len // self.jepa_patch_size >= 2, "seq_len", "at least 2 JEPA patches"),
             (self.jepa_weight >= 0, "jepa_weight", ">= 0"),
-            (self.jepa_target in ("online", "ema"), "jepa_target", '"online" or "ema"'),
-            (self.device in ("auto", "cpu", "cuda"), "device", '"auto", "cpu" or "cuda"'),
             (2 <= self.quant_bits <= 8, "quant_bits", "between 2 and 8"),
             (self.iterations >= 1, "iterations", ">= 1"),
             (self.wallclock_s >= 0, "wallclock_s", ">= 0"),
             (0 <= self.warmdown_frac <= 1, "warmdown_frac", "between 0 and 1"),
             (self.vocab_size >= 2, "vocab_size", ">= 2"),
             (0 <= self.ema_decay < 1, "ema_decay", "in [0, 1)"),
+            (
+                micro >= 0 and micro % self.seq_len == 0,
+                "micro_batch_tokens",
+                "0 or a multiple of seq_len",
+            ),
+            (
+                self.rope_dims == 0 or (self.rope_dims % 2 == 0 and self.rope_dims <= head_dim),
+                "rope_dims",
+                "0 or even and at most head_dim",
+            ),
+            (self.qk_gain >= 0, "qk_gain", ">= 0"),
+            (0 <= self.xsa_last_n <= self.n_layers, "xsa_last_n", "between 0 and n_layers"),
+            (
+                0 <= self.value_embed_last_n <= self.n_layers,
+                "value_embed_last_n",
+                "between 0 and n_layers",
+            ),
+            (
+                self.bigram_hash_buckets == 0 or self.bigram_hash_buckets >= 2,
+                "bigram_hash_buckets",
+                "0 or >= 2",
+            ),
+            (self.bigram_dim >= 1, "bigram_dim", ">= 1"),
+            (self.value_embed_dim >= 1, "value_embed_dim", ">= 1"),
+            (0 <= self.muon_momentum < 1, "muon_momentum", "in [0, 1)"),
+            (0 <= self.muon_momentum_warmup_start < 1, "muon_momentum_warmup_start", "in [0, 1)"),
+            (self.muon_momentum_warmup_steps >= 0, "muon_momentum_warmup_steps", ">= 0"),
+            (self.muon_ns_steps >= 1, "muon_ns_steps", ">= 1"),
+            (self.compile_warmup_steps >= 0, "compile_warmup_steps", ">= 0"),
+            (0 <= self.eval_stride <= self.seq_len, "eval_stride", "between 0 and seq_len"),
+            (self.embed_init_std >= 0, "embed_init_std", ">= 0"),
+            (self.scalar_lr >= 0, "scalar_lr", ">= 0"),
         ]
         for ok, name, allowed in checks:
             if not ok:
@@ -105,6 +197,16 @@ class TrainConfig:
                     f"config: {name}: {getattr(self, name)!r} invalid; must be {allowed}"
                 )
 
+
+# The allowed values of the fields that name a choice (also listed by `schema()`).
+CHOICES: dict[str, tuple[str, ...]] = {
+    "preset": ("", *PRESETS),
+    "device": ("auto", "cpu", "cuda"),
+    "jepa_target": ("online", "ema"),
+    "optimizer": ("adamw", "muon"),
+    "matrix_init": ("normal", "uniform", "orthogonal"),
+    "mlp_activation": ("leaky_relu2", "relu2"),
+}
 
 _TYPE_NAMES = {int: "int", float: "float", bool: "bool", str: "str"}
 
@@ -115,11 +217,14 @@ def _field_type(f: dataclasses.Field) -> type:
 
 
 def schema() -> dict[str, dict[str, Any]]:
-    """Field name -> {"type": "int"|"float"|"bool"|"str", "default": value}."""
-    return {
-        f.name: {"type": _TYPE_NAMES[_field_type(f)], "default": f.default}
-        for f in fields(TrainConfig)
-    }
+    """Field name -> {"type": "int"|"float"|"bool"|"str", "default": value}, plus
+    "choices" (the allowed values) for the fields that name a choice."""
+    out: dict[str, dict[str, Any]] = {}
+    for f in fields(TrainConfig):
+        out[f.name] = {"type": _TYPE_NAMES[_field_type(f)], "default": f.default}
+        if f.name in CHOICES:
+            out[f.name]["choices"] = list(CHOICES[f.name])
+    return out
 
 
 def coerce_value(name: str, value: Any, type_name: str) -> Any:
@@ -137,11 +242,24 @@ def coerce_value(name: str, value: Any, type_name: str) -> Any:
     return value
 
 
+def preset_params(name: str, source: str = "config") -> dict[str, Any]:
+    """The field overrides of preset `name` ("" has none); an unknown name is a UserError."""
+    if name == "":
+        return {}
+    if name not in PRESETS:
+        raise UserError(f"{source}: preset: {name!r} is not a preset; known: {', '.join(PRESETS)}")
+    return dict(PRESETS[name])
+
+
 def config_from_params(params: dict[str, Any], source: str = "config") -> TrainConfig:
-    """Build a validated TrainConfig; unknown keys and wrong types raise UserError."""
+    """Build a validated TrainConfig: the preset's fields (if `params` names one), then the
+    explicit params over them. Unknown keys, wrong types and unknown presets raise UserError."""
     known = schema()
+    preset = params.get("preset", "")
+    if not isinstance(preset, str):
+        raise UserError(f"{source}: preset: {preset!r} is a {type(preset).__name__}; expected str")
     values = {}
-    for name, value in params.items():
+    for name, value in {**preset_params(preset, source), **params}.items():
         if name not in known:
             raise UserError(f"{source}: {name}: unknown trainer param; known: {', '.join(known)}")
         try:

@@ -1,7 +1,11 @@
 """Token batches for training and the validation tokens, read from challenge shards.
 
-Every rank reads the same stream and takes its own slice of each global batch, so the
-tokens a step sees depend on the global batch only, not on the number of ranks.
+Every rank reads the same stream and takes its own slices of each global batch, so the
+tokens a step sees depend on the global batch only, not on the number of ranks nor on the
+gradient accumulation: the global batch of `batch_tokens` inputs is cut into
+`world * micro_steps` chunks of whole sequences, and micro-step j of rank r takes chunk
+j * world + r. Any split covers the same sequences, and the loss is a mean over equal
+chunks, so 1 rank x 2 micro-steps, 2 ranks x 1 and 1 rank x 1 see the same gradient.
 """
 
 from __future__ import annotations
@@ -42,8 +46,22 @@ class TokenStream:
         return np.concatenate(pieces)
 
 
+def micro_steps(batch_tokens: int, micro_batch_tokens: int, seq_len: int, world: int) -> int:
+    """Micro-steps per optimizer step; UserError when the batch does not split into `world`
+    ranks x micro-steps x whole sequences (`micro_batch_tokens` 0: one micro-step)."""
+    per_rank = batch_tokens // world
+    micro = micro_batch_tokens or per_rank
+    if batch_tokens % world or per_rank % micro or micro % seq_len or micro == 0:
+        raise UserError(
+            f"train_batch_tokens {batch_tokens} must split into {world} ranks x micro-batches "
+            f"of micro_batch_tokens {micro} x whole sequences of seq_len {seq_len}"
+        )
+    return per_rank // micro
+
+
 class TrainBatches:
-    """Global batches of `batch_tokens` inputs (and shifted targets), sliced per rank."""
+    """Global batches of `batch_tokens` inputs (and shifted targets), this rank's share cut
+    into micro-batches of `micro_batch_tokens` (0: one micro-batch per rank)."""
 
     def __init__(
         self,
@@ -53,27 +71,27 @@ class TrainBatches:
         rank: int,
         world: int,
         device: torch.device,
+        micro_batch_tokens: int = 0,
     ) -> None:
-        per_rank = batch_tokens // world
-        if per_rank % seq_len or per_rank == 0:
-            raise UserError(
-                f"train_batch_tokens {batch_tokens} must split into {world} ranks x whole "
-                f"sequences of seq_len {seq_len}"
-            )
+        self.micro_steps = micro_steps(batch_tokens, micro_batch_tokens, seq_len, world)
         self.stream = TokenStream(list_shards(Path(data_dir), "train"))
-        self.per_rank, self.seq_len, self.rank, self.world = per_rank, seq_len, rank, world
+        self.batch_tokens, self.seq_len, self.rank, self.world = batch_tokens, seq_len, rank, world
+        self.micro = batch_tokens // world // self.micro_steps
         self.device = device
 
-    def next_batch(self) -> tuple[Tensor, Tensor]:
-        """(inputs, targets), each (per_rank / seq_len, seq_len) int64 on the device."""
+    def next_step(self) -> list[tuple[Tensor, Tensor]]:
+        """This rank's micro-batches of the next global batch: (inputs, targets) pairs, each
+        (micro_batch_tokens / seq_len, seq_len) int64 on the device."""
         # One extra token so the last input has a target; consecutive batches overlap by it.
-        span = self.stream.take(self.per_rank * self.world + 1)
+        span = self.stream.take(self.batch_tokens + 1)
         self.stream.position -= 1
-        start = self.rank * self.per_rank
-        local = torch.from_numpy(span[start : start + self.per_rank + 1].astype(np.int64))
-        x = local[:-1].view(-1, self.seq_len)
-        y = local[1:].view(-1, self.seq_len)
-        return x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+        chunks = [j * self.world + self.rank for j in range(self.micro_steps)]
+        local = np.stack([span[c * self.micro : (c + 1) * self.micro + 1] for c in chunks])
+        tokens = torch.from_numpy(local.astype(np.int64))  # (micro_steps, micro + 1)
+        if self.device.type == "cuda":
+            # Pinned, so the copy is asynchronous and the step loop never waits on it.
+            tokens = tokens.pin_memory().to(self.device, non_blocking=True)
+        return [(row[:-1].view(-1, self.seq_len), row[1:].view(-1, self.seq_len)) for row in tokens]
 
 
 def load_val_tokens(data_dir: str, seq_len: int, max_tokens: int) -> np.ndarray:

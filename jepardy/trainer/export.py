@@ -4,7 +4,9 @@ the bytes of the code that ran.
 Format (`jepardy-intq-zstd-v1`): zstd( u32 header length | JSON header | tensor payloads ).
 The header lists every tensor with its name, shape and kind: "q" (int8 codes, one row per
 output channel, with float16 per-row scales) or "raw" (float16). Matrices (ndim >= 2) are
-quantized; vectors are small and kept as float16.
+quantized; vectors are small and kept as float16, and so are the 2-D mixing weights whose
+rows are not weight rows (`CONTROL_TENSORS`: resid_mix, skip_weights), as the challenge's
+exports keep its control tensors in float.
 
 The per-row clip is chosen among a few quantiles of |w| by reconstruction error, as the
 study's export did (../shared/design/study.md, "Export").
@@ -27,6 +29,14 @@ from torch import Tensor
 FORMAT_TAG = "jepardy-intq-zstd-v1"
 # Candidate per-row clip levels, as quantiles of |w| in the row; 1.0 is the row's max.
 CLIP_QUANTILES = (1.0, 0.9999, 0.999, 0.995, 0.99)
+# 2-D tensors kept in float16, by the last part of their name: per-channel gates, tiny.
+CONTROL_TENSORS = ("resid_mix", "skip_weights")
+
+
+def is_quantized(name: str, tensor: Tensor) -> bool:
+    """Whether a state-dict entry is stored as int-N codes (else as float16)."""
+    control = name.rsplit(".", 1)[-1] in CONTROL_TENSORS
+    return tensor.ndim >= 2 and tensor.is_floating_point() and not control
 
 
 @dataclass(frozen=True)
@@ -64,7 +74,7 @@ def serialize_model(state: dict[str, Tensor], bits: int, zstd_level: int) -> byt
     entries, payloads, offset = [], [], 0
     for name in sorted(state):
         tensor = state[name].detach().cpu()
-        if tensor.ndim >= 2 and tensor.is_floating_point():
+        if is_quantized(name, tensor):
             q = quantize_rows(tensor, bits)
             blobs = [q.codes.numpy().tobytes(), q.scales.numpy().tobytes()]
             kind = "q"

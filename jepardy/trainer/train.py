@@ -2,13 +2,20 @@
 
 Only `main()` touches the environment, process groups, seeds and backend flags. It reads a
 run.json written by the orchestrator, trains under a wallclock budget and an iteration cap,
-exports the artifact, scores it round-trip from disk, and writes RUN_DIR/result.json (see
-docs/architecture.md for its fields). Exit code 0 when the run is done, 1 when it failed.
+saves the final weights, exports the artifact, scores it round-trip from disk, and writes
+RUN_DIR/result.json (see docs/architecture.md for its fields). Exit code 0 when the run is
+done, 1 when it failed.
+
+On CUDA the step runs under bf16 autocast, the objective is torch.compile'd (unless
+`compile = false`), attention goes through SDPA's flash or cuDNN kernels, and the step loop
+never waits for the GPU except on log steps: the batch copy is asynchronous, the clock is
+the host's, and under DDP the ranks agree on the budget one step late (`BudgetFlag`).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -20,22 +27,20 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
+from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from jepardy.data.tokenizer import ByteTables, byte260_tables, sentencepiece_byte_tables
 from jepardy.errors import UserError
+from jepardy.trainer.checkpoint import CHECKPOINT_FILE, save_final
 from jepardy.trainer.config import ARTIFACT_CAP_BYTES, TrainConfig, config_from_params
 from jepardy.trainer.data import TrainBatches, load_val_tokens
-from jepardy.trainer.eval import ByteCounter, EvalResult, autocast, evaluate
-from jepardy.trainer.export import (
-    code_digest,
-    deserialize_model,
-    loaded_code_files,
-    serialize_model,
-)
-from jepardy.trainer.jepa import JepaSettings, TargetEncoder, TrainingObjective
+from jepardy.trainer.eval import ByteCounter, Forward, autocast
+from jepardy.trainer.export import code_digest, loaded_code_files
+from jepardy.trainer.jepa import JepaSettings, StepLosses, TargetEncoder, TrainingObjective
 from jepardy.trainer.model import GPT, GPTShape, count_params
 from jepardy.trainer.optim import (
+    Optimizers,
     ParamGroup,
     WeightEMA,
     assign_groups,
@@ -44,10 +49,12 @@ from jepardy.trainer.optim import (
     group_rules,
     group_table,
     lr_multiplier,
+    muon_momentum,
     set_lr,
+    set_muon_momentum,
 )
-
-MODEL_FILE = "model.intq.zst"
+from jepardy.trainer.scoring import Scorer, score_roundtrip
+from jepardy.trainer.throughput import flops_per_token, mfu
 
 
 class NonFiniteLoss(RuntimeError):
@@ -63,6 +70,13 @@ class Dist:
     @property
     def is_main(self) -> bool:
         return self.rank == 0
+
+    @property
+    def device_name(self) -> str:
+        """The accelerator's name (for MFU), "cpu" on a CPU."""
+        if self.device.type == "cuda":
+            return torch.cuda.get_device_name(self.device)
+        return "cpu"
 
 
 class RunLog:
@@ -106,6 +120,12 @@ def init_distributed(device_setting: str) -> Dist:
         torch.cuda.set_device(device)
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
+        # Attention only through fused kernels (flash, cuDNN): a shape they cannot take is
+        # an error here, never a silent fall-back to the slow paths.
+        torch.backends.cuda.enable_flash_sdp(True)
+        torch.backends.cuda.enable_cudnn_sdp(True)
+        torch.backends.cuda.enable_mem_efficient_sdp(False)
+        torch.backends.cuda.enable_math_sdp(False)
     if world > 1:
         dist.init_process_group(
             backend="nccl" if use_cuda else "gloo", device_id=device if use_cuda else None
@@ -123,18 +143,7 @@ def byte_tables(config: TrainConfig) -> ByteTables:
 
 
 def build_objective(config: TrainConfig, device: torch.device) -> TrainingObjective:
-    shape = GPTShape(
-        vocab_size=config.vocab_size,
-        n_layers=config.n_layers,
-        d_model=config.d_model,
-        n_heads=config.n_heads,
-        n_kv_heads=config.n_kv_heads,
-        mlp_mult=config.mlp_mult,
-        rope_base=config.rope_base,
-        logit_softcap=config.logit_softcap,
-        init_std=config.init_std,
-    )
-    gpt = GPT(shape)
+    gpt = GPT(GPTShape.from_config(config))
     jepa, target_encoder = None, None
     if config.jepa_weight > 0:
         jepa = JepaSettings(
@@ -146,6 +155,71 @@ def build_objective(config: TrainConfig, device: torch.device) -> TrainingObject
         if config.jepa_target == "ema":
             target_encoder = TargetEncoder(gpt.embed.weight, config.jepa_target_ema_decay)
     return TrainingObjective(gpt, jepa, target_encoder).to(device)
+
+
+def uses_compile(config: TrainConfig, device: torch.device) -> bool:
+    return config.compile and device.type == "cuda"
+
+
+def wrap_model(objective: TrainingObjective, config: TrainConfig, env: Dist) -> nn.Module:
+    """The module forward/backward go through: the objective, compiled on CUDA, under DDP
+    with several ranks. `objective` itself (the raw module) stays the handle for optimizer
+    groups, EMA, checkpoints and export."""
+    model: nn.Module = objective
+    if uses_compile(config, env.device):
+        model = torch.compile(objective, dynamic=False)
+    if env.world > 1:
+        model = DistributedDataParallel(model, broadcast_buffers=False)
+    return model
+
+
+@dataclass(frozen=True)
+class StepStats:
+    """One optimizer step's figures, as device tensors (read on log steps only)."""
+
+    total: torch.Tensor
+    cross_entropy: torch.Tensor
+    jepa: torch.Tensor | None
+    jepa_pred_std: torch.Tensor | None
+    grad_norms: dict[str, torch.Tensor]
+
+
+def train_step(
+    model: nn.Module,
+    micro_batches: list[tuple[torch.Tensor, torch.Tensor]],
+    optimizer: Optimizers,
+    groups: list[ParamGroup],
+    config: TrainConfig,
+    device: torch.device,
+) -> StepStats:
+    """Forward/backward over the micro-batches (gradients averaged; DDP all-reduces on the
+    last one only), clip, step, zero. No host synchronisation."""
+    n = len(micro_batches)
+    parts: list[StepLosses] = []
+    for i, (x, y) in enumerate(micro_batches):
+        last = i == n - 1
+        sync = model.no_sync() if isinstance(model, DistributedDataParallel) and not last else None
+        with sync or contextlib.nullcontext():
+            with autocast(device):
+                losses = model(x, y)
+            (losses.total / n).backward()
+        parts.append(losses)
+    grad_norms = clip_grad_norms(groups, config.grad_clip)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+
+    def mean(values: list[torch.Tensor | None]) -> torch.Tensor | None:
+        if values[0] is None:
+            return None
+        return torch.stack([v.detach() for v in values]).mean()
+
+    return StepStats(
+        total=mean([p.total for p in parts]),
+        cross_entropy=mean([p.cross_entropy for p in parts]),
+        jepa=mean([p.jepa for p in parts]),
+        jepa_pred_std=mean([p.jepa_pred_std for p in parts]),
+        grad_norms=grad_norms,
+    )
 
 
 def group_drift(
@@ -165,111 +239,184 @@ def group_drift(
     return drift
 
 
-def train(config: TrainConfig, env: Dist, log: RunLog, out_dir: Path) -> dict[str, Any]:
-    """Train, export to `out_dir`, score; returns the result fields (status excluded)."""
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+class BudgetFlag:
+    """Whether any rank's clock has passed the budget, agreed by all ranks so none hangs.
+
+    One rank: its own host clock, no communication. Several: each step posts its flag (an
+    all-reduce queued behind the step) and reads the flag posted one step earlier, so on
+    CUDA the host waits for the previous step while the current one runs, never for the
+    queue to drain. The run therefore stops one step after the clock ran out, on all ranks.
+    """
+
+    def __init__(self, env: Dist) -> None:
+        self.env = env
+        self.pending: torch.Tensor | None = None
+        self.event = torch.cuda.Event() if env.device.type == "cuda" else None
+        self.host = torch.zeros(1, pin_memory=env.device.type == "cuda")
+
+    def spent(self, elapsed_s: float, budget_s: float) -> bool:
+        if self.env.world == 1:
+            return elapsed_s >= budget_s
+        stop = self._read()
+        flag = torch.full((1,), 1.0 if elapsed_s >= budget_s else 0.0, device=self.env.device)
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        if self.event is not None:
+            self.host.copy_(flag, non_blocking=True)
+            self.event.record()
+        self.pending = flag
+        return stop
+
+    def _read(self) -> bool:
+        if self.pending is None:
+            return False
+        if self.event is None:
+            return bool(self.pending.item())  # gloo: already complete
+        self.event.synchronize()
+        return bool(self.host.item())
+
+
+def train(
+    config: TrainConfig, env: Dist, log: RunLog, out_dir: Path, run_id: str = ""
+) -> dict[str, Any]:
+    """Train, save final.pt, export to `out_dir`, score; the result fields (status excluded)."""
     torch.manual_seed(config.seed)
     tables = byte_tables(config)
-    batches = TrainBatches(
-        config.data_dir, config.train_batch_tokens, config.seq_len, env.rank, env.world, env.device
-    )
+
+    def new_batches() -> TrainBatches:
+        return TrainBatches(
+            config.data_dir,
+            config.train_batch_tokens,
+            config.seq_len,
+            env.rank,
+            env.world,
+            env.device,
+            config.micro_batch_tokens,
+        )
+
+    batches = new_batches()
     val_tokens = load_val_tokens(config.data_dir, config.seq_len, config.val_max_tokens)
     counter = ByteCounter(tables, env.device)
     objective = build_objective(config, env.device)
     gpt = objective.gpt
     groups = assign_groups(objective, group_rules(config))
-    optimizer = build_optimizer(groups, config)
+    optimizer = build_optimizer(groups, config, env.rank, env.world, env.device)
     initial = {g.name: [p.detach().float().clone() for p in g.params] for g in groups}
-    model = (
-        DistributedDataParallel(objective, broadcast_buffers=False) if env.world > 1 else objective
-    )
-    ema = WeightEMA(gpt, config.ema_decay) if config.ema else None
+    model = wrap_model(objective, config, env)
+    compiled = uses_compile(config, env.device)
+    # Evaluation runs the GPT alone (no predictor); compiled too when training is.
+    forward: Forward = torch.compile(gpt, dynamic=False) if compiled else gpt
 
     log.line(f"model_params:{count_params(gpt)} world_size:{env.world} device:{env.device}")
+    log.line(
+        f"micro_steps:{batches.micro_steps} micro_batch_tokens:{batches.micro} "
+        f"train_batch_tokens:{config.train_batch_tokens} seq_len:{config.seq_len}"
+    )
+    if env.device.type == "cuda":
+        log.line(f"compile:{'on' if compiled else 'off'} autocast:bf16")
+    else:
+        log.line("compile:off autocast:off (torch.compile and bf16 are for CUDA; this is a CPU)")
     for line in group_table(groups):
         log.line(line)
+    scorer = Scorer(
+        gpt, forward, val_tokens, counter, config, env.rank, env.world, env.device, log.line
+    )
 
-    def score(tag: str) -> EvalResult:
-        result = evaluate(
-            gpt,
-            val_tokens,
-            counter,
-            config.seq_len,
-            config.val_batch_tokens,
-            env.rank,
-            env.world,
-            env.device,
+    if config.compile_warmup_steps > 0:
+        # Compile and warm the kernels outside the clock, then undo every effect.
+        start = time.perf_counter()
+        model_state = {k: v.detach().clone() for k, v in objective.state_dict().items()}
+        optimizer_state = optimizer.state_dict()
+        for _ in range(config.compile_warmup_steps):
+            train_step(model, batches.next_step(), optimizer, groups, config, env.device)
+        objective.load_state_dict(model_state)
+        optimizer.load_state_dict(optimizer_state)
+        batches = new_batches()
+        synchronize(env.device)
+        log.line(
+            f"compile_warmup_steps:{config.compile_warmup_steps} "
+            f"time:{time.perf_counter() - start:.1f}s (undone; not on the clock)"
         )
-        log.line(f"{tag} val_loss:{result.val_loss:.6f} val_bpb:{result.val_bpb:.6f}")
-        return result
+    ema = WeightEMA(gpt, config.ema_decay) if config.ema else None
+    budget = BudgetFlag(env)
 
     step, train_time_s, nonfinite = 0, 0.0, torch.zeros((), dtype=torch.bool, device=env.device)
     last_jepa, last_std = None, None
-    # The clock counts training only: it is paused around the periodic evaluations.
-    # On CUDA, perf_counter sees queued kernels late by at most a few steps, as in the challenge.
+    # The clock counts training only: it is paused around the periodic evaluations. It is the
+    # host's, which runs ahead of the GPU by at most a step or so; the GPU is waited for
+    # (synchronize) only where the clock starts and stops.
+    synchronize(env.device)
     segment_start = time.perf_counter()
     while step < config.iterations:
         elapsed = train_time_s + time.perf_counter() - segment_start
-        if config.wallclock_s > 0 and budget_spent(elapsed, config.wallclock_s, env):
+        if config.wallclock_s > 0 and budget.spent(elapsed, config.wallclock_s):
             log.line(
                 f"stopping_early: wallclock_cap train_time:{elapsed * 1000:.0f}ms "
                 f"step:{step}/{config.iterations}"
             )
             break
         set_lr(optimizer, lr_multiplier(step, elapsed, config))
-        x, y = batches.next_batch()
-        with autocast(env.device):
-            losses = model(x, y)
-        losses.total.backward()
-        grad_norms = clip_grad_norms(groups, config.grad_clip)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+        set_muon_momentum(optimizer, muon_momentum(step, config))
+        stats = train_step(model, batches.next_step(), optimizer, groups, config, env.device)
         if objective.target_encoder is not None:
             objective.target_encoder.update(gpt.embed.weight)
         if ema is not None:
             ema.update(gpt)
-        nonfinite |= ~torch.isfinite(losses.total.detach())
+        nonfinite |= ~torch.isfinite(stats.total)
         step += 1
         if step % config.log_every == 0 or step == config.iterations:
             # Host sync, on log steps only.
             if bool(nonfinite):
                 raise NonFiniteLoss(f"non-finite loss by step {step}")
-            tracked = {"train_loss": losses.cross_entropy}
-            if losses.jepa is not None:
-                tracked |= {"jepa_loss": losses.jepa, "jepa_pred_std": losses.jepa_pred_std}
+            tracked = {"train_loss": stats.cross_entropy}
+            if stats.jepa is not None:
+                tracked |= {"jepa_loss": stats.jepa, "jepa_pred_std": stats.jepa_pred_std}
             values = mean_over_ranks(tracked, env)
-            values |= {f"grad_norm_{k}": float(v) for k, v in grad_norms.items()}
+            values |= {f"grad_norm_{k}": float(v) for k, v in stats.grad_norms.items()}
             values["lr_mult"] = lr_multiplier(step - 1, elapsed, config)
+            now = train_time_s + time.perf_counter() - segment_start
+            values["tokens_per_s"] = step * config.train_batch_tokens / now
+            step_mfu = mfu(values["tokens_per_s"], config, env.device_name, env.world)
+            if step_mfu is not None:
+                values["mfu"] = step_mfu
             last_jepa, last_std = values.get("jepa_loss"), values.get("jepa_pred_std")
             log.metrics(step, values)
         if config.val_every and step % config.val_every == 0:
+            synchronize(env.device)
             train_time_s += time.perf_counter() - segment_start
-            r = score(f"step:{step}")
+            r = scorer.plain(f"step:{step}")
             log.metrics(step, {"val_loss": r.val_loss, "val_bpb": r.val_bpb})
             segment_start = time.perf_counter()
+    synchronize(env.device)
     train_time_s += time.perf_counter() - segment_start
     if bool(nonfinite):
         raise NonFiniteLoss(f"non-finite loss by step {step}")
+    tokens_per_s = step * config.train_batch_tokens / train_time_s if train_time_s else 0.0
+    run_mfu = mfu(tokens_per_s, config, env.device_name, env.world)
+    log.line(
+        f"throughput tokens_per_s:{tokens_per_s:.0f} "
+        f"step_avg:{1000 * train_time_s / max(step, 1):.2f}ms "
+        f"mfu:{'null' if run_mfu is None else f'{run_mfu:.4f}'} device:{env.device_name}"
+    )
 
     eval_start = time.perf_counter()
     drift = group_drift(groups, initial)
     if ema is not None:
         ema.copy_to(gpt)
-    prequant = score("pre-quantization")
+    prequant = scorer.plain("pre-quantization")
     if env.is_main:
-        blob = serialize_model(gpt.state_dict(), config.quant_bits, config.zstd_level)
-        tmp = out_dir / (MODEL_FILE + ".tmp")
-        tmp.write_bytes(blob)
-        tmp.replace(out_dir / MODEL_FILE)
-    if env.world > 1:
-        dist.barrier()
+        save_final(out_dir / CHECKPOINT_FILE, gpt.state_dict(), config, run_id)
     # Score the artifact as read back from disk, as the challenge does.
-    model_bytes = (out_dir / MODEL_FILE).stat().st_size
-    gpt.load_state_dict(deserialize_model((out_dir / MODEL_FILE).read_bytes()))
-    final = score(f"final_int{config.quant_bits}_zstd_roundtrip")
+    final = score_roundtrip(scorer, out_dir)
     eval_time_s = time.perf_counter() - eval_start
 
     code_files = loaded_code_files()
     code_bytes = sum(f.bytes_total for f in code_files)
+    model_bytes = final["model_bytes"]
     artifact_bytes = code_bytes + model_bytes
     log.line(f"Serialized model int{config.quant_bits}+zstd: {model_bytes} bytes")
     log.line(f"Code size: {code_bytes} bytes")
@@ -277,22 +424,25 @@ def train(config: TrainConfig, env: Dist, log: RunLog, out_dir: Path) -> dict[st
     for name, value in drift.items():
         log.line(f"drift:{name} {value:.6g}")
     return {
-        "val_loss": final.val_loss,
-        "val_bpb": final.val_bpb,
+        **final,
         "prequant_val_loss": prequant.val_loss,
         "prequant_val_bpb": prequant.val_bpb,
-        "val_tokens": final.tokens,
-        "val_bytes": final.bytes_total,
+        "eval_stride": config.eval_stride,
         "artifact_bytes": artifact_bytes,
-        "model_bytes": model_bytes,
         "code_bytes": code_bytes,
         "under_cap": artifact_bytes <= ARTIFACT_CAP_BYTES,
         "code_sha256": code_digest(code_files),
         "code_files": {f.path: {"bytes": f.bytes_total, "sha256": f.sha256} for f in code_files},
+        "checkpoint": CHECKPOINT_FILE,
         "steps": step,
         "train_time_s": train_time_s,
         "eval_time_s": eval_time_s,
-        "tokens_per_s": step * config.train_batch_tokens / train_time_s if train_time_s else 0.0,
+        "tokens_per_s": tokens_per_s,
+        "mfu": run_mfu,
+        "flops_per_token": flops_per_token(config),
+        "micro_steps": batches.micro_steps,
+        "compiled": compiled,
+        "device_name": env.device_name,
         "jepa_loss": last_jepa,
         "jepa_pred_std": last_std,
         "group_drift": drift,
@@ -307,15 +457,6 @@ def mean_over_ranks(tensors: dict[str, torch.Tensor], env: Dist) -> dict[str, fl
         dist.all_reduce(stacked)
         stacked /= env.world
     return dict(zip(tensors, stacked.tolist(), strict=True))
-
-
-def budget_spent(elapsed_s: float, budget_s: float, env: Dist) -> bool:
-    """Whether any rank's clock has passed the budget; all ranks agree, so none hangs."""
-    if env.world == 1:
-        return elapsed_s >= budget_s
-    flag = torch.tensor([1.0 if elapsed_s >= budget_s else 0.0], device=env.device)
-    dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-    return bool(flag.item())
 
 
 def write_result(out_dir: Path, result: dict[str, Any]) -> None:
@@ -364,7 +505,7 @@ def main(argv: list[str] | None = None) -> int:
         if env.is_main:
             (args.out / "config.json").write_text(json.dumps(asdict(config), indent=1) + "\n")
         result |= {"world_size": env.world, "device": str(env.device)}
-        result |= train(config, env, log, args.out)
+        result |= train(config, env, log, args.out, result["run_id"])
         result["status"] = "done"
     except NonFiniteLoss as err:
         result["reason"] = "nan"
