@@ -260,20 +260,60 @@ def sweep(
         bool, typer.Option(help="Run failed and timed-out runs again.")
     ] = False,
     timeout_s: TimeoutOption = None,
+    executor: Annotated[str, typer.Option(help="local (this machine) or slurm.")] = "local",
+    partition: Annotated[str | None, typer.Option(help="Slurm partition.")] = None,
+    nodes: Annotated[int | None, typer.Option(help="Slurm nodes per run.")] = None,
+    gpus_per_node: Annotated[int | None, typer.Option(help="Slurm GPUs per node.")] = None,
+    time: Annotated[int | None, typer.Option("--time", help="Slurm minutes per run.")] = None,
+    account: Annotated[str | None, typer.Option(help="Slurm account.")] = None,
+    qos: Annotated[str | None, typer.Option(help="Slurm QOS.")] = None,
+    constraint: Annotated[str | None, typer.Option(help="Slurm node constraint.")] = None,
 ) -> None:
-    """Run every job of SPEC not already done, packed onto the GPUs (or CPU slots).
+    """Run every job of SPEC not already done, packed onto the GPUs (or CPU slots), or as
+    Slurm jobs with --executor slurm (its options override the spec's [slurm] table).
 
-    Run it again to resume: done runs are skipped, interrupted ones run again. Ctrl-C stops
+    Run it again to resume: done runs are skipped, interrupted ones run again, and a Slurm
+    job still queued or running is re-attached to, never submitted twice. Ctrl-C stops
     cleanly; a second Ctrl-C kills at once.
     """
+    from jepardy.launch.slurm_sweep import run_slurm_sweep
     from jepardy.launch.sweep import run_sweep
     from jepardy.store import open_store
 
+    if executor not in ("local", "slurm"):
+        raise UserError(f"--executor: {executor!r} invalid; expected local or slurm")
     options = _sweep_options(runs_dir, gpus, slots, timeout_s, retry_failed)
     store = open_store(db)
     with _progress() as progress:
-        summary = run_sweep(spec, store, options, observer=RichSweepObserver(progress))
+        observer = RichSweepObserver(progress)
+        if executor == "slurm":
+            given = {
+                "partition": partition,
+                "nodes": nodes,
+                "gpus_per_node": gpus_per_node,
+                "time": time,
+                "account": account,
+                "qos": qos,
+                "constraint": constraint,
+            }
+            slurm = {k: v for k, v in given.items() if v is not None}
+            summary = run_slurm_sweep(spec, store, options, slurm, observer=observer)
+        else:
+            summary = run_sweep(spec, store, options, observer=observer)
     _print_summary(summary, db)
+
+
+@app.command()
+def cancel(
+    sweep_name: Annotated[str, typer.Argument(help="The sweep whose Slurm jobs to cancel.")],
+    db: DbOption = "results.db",
+) -> None:
+    """scancel a sweep's running Slurm jobs and record their runs interrupted ("cancelled")."""
+    from jepardy.launch.slurm_sweep import cancel_sweep
+    from jepardy.store import open_store
+
+    cancelled = cancel_sweep(open_store(db), sweep_name)
+    console.print(f"sweep {sweep_name}: {len(cancelled)} runs cancelled", highlight=False)
 
 
 @app.command()
@@ -400,10 +440,21 @@ def report(
     plot: Annotated[
         Path | None, typer.Option(help="Write the curves and horizons as a PNG here.")
     ] = None,
+    health: Annotated[
+        bool, typer.Option(help="First, flag frozen groups, JEPA collapse, gradient trouble.")
+    ] = False,
 ) -> None:
     """Report a sweep: arms against their matched control (tests, margin, cap), curves over a
     param, and rankings across budgets."""
     from jepardy.report import ReportRequest, run_report
+
+    if health:
+        from jepardy.health import health_table
+        from jepardy.store import open_store
+
+        flagged = health_table(open_store(db).runs_frame(sweep_name), only_flagged=True)
+        title = f"health: {len(flagged)} runs flagged" if len(flagged) else "health: no flags"
+        console.print(_frame_table(flagged, title))
 
     request = ReportRequest(
         sweep=sweep_name,

@@ -89,18 +89,26 @@ def _aligned_text(section: Section) -> Text:
 
 
 def _rich_table(section: Section) -> Table:
+    """A rich Table of the section; columns blank in every row are left out, so the table
+    fits a terminal (markdown and csv keep every column)."""
     caption = "\n".join(section.notes) or None
     table = Table(title=section.title, caption=caption, caption_justify="left")
-    for name in section.columns:
+    keep = [
+        i for i in range(len(section.columns)) if any(row[i] not in _BLANK for row in section.rows)
+    ]
+    for i in keep:
+        name = section.columns[i]
         table.add_column(name, justify="right" if name in section.right else "left")
-    for i, row in enumerate(section.rows):
-        hot = section.flagged[i] if i < len(section.flagged) else frozenset()
+    for r, row in enumerate(section.rows):
+        hot = section.flagged[r] if r < len(section.flagged) else frozenset()
         cells = [
-            Text(cell, style="bold red") if name in hot else cell
-            for name, cell in zip(section.columns, row, strict=True)
+            Text(row[i], style="bold red") if section.columns[i] in hot else row[i] for i in keep
         ]
         table.add_row(*cells)
     return table
+
+
+_BLANK = frozenset({"", "—"})
 
 
 def to_markdown(sections: Sequence[Section]) -> str:

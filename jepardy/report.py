@@ -607,12 +607,14 @@ def run_report(db: str | Path, request: ReportRequest) -> ReportOutput:
     # another param, the params column is not even read (a third of the load time of
     # 100,000 runs, bench/report.py).
     other_axes = {request.curve, request.horizons} - {None, *MIRRORED_PARAMS}
+    # Compare checks that arm and control ran the same code, data and budget (MATCH_*).
+    wanted = sorted(other_axes | (set(MATCH_PARAMS) if request.compare else set()))
     # The cyclic GC finds nothing to free in a report (no reference cycles), but the many
     # small lists and tuples it builds trigger full collections: about 0.15 s of 2 for
     # 100,000 runs (bench/report.py).
     with paused_gc():
         runs = load_runs(
-            db, sweep=request.sweep, status=None, details=False, params=bool(other_axes)
+            db, sweep=request.sweep, status=None, details=request.compare, params=wanted or False
         )
         report = build_report(runs, request)
         rendered = render_report(report, request.fmt)

@@ -230,6 +230,30 @@ def test_report_markdown_has_control_arm_and_delta(cli, done_sweep: Path) -> Non
     assert shown["jepa"]["match"] == "ema=false"
 
 
+def test_show_prints_provenance_and_same_code_shares_its_hash(cli, done_sweep: Path) -> None:
+    runs = runs_rows(done_sweep / "results.db", "e2e")
+    control, arm = runs["control"], runs["jepa"]
+    # Control and arm ran the same trainer code: one code hash, as compare requires.
+    assert control["code_sha256"] == arm["code_sha256"] is not None
+    proc = cli.run("show", control["id"][:8], "--db", "results.db", cwd=done_sweep)
+    assert proc.returncode == 0, proc.stderr
+    for expected in (
+        control["id"],
+        control["code_sha256"],
+        "jepardy/trainer/train.py",
+        "python_version",
+        "torch_version",
+        "header_sha256",
+        "git_commit",
+    ):
+        assert expected in proc.stdout, expected
+    health = cli.run("report", "--health", "--db", "results.db", cwd=done_sweep)
+    assert health.returncode == 0, health.stderr
+    # 15 steps train every group and keep the gradients alive (a JEPA prediction may still
+    # sit below its std target this early: that flag is allowed here).
+    assert "frozen" not in health.stdout and "gradients silenced" not in health.stdout
+
+
 def test_a_second_sweep_launches_nothing(cli, done_sweep: Path) -> None:
     db = done_sweep / "results.db"
     before = {row["id"]: row for row in runs_rows(db, "e2e").values()}
@@ -269,14 +293,17 @@ def test_a_crashing_arm_is_recorded_failed_and_retried_once_fixed(
     shard.write_bytes(shard.read_bytes()[:5000])
     jepa_arm = f'[lanes.main.arms.jepa]\njepa_weight = 0.1\ndata_dir = "{corrupt}"\n'
     bad_heads_arm = "[lanes.main.arms.bad_heads]\nd_model = 30\n"
+    # A RoPE base of 0 makes the rotary frequencies infinite, so the loss is NaN from the
+    # first step: the trainer ends the run as failed with reason "nan".
+    nan_arm = "[lanes.main.arms.nan]\nrope_base = 0.0\n"
     spec = tmp_path / "spec.toml"
-    spec.write_text(tiny_spec("crash", corpus, arms=f"{jepa_arm}\n{bad_heads_arm}"))
+    spec.write_text(tiny_spec("crash", corpus, arms=f"{jepa_arm}\n{bad_heads_arm}\n{nan_arm}"))
     sweep = ("sweep", "spec.toml", "--db", "results.db", "--runs-dir", "runs")
 
     proc = cli.run(*sweep, cwd=tmp_path)
 
     assert proc.returncode == 1, proc.stdout + proc.stderr
-    assert counts(proc.stdout) == {"done": 1, "failed": 2, "skipped": 0, "of": 3}
+    assert counts(proc.stdout) == {"done": 1, "failed": 3, "skipped": 0, "of": 4}
     rows = runs_rows(tmp_path / "results.db", "crash")
     assert rows["control"]["status"] == "done"
     jepa, bad = rows["jepa"], rows["bad_heads"]
@@ -289,6 +316,9 @@ def test_a_crashing_arm_is_recorded_failed_and_retried_once_fixed(
     assert "d_model" in bad["log_tail"]
     assert jepa["val_bpb"] is None
     assert f"failed {bad['id']} main/bad_heads" in proc.stdout
+    nan = rows["nan"]
+    assert (nan["status"], nan["reason"], nan["exit_code"]) == ("failed", "nan", 1)
+    assert "failed: nan" in nan["log_tail"]
 
     # Repair the shard and drop the impossible arm. A plain sweep leaves the failed run be;
     # --retry-failed runs it again, under the same id.

@@ -37,6 +37,7 @@ from jepardy.trainer.config import ARTIFACT_CAP_BYTES, TrainConfig, config_from_
 from jepardy.trainer.data import TrainBatches, load_val_tokens
 from jepardy.trainer.eval import ByteCounter, Forward, autocast
 from jepardy.trainer.export import code_digest, loaded_code_files
+from jepardy.trainer.health import GradHealth, group_grad_norms, module_drift
 from jepardy.trainer.jepa import JepaSettings, StepLosses, TargetEncoder, TrainingObjective
 from jepardy.trainer.model import GPT, GPTShape, count_params
 from jepardy.trainer.optim import (
@@ -53,6 +54,7 @@ from jepardy.trainer.optim import (
     set_lr,
     set_muon_momentum,
 )
+from jepardy.trainer.provenance import data_provenance, runtime_provenance
 from jepardy.trainer.scoring import Scorer, score_roundtrip
 from jepardy.trainer.throughput import flops_per_token, mfu
 
@@ -182,6 +184,7 @@ class StepStats:
     jepa: torch.Tensor | None
     jepa_pred_std: torch.Tensor | None
     grad_norms: dict[str, torch.Tensor]
+    group_grad_norms: dict[str, torch.Tensor]
 
 
 def train_step(
@@ -191,6 +194,7 @@ def train_step(
     groups: list[ParamGroup],
     config: TrainConfig,
     device: torch.device,
+    log_step: bool = False,
 ) -> StepStats:
     """Forward/backward over the micro-batches (gradients averaged; DDP all-reduces on the
     last one only), clip, step, zero. No host synchronisation."""
@@ -204,6 +208,7 @@ def train_step(
                 losses = model(x, y)
             (losses.total / n).backward()
         parts.append(losses)
+    per_group = group_grad_norms(groups) if log_step else {}
     grad_norms = clip_grad_norms(groups, config.grad_clip)
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
@@ -219,6 +224,7 @@ def train_step(
         jepa=mean([p.jepa for p in parts]),
         jepa_pred_std=mean([p.jepa_pred_std for p in parts]),
         grad_norms=grad_norms,
+        group_grad_norms=per_group,
     )
 
 
@@ -345,6 +351,7 @@ def train(
     budget = BudgetFlag(env)
 
     step, train_time_s, nonfinite = 0, 0.0, torch.zeros((), dtype=torch.bool, device=env.device)
+    grad_health = GradHealth()
     last_jepa, last_std = None, None
     # The clock counts training only: it is paused around the periodic evaluations. It is the
     # host's, which runs ahead of the GPU by at most a step or so; the GPU is waited for
@@ -361,7 +368,10 @@ def train(
             break
         set_lr(optimizer, lr_multiplier(step, elapsed, config))
         set_muon_momentum(optimizer, muon_momentum(step, config))
-        stats = train_step(model, batches.next_step(), optimizer, groups, config, env.device)
+        log_step = (step + 1) % config.log_every == 0 or step + 1 == config.iterations
+        stats = train_step(
+            model, batches.next_step(), optimizer, groups, config, env.device, log_step
+        )
         if objective.target_encoder is not None:
             objective.target_encoder.update(gpt.embed.weight)
         if ema is not None:
@@ -377,6 +387,8 @@ def train(
                 tracked |= {"jepa_loss": stats.jepa, "jepa_pred_std": stats.jepa_pred_std}
             values = mean_over_ranks(tracked, env)
             values |= {f"grad_norm_{k}": float(v) for k, v in stats.grad_norms.items()}
+            values |= {f"grad_norm_{k}": float(v) for k, v in stats.group_grad_norms.items()}
+            values["clip_coef"] = grad_health.observe(values["grad_norm_model"], config.grad_clip)
             values["lr_mult"] = lr_multiplier(step - 1, elapsed, config)
             now = train_time_s + time.perf_counter() - segment_start
             values["tokens_per_s"] = step * config.train_batch_tokens / now
@@ -405,6 +417,7 @@ def train(
 
     eval_start = time.perf_counter()
     drift = group_drift(groups, initial)
+    drift_by_module = module_drift(groups, initial)
     if ema is not None:
         ema.copy_to(gpt)
     prequant = scorer.plain("pre-quantization")
@@ -421,7 +434,7 @@ def train(
     log.line(f"Serialized model int{config.quant_bits}+zstd: {model_bytes} bytes")
     log.line(f"Code size: {code_bytes} bytes")
     log.line(f"Total submission size int{config.quant_bits}+zstd: {artifact_bytes} bytes")
-    for name, value in drift.items():
+    for name, value in drift_by_module.items():
         log.line(f"drift:{name} {value:.6g}")
     return {
         **final,
@@ -446,6 +459,11 @@ def train(
         "jepa_loss": last_jepa,
         "jepa_pred_std": last_std,
         "group_drift": drift,
+        "module_drift": drift_by_module,
+        "grad_health": grad_health.summary(),
+        "jepa_std_target": config.jepa_std_target if config.jepa_weight > 0 else None,
+        "data": data_provenance(config.data_dir, config.tokenizer_path),
+        **runtime_provenance(env.device, env.world),
         "n_params": count_params(gpt),
     }
 
