@@ -114,11 +114,9 @@ def file_provenance(path: Path) -> dict[str, Any]:
     return {"path": str(path), "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
 
 
-def write_run_config(run: RunLike, run_dir: Path) -> Path:
-    """Write run_dir/run.json: the run's identity and its resolved params (and for a script
-    run, the script's path, size and sha256 as launched)."""
-    run_dir.mkdir(parents=True, exist_ok=True)
-    doc = {
+def run_identity(run: RunLike) -> dict[str, Any]:
+    """The fields of run.json that say which run this is and what it was asked to do."""
+    return {
         "run_id": run.run_id,
         "sweep": run.sweep,
         "lane": run.lane,
@@ -127,6 +125,13 @@ def write_run_config(run: RunLike, run_dir: Path) -> Path:
         "match": run.match,
         "params": run.params,
     }
+
+
+def write_run_config(run: RunLike, run_dir: Path) -> Path:
+    """Write run_dir/run.json: the run's identity and its resolved params (and for a script
+    run, the script's path, size and sha256 as launched)."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    doc = run_identity(run)
     if run.kind == SCRIPT:
         doc["script"] = file_provenance(script_path(run))
     path = run_dir / RUN_CONFIG

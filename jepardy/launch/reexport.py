@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from jepardy.errors import UserError
+from jepardy.launch.command import run_identity
 from jepardy.launch.local import STDOUT_LOG, JobOutcome, collect
 from jepardy.launch.sweep import git_commit
 from jepardy.spec import run_id as make_run_id
@@ -173,18 +174,7 @@ def reexport(
 def _write_run_config(run: ExportRun, out_dir: Path, argv: list[str]) -> None:
     """out_dir/run.json: what was asked (identity, params, parent, the exact argv)."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    doc = {
-        "run_id": run.run_id,
-        "sweep": run.sweep,
-        "lane": run.lane,
-        "arm": run.arm,
-        "variant": run.variant,
-        "match": run.match,
-        "kind": run.kind,
-        "parent_run": run.parent_run,
-        "params": run.params,
-        "argv": argv,
-    }
+    doc = {**run_identity(run), "kind": run.kind, "parent_run": run.parent_run, "argv": argv}
     (out_dir / "run.json").write_text(json.dumps(doc, indent=1, sort_keys=True) + "\n")
 
 
