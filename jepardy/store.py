@@ -253,6 +253,11 @@ class Run(Base):
     git_commit: Mapped[str | None] = mapped_column(sa.String(64))
     # The run this one was derived from (a re-export of its final weights); NULL otherwise.
     parent_run: Mapped[str | None] = mapped_column(sa.String(16))
+    # A run launched on Slurm: its job id, node list and Slurm state (squeue's %T) as last
+    # seen; NULL for local runs.
+    slurm_job_id: Mapped[str | None] = mapped_column(sa.String(64))
+    slurm_nodes: Mapped[str | None] = mapped_column(sa.Text)
+    slurm_state: Mapped[str | None] = mapped_column(sa.String(32))
 
     # --- results (copied from result.json; non-finite floats are NULL) ---
     val_bpb: Mapped[float | None]
@@ -626,6 +631,9 @@ class Store:
                 pid=pid,
                 job_pid=None,
                 devices=None,
+                slurm_job_id=None,
+                slurm_nodes=None,
+                slurm_state=None,
                 attempts=Run.attempts + 1,
                 run_dir=run_dir,
                 command=json.dumps(list(command)),
@@ -641,11 +649,47 @@ class Store:
             raise KeyError(f"run {run_id} is not in database {self.name}")
         raise TransitionError(f"run {run_id} is {current}; it cannot be started again")
 
-    def set_job(self, run_id: str, job_pid: int, devices: str) -> None:
-        """Record the launched job's pid and devices on a running run."""
-        statement = sa.update(Run).where(Run.id == run_id).values(job_pid=job_pid, devices=devices)
+    def set_jobs(self, jobs: Sequence[tuple[str, int, str]]) -> None:
+        """Record launched jobs' (run_id, job pid, devices) on their running runs, in one
+        transaction (a scheduler starting 8 jobs at once writes once, not 8 times)."""
+        if not jobs:
+            return
+        with self._session(write=True) as session:
+            for run_id, job_pid, devices in jobs:
+                session.execute(
+                    sa.update(Run)
+                    .where(Run.id == run_id)
+                    .values(job_pid=job_pid, devices=devices)
+                    .execution_options(synchronize_session=False)
+                )
+
+    def set_slurm_job(
+        self, run_id: str, job_id: str, nodes: str | None = None, state: str | None = None
+    ) -> None:
+        """Record a running run's Slurm job id, node list and Slurm state (None keeps a
+        recorded value)."""
+        values: dict[str, Any] = {"slurm_job_id": job_id}
+        if nodes is not None:
+            values["slurm_nodes"] = nodes
+        if state is not None:
+            values["slurm_state"] = state
+        statement = sa.update(Run).where(Run.id == run_id).values(**values)
         with self._session(write=True) as session:
             session.execute(statement.execution_options(synchronize_session=False))
+
+    def slurm_jobs(self, run_ids: Iterable[str]) -> dict[str, str]:
+        """run id -> recorded Slurm job id, for the given runs that have one."""
+        ids = list(dict.fromkeys(run_ids))
+        found: dict[str, str] = {}
+        with self._session(write=False) as session:
+            for chunk in _chunks(ids):
+                rows = session.execute(
+                    sa.select(Run.id, Run.slurm_job_id).where(
+                        Run.id.in_(chunk), Run.slurm_job_id.is_not(None)
+                    )
+                )
+                found.update({run_id: job_id for run_id, job_id in rows})
+        return found
 
     def heartbeat(self, run_ids: Sequence[str]) -> None:
         """Refresh the heartbeat of the given running runs (one statement per chunk)."""

@@ -81,7 +81,7 @@ def _work(worker: int, url: str, start: Any) -> dict[str, Any]:
     won = []
     for index, run_id in enumerate(own):
         store.mark_running(run_id, "host", os.getpid(), f"runs/{run_id}", ["torchrun"])
-        store.set_job(run_id, os.getpid(), "0")
+        store.set_jobs([(run_id, os.getpid(), "0")])
         store.heartbeat(own[: index + 1] + shared)  # shared rows, touched by everyone
         _record(store, run_id)
         won += _race_for(store, shared[index::OWN_RUNS])

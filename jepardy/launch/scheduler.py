@@ -92,6 +92,7 @@ class LocalScheduler:
     poll_s: float = POLL_S
     active: dict[str, ActiveJob] = field(default_factory=dict)
     interrupts: Interrupts = field(default_factory=Interrupts)
+    launched: list[tuple[str, int, str]] = field(default_factory=list)  # not yet in the store
 
     def run(self, queue: list[RunLike]) -> ScheduleResult:
         """Run `queue` to the end. Ctrl-C: kill every job (SIGTERM, then SIGKILL; a second
@@ -111,6 +112,8 @@ class LocalScheduler:
                 self._stop_all(result)
                 raise KeyboardInterrupt
             self._start_ready(queue, result)
+            self.store.set_jobs(self.launched)
+            self.launched.clear()
             self._reap(result)
             if time.monotonic() >= next_heartbeat:
                 self.store.heartbeat(list(self.active))
@@ -158,7 +161,7 @@ class LocalScheduler:
                 start_new_session=True,
                 preexec_fn=die_with_parent,
             )
-        self.store.set_job(run.run_id, proc.pid, ",".join(devices))
+        self.launched.append((run.run_id, proc.pid, ",".join(devices)))
         timeout = self.timeout_s(run)
         now = time.monotonic()
         self.active[run.run_id] = ActiveJob(
