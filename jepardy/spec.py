@@ -38,7 +38,10 @@ NAME_PATTERN = re.compile(r"[a-z0-9][a-z0-9_.-]*")
 # A grid of more points than this is almost surely a typo'd step (and would hang expansion).
 MAX_GRID_POINTS = 10_000
 
-_TOP_KEYS = ("sweep", "trainer", "params", "axes", "lanes")
+_TOP_KEYS = ("sweep", "trainer", "params", "axes", "lanes", "slurm")
+# [slurm]: sbatch settings of `jepardy sweep --executor slurm` (its options override them).
+_SLURM_TEXT_KEYS = ("partition", "account", "qos", "constraint")
+_SLURM_INT_KEYS = ("nodes", "gpus_per_node", "time")  # time: minutes per run
 _SWEEP_KEYS = ("name", "description", "seeds", "zip")
 _TRAINER_KEYS = ("kind", "nproc", "path")
 _LANE_KEYS = ("description", "after", "params", "axes", "control", "arms")
@@ -93,6 +96,8 @@ class Spec:
     lanes: tuple[Lane, ...]
     # kind "script": the script's absolute path; code_digest is then its sha256.
     script: Path | None = None
+    # [slurm]: partition, account, qos, constraint (str); nodes, gpus_per_node, time (int >= 1).
+    slurm: dict[str, str | int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -383,6 +388,7 @@ class _Parser:
         lanes = self.lanes(raw)
         self.check_overlaps(axes, lanes)
         zip_groups = self.zip_groups(sweep.get("zip"), axes, lanes)
+        slurm = self.slurm(self.table(raw, "slurm", ""))
         return Spec(
             path=path,
             text=text,
@@ -398,7 +404,19 @@ class _Parser:
             axes=axes,
             lanes=lanes,
             script=script,
+            slurm=slurm,
         )
+
+    def slurm(self, table: dict[str, Any]) -> dict[str, str | int]:
+        """The [slurm] table: text keys are strings, count keys are ints >= 1."""
+        self.check_keys(table, "slurm", (*_SLURM_TEXT_KEYS, *_SLURM_INT_KEYS))
+        for key, value in table.items():
+            if key in _SLURM_TEXT_KEYS and not (isinstance(value, str) and value):
+                self.fail(f"slurm.{key}", f"{_describe(value)}; expected a non-empty string")
+            is_int = isinstance(value, int) and not isinstance(value, bool)
+            if key in _SLURM_INT_KEYS and not (is_int and value >= 1):
+                self.fail(f"slurm.{key}", f"{_describe(value)}; expected an integer >= 1")
+        return dict(table)
 
     def check_keys(self, table: dict[str, Any], prefix: str, allowed: Sequence[str]) -> None:
         for key, value in table.items():

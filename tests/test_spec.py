@@ -367,7 +367,7 @@ ERRORS = [
     ),
     pytest.param(
         "budget = 1\n" + SWEEP + LANE,
-        "budget: unknown key; allowed: sweep, trainer, params, axes, lanes",
+        "budget: unknown key; allowed: sweep, trainer, params, axes, lanes, slurm",
         id="unknown-top-level-key",
     ),
     pytest.param(

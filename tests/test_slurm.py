@@ -1,0 +1,329 @@
+"""The Slurm executor: the per-node torchrun command and the state mapping (pure), and real
+sweeps on a local Slurm cluster (`scripts/slurm-test-cluster.sh start`), marked `slurm`:
+skipped when no cluster answers, failed instead when JEPARDY_REQUIRE_SLURM=1."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import sqlite3
+import subprocess
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from jepardy.errors import UserError
+from jepardy.launch.slurm import SlurmExecutor, SlurmOptions, job_status, node_torchrun_argv
+from jepardy.spec import PlannedRun, load_spec
+from jepardy.store import RunStatus, open_store
+from jepardy.trainer.config import schema
+
+LEDGER_SCRIPT = Path(__file__).parent / "ledger_train_gpt.py"
+REQUIRE_SLURM_ENV = "JEPARDY_REQUIRE_SLURM"
+
+
+def _run(nproc: int = 4, kind: str = "jepardy") -> PlannedRun:
+    return PlannedRun(
+        run_id="abcdef0123456789",
+        sweep="s",
+        lane="main",
+        arm="control",
+        variant="",
+        match="",
+        seed=1,
+        params={"seed": 1},
+        nproc=nproc,
+        kind=kind,
+    )
+
+
+def test_node_torchrun_argv_two_nodes() -> None:
+    env = {
+        "SLURM_JOB_ID": "4242",
+        "SLURM_JOB_NUM_NODES": "2",
+        "SLURM_NODEID": "1",
+        "SLURM_JOB_NODELIST": "gpu[07-08]",
+    }
+    expanded = {"gpu[07-08]": ["gpu07", "gpu08"]}
+    argv = node_torchrun_argv(_run(nproc=8), Path("/r/x"), env, expanded.__getitem__)
+    assert "--standalone" not in argv
+    at = argv.index("torch.distributed.run") + 1
+    assert argv[at : at + 6] == [
+        "--nnodes=2",
+        "--node_rank=1",
+        "--rdzv_backend=c10d",
+        "--rdzv_endpoint=gpu07:24242",
+        "--rdzv_id=4242",
+        "--nproc_per_node=8",
+    ]
+    assert argv[-4:] == ["--config", "/r/x/run.json", "--out", "/r/x"]
+
+
+def test_node_torchrun_argv_reads_nnodes_fallback() -> None:
+    env = {"SLURM_JOB_ID": "1", "SLURM_NNODES": "1", "SLURM_NODEID": "0", "SLURM_JOB_NODELIST": "a"}
+    argv = node_torchrun_argv(_run(nproc=1), Path("/r"), env, lambda nodes: [nodes])
+    assert "--nnodes=1" in argv and "--node_rank=0" in argv and "--rdzv_endpoint=a:20001" in argv
+
+
+@pytest.mark.parametrize(
+    ("state", "status"),
+    [
+        ("PENDING", RunStatus.RUNNING),
+        ("RUNNING", RunStatus.RUNNING),
+        ("REQUEUED", RunStatus.RUNNING),
+        ("PREEMPTED", RunStatus.RUNNING),
+        ("NODE_FAIL", RunStatus.RUNNING),
+        ("COMPLETED", RunStatus.DONE),
+        ("", RunStatus.DONE),
+        ("FAILED", RunStatus.FAILED),
+        ("OUT_OF_MEMORY", RunStatus.FAILED),
+        ("TIMEOUT", RunStatus.TIMEOUT),
+        ("CANCELLED+", RunStatus.INTERRUPTED),
+        ("CANCELLED by 0", RunStatus.INTERRUPTED),
+    ],
+)
+def test_job_status_maps_slurm_states(state: str, status: RunStatus) -> None:
+    assert job_status(state) is status
+
+
+def test_sbatch_parameters(tmp_path: Path) -> None:
+    options = SlurmOptions(partition="gpu", nodes=2, gpus_per_node=8, account="a", qos="q")
+    params = SlurmExecutor(tmp_path, options)._parameters(_run(nproc=8), 1000.0)
+    assert params["job_name"] == "jepardy-abcdef0123456789"
+    assert params["nodes"] == 2 and params["ntasks_per_node"] == 1
+    assert params["gpus_per_node"] == 8 and params["cpus_per_task"] == 8
+    assert params["time"] == 17 and params["partition"] == "gpu"
+    assert params["additional_parameters"] == {"requeue": True}
+    assert "constraint" not in params
+
+
+def test_store_records_slurm_job(tmp_path: Path) -> None:
+    store = open_store(tmp_path / "r.db")
+    store.upsert_sweep("s", "s.toml", "")
+    store.register_runs([_run()], None)
+    store.mark_running("abcdef0123456789", "h", 1, "/r", ["x"])
+    store.set_slurm_job("abcdef0123456789", "77", state="PENDING")
+    store.set_slurm_job("abcdef0123456789", "77", "node1", "RUNNING")
+    assert store.slurm_jobs(["abcdef0123456789", "other"]) == {"abcdef0123456789": "77"}
+    row = store.runs_frame().iloc[0]
+    assert (row.slurm_job_id, row.slurm_nodes, row.slurm_state) == ("77", "node1", "RUNNING")
+
+
+SPEC = """
+[sweep]
+name = "t"
+seeds = [1]
+
+[lanes.main]
+control = {}
+"""
+
+
+def test_spec_slurm_table(tmp_path: Path) -> None:
+    path = tmp_path / "s.toml"
+    path.write_text(SPEC + '[slurm]\npartition = "gpu"\nnodes = 2\ntime = 30\n')
+    assert load_spec(path, schema()).slurm == {"partition": "gpu", "nodes": 2, "time": 30}
+
+
+@pytest.mark.parametrize(
+    ("table", "error"),
+    [
+        ("nodes = 0", "slurm.nodes: 0 is a int; expected an integer >= 1"),
+        ('qos = ""', "slurm.qos: '' is a str; expected a non-empty string"),
+        ("gpus = 8", "slurm.gpus: unknown key;"),
+    ],
+)
+def test_spec_slurm_table_errors(tmp_path: Path, table: str, error: str) -> None:
+    path = tmp_path / "s.toml"
+    path.write_text(SPEC + f"[slurm]\n{table}\n")
+    with pytest.raises(UserError) as caught:
+        load_spec(path, schema())
+    message = str(caught.value)
+    assert "\n" not in message and message.startswith(f"{path}: {error}"), message
+
+
+# --- against a real local Slurm ---
+
+
+def _slurm_up() -> str | None:
+    """None when a Slurm controller answers with a usable node, else why not."""
+    if shutil.which("sinfo") is None:
+        return "sinfo not installed (apt-get install slurm-wlm munge)"
+    proc = subprocess.run(
+        ["sinfo", "-h", "-o", "%T"], capture_output=True, text=True, timeout=30, check=False
+    )
+    if proc.returncode != 0:
+        return f"no Slurm controller: {' '.join(proc.stderr.split())[:200]}"
+    if not {"idle", "mixed", "allocated"} & set(proc.stdout.split()):
+        return f"no usable Slurm node: {proc.stdout.split()}"
+    return None
+
+
+@pytest.fixture
+def slurm_cluster() -> None:
+    reason = _slurm_up()
+    if reason is None:
+        return
+    reason += " (scripts/slurm-test-cluster.sh start)"
+    if os.environ.get(REQUIRE_SLURM_ENV) == "1":
+        pytest.fail(f"{reason}; {REQUIRE_SLURM_ENV}=1")
+    pytest.skip(reason)
+
+
+def _spec(tmp_path: Path, name: str, seeds: int, sleep_s: float) -> Path:
+    path = tmp_path / f"{name}.toml"
+    path.write_text(f"""\
+[sweep]
+name = "{name}"
+seeds = [{", ".join(str(s) for s in range(1, seeds + 1))}]
+
+[trainer]
+kind = "script"
+path = "{LEDGER_SCRIPT}"
+
+[params]
+SLEEP_S = {sleep_s}
+LEDGER = "{tmp_path / "ledger.txt"}"
+
+[lanes.main]
+control = {{}}
+""")
+    return path
+
+
+def _rows(db: Path) -> list[tuple]:
+    with sqlite3.connect(db) as conn:
+        return conn.execute(
+            "SELECT id, status, reason, slurm_job_id, slurm_nodes FROM runs ORDER BY seq"
+        ).fetchall()
+
+
+def _submitted(db: Path) -> int:
+    """Runs with a recorded Slurm job id (0 while the sweep has not created its tables)."""
+    try:
+        return sum(bool(r[3]) for r in _rows(db)) if db.exists() else 0
+    except sqlite3.OperationalError:
+        return 0
+
+
+def _submissions(tmp_path: Path, sweep: str) -> int:
+    """sbatch calls made: submitit writes one <job id>_submission.sh per submitted job."""
+    return len(list((tmp_path / "runs" / sweep / ".submitit").glob("*_submission.sh")))
+
+
+def _args(tmp_path: Path, spec: Path) -> tuple:
+    return ("sweep", spec, "--db", tmp_path / "r.db", "--runs-dir", tmp_path / "runs",
+            "--executor", "slurm")  # fmt: skip
+
+
+@pytest.mark.slurm
+def test_slurm_sweep_ends_done_with_job_ids(tmp_path: Path, cli, slurm_cluster) -> None:
+    spec = _spec(tmp_path, "slurm-done", seeds=2, sleep_s=0.2)
+    proc = cli.run(*_args(tmp_path, spec), cwd=tmp_path, timeout=180)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    rows = _rows(tmp_path / "r.db")
+    assert [r[1] for r in rows] == ["done", "done"]
+    assert all(r[3] and r[4] for r in rows), rows  # a job id and a node list each
+    assert len({r[3] for r in rows}) == 2
+    again = cli.run(*_args(tmp_path, spec), cwd=tmp_path, timeout=60)
+    assert "0 done, 0 failed, 2 skipped" in again.stdout
+    assert _submissions(tmp_path, "slurm-done") == 2
+
+
+def _wait_for(predicate, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.3)
+
+
+def _slurm_state(job_id: str) -> str:
+    return subprocess.run(
+        ["squeue", "-h", "--states=all", "-j", job_id, "-o", "%T"],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout.strip()
+
+
+@pytest.mark.slurm
+def test_cancel_a_running_sweep(tmp_path: Path, cli, slurm_cluster) -> None:
+    spec = _spec(tmp_path, "slurm-cancel", seeds=2, sleep_s=60)
+    db = tmp_path / "r.db"
+    sweep = cli.popen(*_args(tmp_path, spec), cwd=tmp_path)
+    try:
+        _wait_for(lambda: _submitted(db) == 2, 60)
+        job_ids = [r[3] for r in _rows(db)]
+        cancelled = cli.run("cancel", "slurm-cancel", "--db", db, cwd=tmp_path, timeout=60)
+        assert cancelled.returncode == 0, cancelled.stdout + cancelled.stderr
+        assert "2 runs cancelled" in cancelled.stdout
+        assert sweep.wait(timeout=60) == 1  # its runs ended interrupted
+    finally:
+        if sweep.poll() is None:
+            sweep.kill()
+    assert {(r[1], r[2]) for r in _rows(db)} <= {
+        ("interrupted", "cancelled"),
+        ("interrupted", f"job {job_ids[0]} cancelled"),
+        ("interrupted", f"job {job_ids[1]} cancelled"),
+    }
+    for job_id in job_ids:
+        _wait_for(lambda j=job_id: _slurm_state(j) in ("", "CANCELLED"), 30)
+    assert not (tmp_path / "ledger.txt").exists()
+
+
+@pytest.mark.slurm
+def test_sigkill_orchestrator_then_resume_reattaches(tmp_path: Path, cli, slurm_cluster) -> None:
+    n_runs = 3
+    spec = _spec(tmp_path, "slurm-resume", seeds=n_runs, sleep_s=4)
+    db = tmp_path / "r.db"
+    sweep = cli.popen(*_args(tmp_path, spec), cwd=tmp_path)
+    _wait_for(lambda: _submitted(db) == n_runs, 60)
+    sweep.send_signal(signal.SIGKILL)
+    sweep.wait()
+    resumed = cli.run(*_args(tmp_path, spec), cwd=tmp_path, timeout=180)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    rows = _rows(db)
+    assert len(rows) == n_runs == len({r[0] for r in rows})
+    assert {r[1] for r in rows} == {"done"}
+    assert _submissions(tmp_path, "slurm-resume") == n_runs  # nothing submitted twice
+    ledger = Counter((tmp_path / "ledger.txt").read_text().split())
+    assert set(ledger) == {r[0] for r in rows} and set(ledger.values()) == {1}
+
+
+def _row_state(db: Path) -> str | None:
+    try:
+        with sqlite3.connect(db) as conn:
+            row = conn.execute("SELECT slurm_state FROM runs").fetchone()
+    except sqlite3.OperationalError:
+        return None
+    return row[0] if row else None
+
+
+@pytest.mark.slurm
+def test_requeued_job_is_followed_not_resubmitted(tmp_path: Path, cli, slurm_cluster) -> None:
+    """A job requeued by Slurm (as after preemption or a node failure) keeps its id; its row
+    follows it back through PENDING to done, and nothing is submitted again."""
+    spec = _spec(tmp_path, "slurm-requeue", seeds=1, sleep_s=6)
+    db = tmp_path / "r.db"
+    sweep = cli.popen(*_args(tmp_path, spec), cwd=tmp_path)
+    try:
+        _wait_for(lambda: db.exists() and _row_state(db) == "RUNNING", 60)
+        job_id = _rows(db)[0][3]
+        subprocess.run(["scontrol", "requeue", job_id], check=True, timeout=30)
+        _wait_for(lambda: _slurm_state(job_id) == "PENDING", 30)
+        # Slurm holds a requeued job ~2 minutes (BeginTime); let it start now.
+        subprocess.run(
+            ["scontrol", "update", f"JobId={job_id}", "StartTime=now"], check=True, timeout=30
+        )
+        out, _ = sweep.communicate(timeout=120)
+    finally:
+        if sweep.poll() is None:
+            sweep.kill()
+    assert sweep.returncode == 0, out
+    rows = _rows(db)
+    assert [(r[1], r[3]) for r in rows] == [("done", job_id)]
+    assert _submissions(tmp_path, "slurm-requeue") == 1
+    assert (tmp_path / "ledger.txt").read_text().split() == [rows[0][0]]
