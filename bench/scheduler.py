@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import socket
 import subprocess
 import sys
 import tempfile
@@ -23,28 +22,25 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 from jobs import FakeRun, SleepLauncher, register
 
-from jepardy.launch.scheduler import LocalScheduler
+from jepardy.launch.local_executor import LocalExecutor
 from jepardy.launch.slots import DevicePool
-from jepardy.launch.sweep import SweepObserver
+from jepardy.launch.tracker import JobTracker
 from jepardy.store import open_store
 
 
 def jepardy_wall_s(root: Path, runs: list[FakeRun], slots: int) -> float:
     store = open_store(root / "results.db")
     register(store, runs)
-    scheduler = LocalScheduler(
+    tracker = JobTracker(
         store=store,
-        pool=DevicePool([str(i) for i in range(slots)], cpu_slots=0),
+        executor=LocalExecutor(DevicePool([str(i) for i in range(slots)], 0), SleepLauncher()),
         launcher=SleepLauncher(),
         runs_root=root / "runs",
-        host=socket.gethostname(),
-        observer=SweepObserver(),
-        timeout_s=lambda run: None,
     )
     start = time.perf_counter()
-    result = scheduler.run(runs)
+    tracker.run(runs)
     wall = time.perf_counter() - start
-    assert all(o.status == "done" for o in result.outcomes.values()), "a bench job failed"
+    assert all(o.status == "done" for o in tracker.outcomes.values()), "a bench job failed"
     return wall
 
 
@@ -52,7 +48,9 @@ def bare_pool_wall_s(root: Path, runs: list[FakeRun], slots: int) -> float:
     launcher = SleepLauncher()
 
     def one(run: FakeRun) -> None:
-        subprocess.run(launcher.prepare(run, root / "bare" / run.run_id), check=True)
+        run_dir = root / "bare" / run.run_id
+        launcher.prepare(run, run_dir)
+        subprocess.run(launcher.argv(run, run_dir), check=True)
 
     start = time.perf_counter()
     with ThreadPoolExecutor(slots) as pool:

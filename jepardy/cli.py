@@ -213,12 +213,16 @@ def _sweep_options(
     slots: int,
     timeout_s: float | None,
     retry_failed: bool = False,
+    executor: str = "local",
+    slurm: dict[str, str | int] | None = None,
 ) -> SweepOptions:
     from jepardy.launch.slots import parse_gpus
     from jepardy.launch.sweep import SweepOptions
 
     return SweepOptions(
         runs_root=runs_dir,
+        executor=executor,
+        slurm=slurm or {},
         gpus=parse_gpus(gpus) if gpus else None,
         slots=slots,
         retry_failed=retry_failed,
@@ -276,40 +280,35 @@ def sweep(
     job still queued or running is re-attached to, never submitted twice. Ctrl-C stops
     cleanly; a second Ctrl-C kills at once.
     """
-    from jepardy.launch.slurm_sweep import run_slurm_sweep
     from jepardy.launch.sweep import run_sweep
     from jepardy.store import open_store
 
-    if executor not in ("local", "slurm"):
-        raise UserError(f"--executor: {executor!r} invalid; expected local or slurm")
-    options = _sweep_options(runs_dir, gpus, slots, timeout_s, retry_failed)
+    given = {
+        "partition": partition,
+        "nodes": nodes,
+        "gpus_per_node": gpus_per_node,
+        "time": time,
+        "account": account,
+        "qos": qos,
+        "constraint": constraint,
+    }
+    slurm = {k: v for k, v in given.items() if v is not None}
+    options = _sweep_options(runs_dir, gpus, slots, timeout_s, retry_failed, executor, slurm)
     store = open_store(db)
     with _progress() as progress:
-        observer = RichSweepObserver(progress)
-        if executor == "slurm":
-            given = {
-                "partition": partition,
-                "nodes": nodes,
-                "gpus_per_node": gpus_per_node,
-                "time": time,
-                "account": account,
-                "qos": qos,
-                "constraint": constraint,
-            }
-            slurm = {k: v for k, v in given.items() if v is not None}
-            summary = run_slurm_sweep(spec, store, options, slurm, observer=observer)
-        else:
-            summary = run_sweep(spec, store, options, observer=observer)
+        summary = run_sweep(spec, store, options, observer=RichSweepObserver(progress))
     _print_summary(summary, db)
 
 
 @app.command()
 def cancel(
-    sweep_name: Annotated[str, typer.Argument(help="The sweep whose Slurm jobs to cancel.")],
+    sweep_name: Annotated[str, typer.Argument(help="The sweep whose running runs to cancel.")],
     db: DbOption = "results.db",
 ) -> None:
-    """scancel a sweep's running Slurm jobs and record their runs interrupted ("cancelled")."""
-    from jepardy.launch.slurm_sweep import cancel_sweep
+    """Cancel a sweep's running runs: mark them cancelled, scancel their Slurm jobs, stop
+    their local jobs (here at once, on another machine at its orchestrator's next
+    heartbeat). `jepardy sweep SPEC` later runs them again."""
+    from jepardy.launch.tracker import cancel_sweep
     from jepardy.store import open_store
 
     cancelled = cancel_sweep(open_store(db), sweep_name)

@@ -37,8 +37,9 @@ def status_counts(runs: pd.DataFrame) -> pd.DataFrame:
 
 
 def running_jobs(runs: pd.DataFrame, now: datetime | None = None) -> pd.DataFrame:
-    """The running runs: where (host, orchestrator and job pid, devices; Slurm job id, node
-    list and state for a Slurm run), for how long, and seconds since their last heartbeat."""
+    """The running runs: who holds them (host and pid of the orchestrator), their job (its
+    executor, id there, state in the executor's words, nodes, local GPUs), for how long, and
+    seconds since their last heartbeat."""
     now = now or datetime.now(UTC)
     running = runs[runs["status"] == RunStatus.RUNNING.value]
     return pd.DataFrame(
@@ -50,11 +51,11 @@ def running_jobs(runs: pd.DataFrame, now: datetime | None = None) -> pd.DataFram
             "seed": running["seed"],
             "host": running["host"],
             "pid": running["pid"],
-            "job_pid": running["job_pid"],
+            "executor": running["executor"],
+            "job_id": running["job_id"],
+            "job_state": running["job_state"],
+            "job_nodes": running["job_nodes"],
             "devices": running["devices"],
-            "slurm_job_id": running["slurm_job_id"],
-            "slurm_nodes": running["slurm_nodes"],
-            "slurm_state": running["slurm_state"],
             "elapsed_s": (now - running["started_at"]).dt.total_seconds().round(1),
             "heartbeat_age_s": (now - running["heartbeat_at"]).dt.total_seconds().round(1),
         }

@@ -3,8 +3,8 @@
 Only the orchestrator writes here (docs/architecture.md); jobs write `result.json` and
 `metrics.jsonl` into their run directory and the orchestrator records them when a job ends.
 
-Tables (SCHEMA_VERSION 1):
-- `schema_info`: one row, the schema version this file was created with.
+Tables (SCHEMA_VERSION 2; migrations.py upgrades older databases):
+- `schema_info`: one row, the schema version the tables are in (created, or upgraded to).
 - `sweeps`: one row per sweep name, with the spec text and its sha256.
 - `runs`: one row per planned run (id = PlannedRun.run_id), its status, provenance, and the
   result fields as typed columns, so `pandas.read_sql("runs", engine)` can filter on
@@ -54,9 +54,10 @@ from sqlalchemy import event
 from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, OperationalError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
+from jepardy import migrations
 from jepardy.errors import UserError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 DEFAULT_BUSY_TIMEOUT_MS = 30_000
 
 # Execution option that makes the "begin" listeners take the write lock (SQLite: BEGIN
@@ -84,14 +85,21 @@ class RunStatus(enum.StrEnum):
     DONE = "done"
     FAILED = "failed"
     TIMEOUT = "timeout"
-    INTERRUPTED = "interrupted"
+    INTERRUPTED = "interrupted"  # its orchestrator stopped it (Ctrl-C) or died
+    CANCELLED = "cancelled"  # stopped on purpose from outside (`jepardy cancel`, scancel)
 
 
-# A run may be (re)claimed from these states; never from running (someone holds it) or done.
-CLAIMABLE = frozenset(
-    {RunStatus.PENDING, RunStatus.FAILED, RunStatus.TIMEOUT, RunStatus.INTERRUPTED}
+TERMINAL = frozenset(
+    {
+        RunStatus.DONE,
+        RunStatus.FAILED,
+        RunStatus.TIMEOUT,
+        RunStatus.INTERRUPTED,
+        RunStatus.CANCELLED,
+    }
 )
-TERMINAL = frozenset({RunStatus.DONE, RunStatus.FAILED, RunStatus.TIMEOUT, RunStatus.INTERRUPTED})
+# A run may be (re)claimed from these states; never from running (someone holds it) or done.
+CLAIMABLE = (TERMINAL - {RunStatus.DONE}) | {RunStatus.PENDING}
 
 
 class TransitionError(UserError):
@@ -125,14 +133,29 @@ class RunLike(Protocol):
 
 @dataclass(frozen=True)
 class Claim:
-    """A running run's holder: the orchestrator's host and pid, the job's pid, its heartbeat."""
+    """A running run's holder: the orchestrator's host and pid, the executor that runs its
+    job and the job's id there (None until recorded), its run directory, its heartbeat."""
 
     run_id: str
     host: str | None
     pid: int | None
-    job_pid: int | None
+    executor: str | None
+    job_id: str | None
     run_dir: str | None
     heartbeat_at: datetime | None
+
+
+@dataclass(frozen=True)
+class JobRecord:
+    """What an executor said about a run's job: its id, its state in the executor's own
+    words (Slurm's PENDING, RUNNING, ...), where it runs (a host or a Slurm node list) and,
+    for a local job, its CUDA_VISIBLE_DEVICES. None keeps the recorded value."""
+
+    run_id: str
+    job_id: str
+    state: str | None = None
+    nodes: str | None = None
+    devices: str | None = None
 
 
 @dataclass(frozen=True)
@@ -244,8 +267,14 @@ class Run(Base):
     # --- provenance ---
     host: Mapped[str | None] = mapped_column(sa.String(255))
     pid: Mapped[int | None]  # the orchestrator holding the run
-    job_pid: Mapped[int | None]  # the job's process (and process group) id
-    devices: Mapped[str | None] = mapped_column(sa.String(255))  # its CUDA_VISIBLE_DEVICES
+    # The run's job: which executor runs it ("local", "slurm"), its id there (a local job's
+    # process group id, a Slurm job id), where it runs (host or Slurm node list), and its
+    # state in the executor's words as last seen; NULL before it is submitted.
+    executor: Mapped[str | None] = mapped_column(sa.String(16))
+    job_id: Mapped[str | None] = mapped_column(sa.String(64))
+    job_nodes: Mapped[str | None] = mapped_column(sa.Text)
+    job_state: Mapped[str | None] = mapped_column(sa.String(32))
+    devices: Mapped[str | None] = mapped_column(sa.String(255))  # a local job's GPUs
     heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     attempts: Mapped[int] = mapped_column(default=0)
     run_dir: Mapped[str | None] = mapped_column(sa.Text)
@@ -253,11 +282,6 @@ class Run(Base):
     git_commit: Mapped[str | None] = mapped_column(sa.String(64))
     # The run this one was derived from (a re-export of its final weights); NULL otherwise.
     parent_run: Mapped[str | None] = mapped_column(sa.String(16))
-    # A run launched on Slurm: its job id, node list and Slurm state (squeue's %T) as last
-    # seen; NULL for local runs.
-    slurm_job_id: Mapped[str | None] = mapped_column(sa.String(64))
-    slurm_nodes: Mapped[str | None] = mapped_column(sa.Text)
-    slurm_state: Mapped[str | None] = mapped_column(sa.String(32))
 
     # --- results (copied from result.json; non-finite floats are NULL) ---
     val_bpb: Mapped[float | None]
@@ -311,6 +335,16 @@ _RESULT_FIELDS: dict[str, type] = {
     "jepa_pred_std": float,
     "code_sha256": str,
 }
+
+
+def _claim_columns() -> tuple[sa.ColumnElement[Any], ...]:
+    """The runs columns of a Claim, in its field order."""
+    return (Run.id, Run.host, Run.pid, Run.executor, Run.job_id, Run.run_dir, Run.heartbeat_at)
+
+
+def _same(column: sa.ColumnElement[Any], value: Any) -> sa.ColumnElement[bool]:
+    """column = value, where a None value matches NULL."""
+    return column.is_(None) if value is None else column == value
 
 
 def _now() -> datetime:
@@ -517,22 +551,28 @@ class Store:
         raise AssertionError("unreachable")
 
     def _ensure_schema(self) -> None:
-        """Create the tables and the version row once; refuse a different schema version.
+        """Create the tables and the version row once, upgrade an older schema
+        (migrations.py), refuse a newer one; then add columns the models have and the
+        database lacks (`_add_missing_columns`).
 
-        It runs under the write lock, so many processes opening a fresh database at once
-        create it once; later migrations belong here, under the same lock.
+        Every step runs under the write lock, and the upgrade reads the version again under
+        its own, so many processes opening a fresh or an old database at once create or
+        upgrade it once.
         """
         with self._session(write=True) as session:
-            Base.metadata.create_all(session.connection())
-            _add_missing_columns(session.connection())
-            versions = session.scalars(sa.select(SchemaInfo.version)).all()
-            if not versions:
+            connection = session.connection()
+            Base.metadata.create_all(connection)
+            version = migrations.read_version(connection, self.name, SCHEMA_VERSION)
+            if version is None:
                 session.add(SchemaInfo(version=SCHEMA_VERSION))
-            elif list(versions) != [SCHEMA_VERSION]:
-                raise UserError(
-                    f"database {self.name} has schema version {versions}; "
-                    f"this jepardy reads version {SCHEMA_VERSION}"
-                )
+            elif version == SCHEMA_VERSION:
+                _add_missing_columns(connection)
+        if version is not None and version < SCHEMA_VERSION:
+            # Its own transaction: on SQLite it needs foreign keys off, which a connection
+            # can only switch before its transaction begins.
+            migrations.upgrade(self._write_engine, self.name, SCHEMA_VERSION)
+            with self._session(write=True) as session:
+                _add_missing_columns(session.connection())
 
     def close(self) -> None:
         """Close every pooled connection."""
@@ -600,22 +640,30 @@ class Store:
         """Who holds each given run that is running, and since when it was last seen."""
         ids = list(dict.fromkeys(run_ids))
         claims: list[Claim] = []
-        columns = (Run.id, Run.host, Run.pid, Run.job_pid, Run.run_dir, Run.heartbeat_at)
         with self._session(write=False) as session:
             for chunk in _chunks(ids):
                 rows = session.execute(
-                    sa.select(*columns).where(Run.id.in_(chunk), Run.status == RunStatus.RUNNING)
+                    sa.select(*_claim_columns()).where(
+                        Run.id.in_(chunk), Run.status == RunStatus.RUNNING
+                    )
                 )
                 claims.extend(Claim(*row) for row in rows)
         return claims
 
     def mark_running(
-        self, run_id: str, host: str, pid: int, run_dir: str, command: list[str]
+        self,
+        run_id: str,
+        host: str,
+        pid: int,
+        run_dir: str,
+        command: list[str],
+        executor: str = "local",
     ) -> None:
-        """Claim a run: compare-and-set to running from pending, failed, timeout or interrupted.
+        """Claim a run for the orchestrator (host, pid) that submits it to `executor`:
+        compare-and-set to running from pending or any ended state but done.
 
-        Clears the results of an earlier attempt. Raises TransitionError when the run is
-        running (another orchestrator holds it) or done, KeyError when the id is unknown.
+        Clears the results and the job of an earlier attempt. Raises TransitionError when the
+        run is running (another orchestrator holds it) or done, KeyError when the id is unknown.
         """
         columns = dict.fromkeys([*_RESULT_FIELDS, "result", "log_tail", "exit_code"])
         statement = (
@@ -629,11 +677,11 @@ class Store:
                 finished_at=None,
                 host=host,
                 pid=pid,
-                job_pid=None,
+                executor=executor,
+                job_id=None,
+                job_nodes=None,
+                job_state=None,
                 devices=None,
-                slurm_job_id=None,
-                slurm_nodes=None,
-                slurm_state=None,
                 attempts=Run.attempts + 1,
                 run_dir=run_dir,
                 command=json.dumps(list(command)),
@@ -649,59 +697,85 @@ class Store:
             raise KeyError(f"run {run_id} is not in database {self.name}")
         raise TransitionError(f"run {run_id} is {current}; it cannot be started again")
 
-    def set_jobs(self, jobs: Sequence[tuple[str, int, str]]) -> None:
-        """Record launched jobs' (run_id, job pid, devices) on their running runs, in one
-        transaction (a scheduler starting 8 jobs at once writes once, not 8 times)."""
+    def adopt(self, claim: Claim, host: str, pid: int) -> bool:
+        """Take over a running run from the orchestrator in `claim` (one that is gone):
+        compare-and-set its holder to (host, pid). False when the run has changed hands or
+        ended meanwhile (another orchestrator adopted it first, or it was cancelled)."""
+        statement = (
+            sa.update(Run)
+            .where(
+                Run.id == claim.run_id,
+                Run.status == RunStatus.RUNNING,
+                _same(Run.host, claim.host),
+                _same(Run.pid, claim.pid),
+            )
+            .values(host=host, pid=pid, heartbeat_at=_now())
+            .execution_options(synchronize_session=False)
+        )
+        with self._session(write=True) as session:
+            return session.execute(statement).rowcount == 1
+
+    def set_jobs(self, jobs: Sequence[JobRecord]) -> None:
+        """Record jobs' ids, states, nodes and devices on their runs, in one transaction (a
+        scheduler starting 8 jobs at once writes once, not 8 times)."""
         if not jobs:
             return
         with self._session(write=True) as session:
-            for run_id, job_pid, devices in jobs:
+            for job in jobs:
+                values: dict[str, Any] = {"job_id": job.job_id}
+                for column, value in (
+                    ("job_state", job.state),
+                    ("job_nodes", job.nodes),
+                    ("devices", job.devices),
+                ):
+                    if value is not None:
+                        values[column] = value
                 session.execute(
                     sa.update(Run)
-                    .where(Run.id == run_id)
-                    .values(job_pid=job_pid, devices=devices)
+                    .where(Run.id == job.run_id)
+                    .values(**values)
                     .execution_options(synchronize_session=False)
                 )
 
-    def set_slurm_job(
-        self, run_id: str, job_id: str, nodes: str | None = None, state: str | None = None
-    ) -> None:
-        """Record a running run's Slurm job id, node list and Slurm state (None keeps a
-        recorded value)."""
-        values: dict[str, Any] = {"slurm_job_id": job_id}
-        if nodes is not None:
-            values["slurm_nodes"] = nodes
-        if state is not None:
-            values["slurm_state"] = state
-        statement = sa.update(Run).where(Run.id == run_id).values(**values)
-        with self._session(write=True) as session:
-            session.execute(statement.execution_options(synchronize_session=False))
-
-    def slurm_jobs(self, run_ids: Iterable[str]) -> dict[str, str]:
-        """run id -> recorded Slurm job id, for the given runs that have one."""
-        ids = list(dict.fromkeys(run_ids))
-        found: dict[str, str] = {}
-        with self._session(write=False) as session:
-            for chunk in _chunks(ids):
-                rows = session.execute(
-                    sa.select(Run.id, Run.slurm_job_id).where(
-                        Run.id.in_(chunk), Run.slurm_job_id.is_not(None)
-                    )
-                )
-                found.update({run_id: job_id for run_id, job_id in rows})
-        return found
-
-    def heartbeat(self, run_ids: Sequence[str]) -> None:
-        """Refresh the heartbeat of the given running runs (one statement per chunk)."""
+    def heartbeat(self, run_ids: Sequence[str], host: str, pid: int) -> list[str]:
+        """Refresh the heartbeat of the given runs held by (host, pid); returns those of them
+        it no longer holds (cancelled, or taken over), whose jobs the caller should stop."""
         now = _now()
+        held: set[str] = set()
         with self._session(write=True) as session:
             for chunk in _chunks(list(run_ids)):
+                mine = (
+                    Run.id.in_(chunk),
+                    Run.status == RunStatus.RUNNING,
+                    Run.host == host,
+                    Run.pid == pid,
+                )
                 session.execute(
                     sa.update(Run)
-                    .where(Run.id.in_(chunk), Run.status == RunStatus.RUNNING)
+                    .where(*mine)
                     .values(heartbeat_at=now)
                     .execution_options(synchronize_session=False)
                 )
+                held.update(session.scalars(sa.select(Run.id).where(*mine)))
+        return [run_id for run_id in run_ids if run_id not in held]
+
+    def cancel_running(self, run_ids: Iterable[str], reason: str = "cancelled") -> list[Claim]:
+        """Mark the given runs that are running cancelled, in one transaction; returns their
+        claims (as they were), so the caller can stop their jobs."""
+        ids = list(dict.fromkeys(run_ids))
+        claims: list[Claim] = []
+        with self._session(write=True) as session:
+            for chunk in _chunks(ids):
+                running = (Run.id.in_(chunk), Run.status == RunStatus.RUNNING)
+                rows = session.execute(sa.select(*_claim_columns()).where(*running))
+                claims.extend(Claim(*row) for row in rows)
+                session.execute(
+                    sa.update(Run)
+                    .where(*running)
+                    .values(status=RunStatus.CANCELLED, reason=reason, finished_at=_now())
+                    .execution_options(synchronize_session=False)
+                )
+        return claims
 
     def record_result(
         self,
@@ -713,41 +787,52 @@ class Store:
         result: dict[str, Any] | None,
         metrics: Iterable[dict[str, Any]],
         log_tail: str = "",
-    ) -> None:
-        """Record how a run ended, in one transaction.
+        holder: tuple[str, int] | None = None,
+        job_state: str | None = None,
+    ) -> bool:
+        """Record how a run ended, in one transaction; returns whether it was recorded.
 
-        `status` must be terminal (done, failed, timeout, interrupted); it is the caller's
-        verdict and may differ from result["status"] (a timeout writes no result). The typed
-        result columns are all set from `result` (None where a field is absent or non-finite),
-        the whole dict is kept as JSON, and the run's metrics rows are replaced by `metrics`
-        (objects with step, name, value). The last recorded result wins whatever the previous
-        state was, so a late real result overrides an "interrupted" verdict. KeyError when
-        the run id is unknown.
+        `status` must be terminal; it is the caller's verdict and may differ from
+        result["status"] (a timeout writes no result). The typed result columns are all set
+        from `result` (None where a field is absent or non-finite), the whole dict is kept as
+        JSON, and the run's metrics rows are replaced by `metrics` (objects with step, name,
+        value). With `holder` (an orchestrator's host and pid) a verdict other than done is
+        recorded only while that orchestrator still holds the running run, so a run cancelled
+        or taken over meanwhile keeps its row; a done result is always recorded (a real result
+        beats a verdict). `job_state`: the executor's last word on the job, recorded with it.
+        KeyError when the run id is unknown.
         """
         final = RunStatus(status)
         if final not in TERMINAL:
             raise ValueError(f"record_result needs a terminal status, got {final}")
         values = _result_columns(run_id, result)
         rows = [_metric_row(run_id, metric) for metric in metrics]
+        where = [Run.id == run_id]
+        if holder is not None and final is not RunStatus.DONE:
+            where += [Run.status == RunStatus.RUNNING, Run.host == holder[0], Run.pid == holder[1]]
         statement = (
             sa.update(Run)
-            .where(Run.id == run_id)
+            .where(*where)
             .values(
                 status=final,
                 reason=reason,
                 exit_code=exit_code,
                 finished_at=_now(),
                 log_tail=log_tail,
+                **({"job_state": job_state} if job_state is not None else {}),
                 **values,
             )
             .execution_options(synchronize_session=False)
         )
         with self._session(write=True) as session:
             if session.execute(statement).rowcount != 1:
-                raise KeyError(f"run {run_id} is not in database {self.name}")
+                if session.scalar(sa.select(Run.id).where(Run.id == run_id)) is None:
+                    raise KeyError(f"run {run_id} is not in database {self.name}")
+                return False
             session.execute(sa.delete(Metric).where(Metric.run_id == run_id))
             if rows:
                 session.execute(sa.insert(Metric), rows)
+        return True
 
     def stored_run(self, run_id: str) -> StoredRun:
         """A recorded run as a PlannedRun-like value, to launch it again; UserError if unknown."""
@@ -847,7 +932,7 @@ def open_store(url: str | Path, *, busy_timeout_ms: int = DEFAULT_BUSY_TIMEOUT_M
     `busy_timeout_ms` is how long one try of a writer waits for another writer's lock (SQLite
     busy_timeout, PostgreSQL lock_timeout); see `_LOCK_ATTEMPTS` for the retries. Raises
     UserError naming the URL when it cannot be parsed or opened, and when the database was
-    written by a different schema version.
+    written by a newer schema version (an older one is upgraded: migrations.py).
     """
     text = _sqlite_url(url)
     try:

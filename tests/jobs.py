@@ -1,6 +1,6 @@
-"""Fake jobs at the outer edge of the scheduler: real child processes that sleep, record
+"""Fake jobs at the outer edge of the local executor: real child processes that sleep, record
 when they ran and with which CUDA_VISIBLE_DEVICES, and write a result.json like the
-trainer's. Used by the scheduler tests and bench/scheduler.py."""
+trainer's. Used by the tracker tests and bench/scheduler.py."""
 
 from __future__ import annotations
 
@@ -51,13 +51,15 @@ class FakeRun:
 class SleepLauncher:
     """Each run sleeps params["sleep_s"] and exits with params.get("exit_code", 0)."""
 
-    def prepare(self, run: FakeRun, run_dir: Path) -> list[str]:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        for name in ("result.json", "timing.json"):
-            (run_dir / name).unlink(missing_ok=True)
+    def argv(self, run: FakeRun, run_dir: Path) -> list[str]:
         sleep_s = str(run.params.get("sleep_s", 0.1))
         exit_code = str(run.params.get("exit_code", 0))
         return [sys.executable, "-c", JOB_SCRIPT, str(run_dir), sleep_s, exit_code]
+
+    def prepare(self, run: FakeRun, run_dir: Path) -> None:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        for name in ("result.json", "timing.json"):
+            (run_dir / name).unlink(missing_ok=True)
 
     def environment(self, run: FakeRun, devices: tuple[str, ...]) -> dict[str, str]:
         return job_environment(devices, threads_per_rank=1)

@@ -1,13 +1,19 @@
-"""A challenge-style script for the kill-and-resume test: it sleeps SLEEP_S seconds, prints
-a final metric and the size lines, and appends its RUN_ID to the file LEDGER as its very last
-act, so the ledger tells how many times each run ran to completion."""
+"""A challenge-style script for the kill-and-resume tests: it sleeps SLEEP_S seconds (or the
+seconds written in the file SLEEP_FILE, which a test can change without changing the run's
+params and so its id), prints a final metric and the size lines, and appends its RUN_ID to
+the file LEDGER as its very last act, so the ledger tells how many times each run ran to
+completion."""
 
 import os
 import time
 
 RANK = int(os.environ.get("RANK", "0"))
 SEED = int(os.environ.get("SEED", "1"))
-time.sleep(float(os.environ.get("SLEEP_S", "1.0")))
+if "SLEEP_FILE" in os.environ:
+    with open(os.environ["SLEEP_FILE"]) as seconds:
+        time.sleep(float(seconds.read()))
+else:
+    time.sleep(float(os.environ.get("SLEEP_S", "1.0")))
 if RANK == 0:
     val_bpb = 1.0 + SEED / 1000
     print("model_params:1000", flush=True)

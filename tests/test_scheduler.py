@@ -1,18 +1,18 @@
-"""The local scheduler with real child processes (fake sleeping jobs) and a real SQLite store."""
+"""The tracker over the local executor with real child processes (fake sleeping jobs) and a
+real SQLite store: packing, lanes, timeouts, failures."""
 
 from __future__ import annotations
 
 import os
-import socket
 from pathlib import Path
 
 import pytest
 from jobs import FakeRun, SleepLauncher, max_overlap, register, timings
 
 from jepardy.errors import UserError
-from jepardy.launch.scheduler import LocalScheduler
+from jepardy.launch.local_executor import LocalExecutor
 from jepardy.launch.slots import DevicePool, parse_gpus
-from jepardy.launch.sweep import SweepObserver
+from jepardy.launch.tracker import JobTracker
 from jepardy.store import open_store
 
 
@@ -21,30 +21,23 @@ def _scheduler(
     pool: DevicePool,
     timeout_s: float | None = None,
     waits_for: dict[str, set[str]] | None = None,
-) -> LocalScheduler:
-    store = open_store(tmp_path / "results.db")
-    return LocalScheduler(
-        store=store,
-        pool=pool,
+) -> JobTracker:
+    return JobTracker(
+        store=open_store(tmp_path / "results.db"),
+        executor=LocalExecutor(pool, SleepLauncher()),
         launcher=SleepLauncher(),
         runs_root=tmp_path / "runs",
-        host=socket.gethostname(),
-        observer=SweepObserver(),
         timeout_s=lambda run: timeout_s,
         waits_for=waits_for or {},
     )
-
-
-def _statuses(scheduler: LocalScheduler, runs: list[FakeRun]) -> dict[str, str]:
-    return {k: str(v) for k, v in scheduler.store.statuses([r.run_id for r in runs]).items()}
 
 
 def test_four_gpu_slots_twelve_jobs(tmp_path: Path) -> None:
     runs = [FakeRun(f"job{i:02d}", params={"sleep_s": 0.6}) for i in range(12)]
     scheduler = _scheduler(tmp_path, DevicePool(["0", "1", "2", "3"], cpu_slots=0))
     register(scheduler.store, runs)
-    result = scheduler.run(runs)
-    assert {o.status for o in result.outcomes.values()} == {"done"}
+    scheduler.run(runs)
+    assert {o.status for o in scheduler.outcomes.values()} == {"done"}
     seen = timings(tmp_path / "runs", runs)
     intervals = [(t["start"], t["end"]) for t in seen.values()]
     assert max_overlap(intervals) == 4  # packed, never more than the slots

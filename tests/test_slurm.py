@@ -5,20 +5,21 @@ skipped when no cluster answers, failed instead when JEPARDY_REQUIRE_SLURM=1."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
-import sqlite3
 import subprocess
 import time
 from collections import Counter
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 
 from jepardy.errors import UserError
 from jepardy.launch.slurm import SlurmExecutor, SlurmOptions, job_status, node_torchrun_argv
 from jepardy.spec import PlannedRun, load_spec
-from jepardy.store import RunStatus, open_store
+from jepardy.store import JobRecord, RunStatus, open_store
 from jepardy.trainer.config import schema
 
 LEDGER_SCRIPT = Path(__file__).parent / "ledger_train_gpt.py"
@@ -81,8 +82,8 @@ def test_node_torchrun_argv_reads_nnodes_fallback() -> None:
         ("FAILED", RunStatus.FAILED),
         ("OUT_OF_MEMORY", RunStatus.FAILED),
         ("TIMEOUT", RunStatus.TIMEOUT),
-        ("CANCELLED+", RunStatus.INTERRUPTED),
-        ("CANCELLED by 0", RunStatus.INTERRUPTED),
+        ("CANCELLED+", RunStatus.CANCELLED),
+        ("CANCELLED by 0", RunStatus.CANCELLED),
     ],
 )
 def test_job_status_maps_slurm_states(state: str, status: RunStatus) -> None:
@@ -100,16 +101,22 @@ def test_sbatch_parameters(tmp_path: Path) -> None:
     assert "constraint" not in params
 
 
-def test_store_records_slurm_job(tmp_path: Path) -> None:
+def test_store_records_the_job(tmp_path: Path) -> None:
     store = open_store(tmp_path / "r.db")
     store.upsert_sweep("s", "s.toml", "")
     store.register_runs([_run()], None)
-    store.mark_running("abcdef0123456789", "h", 1, "/r", ["x"])
-    store.set_slurm_job("abcdef0123456789", "77", state="PENDING")
-    store.set_slurm_job("abcdef0123456789", "77", "node1", "RUNNING")
-    assert store.slurm_jobs(["abcdef0123456789", "other"]) == {"abcdef0123456789": "77"}
+    store.mark_running("abcdef0123456789", "h", 1, "/r", ["x"], executor="slurm")
+    store.set_jobs([JobRecord("abcdef0123456789", "77", "PENDING")])
+    store.set_jobs([JobRecord("abcdef0123456789", "77", "RUNNING", "node1")])
+    [claim] = store.running_claims(["abcdef0123456789", "other"])
+    assert (claim.executor, claim.job_id) == ("slurm", "77")
     row = store.runs_frame().iloc[0]
-    assert (row.slurm_job_id, row.slurm_nodes, row.slurm_state) == ("77", "node1", "RUNNING")
+    assert (row.executor, row.job_id, row.job_nodes, row.job_state) == (
+        "slurm",
+        "77",
+        "node1",
+        "RUNNING",
+    )
 
 
 SPEC = """
@@ -174,6 +181,9 @@ def slurm_cluster() -> None:
 
 
 def _spec(tmp_path: Path, name: str, seeds: int, sleep_s: float) -> Path:
+    """A sweep of the ledger script; its sleep is read from tmp_path/sleep_s at run time, so
+    a test can shorten it for a resume without changing the runs' ids."""
+    (tmp_path / "sleep_s").write_text(str(sleep_s))
     path = tmp_path / f"{name}.toml"
     path.write_text(f"""\
 [sweep]
@@ -185,7 +195,7 @@ kind = "script"
 path = "{LEDGER_SCRIPT}"
 
 [params]
-SLEEP_S = {sleep_s}
+SLEEP_FILE = "{tmp_path / "sleep_s"}"
 LEDGER = "{tmp_path / "ledger.txt"}"
 
 [lanes.main]
@@ -194,19 +204,24 @@ control = {{}}
     return path
 
 
-def _rows(db: Path) -> list[tuple]:
-    with sqlite3.connect(db) as conn:
-        return conn.execute(
-            "SELECT id, status, reason, slurm_job_id, slurm_nodes FROM runs ORDER BY seq"
-        ).fetchall()
-
-
-def _submitted(db: Path) -> int:
-    """Runs with a recorded Slurm job id (0 while the sweep has not created its tables)."""
+def _rows(db: str | Path) -> list[tuple]:
+    """(id, status, reason, job_id, job_nodes, executor) per run, in plan order; [] while
+    the sweep has not created its tables."""
+    url = db if "://" in str(db) else f"sqlite:///{db}"
+    engine = sa.create_engine(url, poolclass=sa.NullPool)
+    query = "SELECT id, status, reason, job_id, job_nodes, executor FROM runs ORDER BY seq"
     try:
-        return sum(bool(r[3]) for r in _rows(db)) if db.exists() else 0
-    except sqlite3.OperationalError:
-        return 0
+        with engine.connect() as connection:
+            return [tuple(row) for row in connection.exec_driver_sql(query)]
+    except sa.exc.DBAPIError:
+        return []
+    finally:
+        engine.dispose()
+
+
+def _submitted(db: str | Path) -> int:
+    """Runs with a recorded Slurm job id."""
+    return sum(bool(r[3]) for r in _rows(db))
 
 
 def _submissions(tmp_path: Path, sweep: str) -> int:
@@ -214,21 +229,29 @@ def _submissions(tmp_path: Path, sweep: str) -> int:
     return len(list((tmp_path / "runs" / sweep / ".submitit").glob("*_submission.sh")))
 
 
-def _args(tmp_path: Path, spec: Path) -> tuple:
-    return ("sweep", spec, "--db", tmp_path / "r.db", "--runs-dir", tmp_path / "runs",
+def _args(tmp_path: Path, spec: Path, db: str | Path | None = None) -> tuple:
+    return ("sweep", spec, "--db", db or tmp_path / "r.db", "--runs-dir", tmp_path / "runs",
             "--executor", "slurm")  # fmt: skip
 
 
+def _ledger(tmp_path: Path) -> Counter:
+    path = tmp_path / "ledger.txt"
+    return Counter(path.read_text().split()) if path.exists() else Counter()
+
+
 @pytest.mark.slurm
-def test_slurm_sweep_ends_done_with_job_ids(tmp_path: Path, cli, slurm_cluster) -> None:
+def test_slurm_sweep_ends_done_with_job_ids(
+    tmp_path: Path, cli, slurm_cluster, store_url: str
+) -> None:
+    """On SQLite and on PostgreSQL (the store recommended for many nodes)."""
     spec = _spec(tmp_path, "slurm-done", seeds=2, sleep_s=0.2)
-    proc = cli.run(*_args(tmp_path, spec), cwd=tmp_path, timeout=180)
+    proc = cli.run(*_args(tmp_path, spec, store_url), cwd=tmp_path, timeout=180)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    rows = _rows(tmp_path / "r.db")
+    rows = _rows(store_url)
     assert [r[1] for r in rows] == ["done", "done"]
-    assert all(r[3] and r[4] for r in rows), rows  # a job id and a node list each
+    assert all(r[3] and r[4] and r[5] == "slurm" for r in rows), rows  # job id, node list
     assert len({r[3] for r in rows}) == 2
-    again = cli.run(*_args(tmp_path, spec), cwd=tmp_path, timeout=60)
+    again = cli.run(*_args(tmp_path, spec, store_url), cwd=tmp_path, timeout=60)
     assert "0 done, 0 failed, 2 skipped" in again.stdout
     assert _submissions(tmp_path, "slurm-done") == 2
 
@@ -250,7 +273,7 @@ def _slurm_state(job_id: str) -> str:
 
 
 @pytest.mark.slurm
-def test_cancel_a_running_sweep(tmp_path: Path, cli, slurm_cluster) -> None:
+def test_cancel_a_running_sweep_then_resume(tmp_path: Path, cli, slurm_cluster) -> None:
     spec = _spec(tmp_path, "slurm-cancel", seeds=2, sleep_s=60)
     db = tmp_path / "r.db"
     sweep = cli.popen(*_args(tmp_path, spec), cwd=tmp_path)
@@ -260,18 +283,22 @@ def test_cancel_a_running_sweep(tmp_path: Path, cli, slurm_cluster) -> None:
         cancelled = cli.run("cancel", "slurm-cancel", "--db", db, cwd=tmp_path, timeout=60)
         assert cancelled.returncode == 0, cancelled.stdout + cancelled.stderr
         assert "2 runs cancelled" in cancelled.stdout
-        assert sweep.wait(timeout=60) == 1  # its runs ended interrupted
+        assert sweep.wait(timeout=60) == 1  # its runs ended cancelled
     finally:
         if sweep.poll() is None:
             sweep.kill()
-    assert {(r[1], r[2]) for r in _rows(db)} <= {
-        ("interrupted", "cancelled"),
-        ("interrupted", f"job {job_ids[0]} cancelled"),
-        ("interrupted", f"job {job_ids[1]} cancelled"),
-    }
+    assert [(r[1], r[2]) for r in _rows(db)] == [("cancelled", "cancelled")] * 2
     for job_id in job_ids:
         _wait_for(lambda j=job_id: _slurm_state(j) in ("", "CANCELLED"), 30)
-    assert not (tmp_path / "ledger.txt").exists()
+    assert not _ledger(tmp_path)
+    # Cancelled runs are resumed by the next sweep, as new jobs.
+    (tmp_path / "sleep_s").write_text("0.2")
+    resumed = cli.run(*_args(tmp_path, spec), cwd=tmp_path, timeout=180)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    rows = _rows(db)
+    assert [r[1] for r in rows] == ["done", "done"]
+    assert not {r[3] for r in rows} & set(job_ids)
+    assert set(_ledger(tmp_path).values()) == {1}
 
 
 @pytest.mark.slurm
@@ -289,17 +316,50 @@ def test_sigkill_orchestrator_then_resume_reattaches(tmp_path: Path, cli, slurm_
     assert len(rows) == n_runs == len({r[0] for r in rows})
     assert {r[1] for r in rows} == {"done"}
     assert _submissions(tmp_path, "slurm-resume") == n_runs  # nothing submitted twice
-    ledger = Counter((tmp_path / "ledger.txt").read_text().split())
+    ledger = _ledger(tmp_path)
     assert set(ledger) == {r[0] for r in rows} and set(ledger.values()) == {1}
 
 
+@pytest.mark.slurm
+def test_two_resumes_at_once_follow_each_job_once(
+    tmp_path: Path, cli, slurm_cluster, store_url: str
+) -> None:
+    """Two orchestrators resuming the same killed sweep together: each orphaned run is taken
+    over by exactly one of them (a compare-and-set on its claim), nothing is submitted twice,
+    and every run ends done once."""
+    n_runs = 3
+    spec = _spec(tmp_path, "slurm-twice", seeds=n_runs, sleep_s=4)
+    sweep = cli.popen(*_args(tmp_path, spec, store_url), cwd=tmp_path)
+    _wait_for(lambda: _submitted(store_url) == n_runs, 60)
+    sweep.send_signal(signal.SIGKILL)
+    sweep.wait()
+    resumes = [cli.popen(*_args(tmp_path, spec, store_url), cwd=tmp_path) for _ in range(2)]
+    outputs = [p.communicate(timeout=180)[0] for p in resumes]
+    assert [p.returncode for p in resumes] == [0, 0], outputs
+    rows = _rows(store_url)
+    assert [r[1] for r in rows] == ["done"] * n_runs
+    assert _submissions(tmp_path, "slurm-twice") == n_runs
+    assert set(_ledger(tmp_path).values()) == {1}
+    followed = [int(re.search(r"(\d+) done", out).group(1)) for out in outputs]
+    assert sum(followed) == n_runs, outputs  # each job's outcome recorded by one of them
+
+
 def _row_state(db: Path) -> str | None:
+    url = f"sqlite:///{db}"
+    engine = sa.create_engine(url, poolclass=sa.NullPool)
     try:
-        with sqlite3.connect(db) as conn:
-            row = conn.execute("SELECT slurm_state FROM runs").fetchone()
-    except sqlite3.OperationalError:
+        with engine.connect() as connection:
+            return connection.exec_driver_sql("SELECT job_state FROM runs").scalar()
+    except sa.exc.DBAPIError:
         return None
-    return row[0] if row else None
+    finally:
+        engine.dispose()
+
+
+def _start_now(job_id: str) -> None:
+    """Slurm holds a requeued job ~2 minutes (BeginTime); let it start now."""
+    _wait_for(lambda: _slurm_state(job_id) == "PENDING", 30)
+    subprocess.run(["scontrol", "update", f"JobId={job_id}", "StartTime=now"], check=True)
 
 
 @pytest.mark.slurm
@@ -313,11 +373,7 @@ def test_requeued_job_is_followed_not_resubmitted(tmp_path: Path, cli, slurm_clu
         _wait_for(lambda: db.exists() and _row_state(db) == "RUNNING", 60)
         job_id = _rows(db)[0][3]
         subprocess.run(["scontrol", "requeue", job_id], check=True, timeout=30)
-        _wait_for(lambda: _slurm_state(job_id) == "PENDING", 30)
-        # Slurm holds a requeued job ~2 minutes (BeginTime); let it start now.
-        subprocess.run(
-            ["scontrol", "update", f"JobId={job_id}", "StartTime=now"], check=True, timeout=30
-        )
+        _start_now(job_id)
         out, _ = sweep.communicate(timeout=120)
     finally:
         if sweep.poll() is None:
@@ -327,3 +383,32 @@ def test_requeued_job_is_followed_not_resubmitted(tmp_path: Path, cli, slurm_clu
     assert [(r[1], r[3]) for r in rows] == [("done", job_id)]
     assert _submissions(tmp_path, "slurm-requeue") == 1
     assert (tmp_path / "ledger.txt").read_text().split() == [rows[0][0]]
+
+
+@pytest.mark.slurm
+def test_preemption_signal_requeues_through_submitit(tmp_path: Path, cli, slurm_cluster) -> None:
+    """The signal Slurm sends before preempting or timing out a job (USR2, which submitit
+    asks for) reaches submitit's handler in the job: it calls NodeTask.checkpoint and
+    requeues the same job; the row follows it to done, with one submission and one
+    completed run."""
+    spec = _spec(tmp_path, "slurm-preempt", seeds=1, sleep_s=8)
+    db = tmp_path / "r.db"
+    sweep = cli.popen(*_args(tmp_path, spec), cwd=tmp_path)
+    try:
+        _wait_for(lambda: db.exists() and _row_state(db) == "RUNNING", 60)
+        job_id = _rows(db)[0][3]
+        time.sleep(1.0)  # let the job step start and install submitit's handler
+        subprocess.run(["scancel", "--signal=USR2", job_id], check=True, timeout=30)
+        (tmp_path / "sleep_s").write_text("0.5")  # the second attempt finishes quickly
+        _start_now(job_id)
+        out, _ = sweep.communicate(timeout=120)
+    finally:
+        if sweep.poll() is None:
+            sweep.kill()
+    assert sweep.returncode == 0, out
+    rows = _rows(db)
+    assert [(r[1], r[3]) for r in rows] == [("done", job_id)]
+    assert _submissions(tmp_path, "slurm-preempt") == 1
+    assert _ledger(tmp_path) == Counter([rows[0][0]])
+    log = "".join(p.read_text() for p in (tmp_path / "runs").rglob(f"{job_id}_0_log.err"))
+    assert "preempted" in log, log[-2000:]

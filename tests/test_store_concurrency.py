@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from jepardy.store import RunStatus, TransitionError, open_store
+from jepardy.store import JobRecord, RunStatus, TransitionError, open_store
 
 PROCESSES = 16
 OWN_RUNS = 4  # per process
@@ -81,8 +81,9 @@ def _work(worker: int, url: str, start: Any) -> dict[str, Any]:
     won = []
     for index, run_id in enumerate(own):
         store.mark_running(run_id, "host", os.getpid(), f"runs/{run_id}", ["torchrun"])
-        store.set_jobs([(run_id, os.getpid(), "0")])
-        store.heartbeat(own[: index + 1] + shared)  # shared rows, touched by everyone
+        store.set_jobs([JobRecord(run_id, str(os.getpid()), "RUNNING", "host", "0")])
+        # Shared rows too: a heartbeat refreshes only the caller's, and reads every one.
+        store.heartbeat(own[: index + 1] + shared, "host", os.getpid())
         _record(store, run_id)
         won += _race_for(store, shared[index::OWN_RUNS])
     store.close()

@@ -395,7 +395,7 @@ def test_sigint_interrupts_the_run_and_kills_its_processes(
     assert row["pid"] == proc.pid
     # Nothing the job started outlives the orchestrator: not the torchrun launcher (whose
     # pid the store recorded), not its trainer rank.
-    assert not pid_alive(running["job_pid"])
+    assert not pid_alive(int(running["job_id"]))
     assert processes_mentioning(runs_dir) == {}
 
     done = cli.run(*sweep, cwd=tmp_path)

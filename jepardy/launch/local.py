@@ -1,5 +1,5 @@
 """One local job of the jepardy trainer: its run directory, its environment, and what it
-wrote (result.json, metrics.jsonl, the log tail). The scheduler (scheduler.py) starts it.
+wrote (result.json, metrics.jsonl, the log tail). An executor (executor.py) starts it.
 A kind "script" run (a challenge train_gpt.py) gets its params as environment variables and
 its result.json written from its log (`write_script_result`).
 """
@@ -9,8 +9,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import signal
-import subprocess
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -63,28 +61,13 @@ class JobOutcome:
         return replace(self, status=status, reason=reason)
 
 
-def prepare_run_dir(run: RunLike, run_dir: Path) -> list[str]:
-    """Clear a previous attempt's files, write run.json; returns the argv to launch."""
-    argv = run_argv(run, run_dir)  # first: an ingested run is refused before any file changes
+def prepare_run_dir(run: RunLike, run_dir: Path) -> None:
+    """Clear a previous attempt's files and write run.json."""
+    run_argv(run, run_dir)  # first: an ingested run is refused before any file changes
     run_dir.mkdir(parents=True, exist_ok=True)
     for name in _ATTEMPT_FILES:
         (run_dir / name).unlink(missing_ok=True)
     write_run_config(run, run_dir)
-    return argv
-
-
-def kill_group(proc: subprocess.Popen) -> None:
-    """SIGTERM the job's process group, SIGKILL it if it is still there after 5 s."""
-    for sig, wait_s in ((signal.SIGTERM, 5.0), (signal.SIGKILL, None)):
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            return
-        try:
-            proc.wait(timeout=wait_s)
-            return
-        except subprocess.TimeoutExpired:
-            continue
 
 
 def collect(run_dir: Path, exit_code: int | None) -> JobOutcome:
@@ -144,8 +127,11 @@ class TorchrunLauncher:
 
     threads_per_rank: int = 1
 
-    def prepare(self, run: RunLike, run_dir: Path) -> list[str]:
-        return prepare_run_dir(run, run_dir)
+    def argv(self, run: RunLike, run_dir: Path) -> list[str]:
+        return run_argv(run, run_dir)
+
+    def prepare(self, run: RunLike, run_dir: Path) -> None:
+        prepare_run_dir(run, run_dir)
 
     def environment(self, run: RunLike, devices: tuple[str, ...]) -> dict[str, str]:
         env = job_environment(devices, self.threads_per_rank)

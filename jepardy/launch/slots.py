@@ -71,6 +71,11 @@ class DevicePool:
         """Whether such a run could ever start on this machine."""
         return self.need(nproc) <= self.capacity
 
+    def available(self, nproc: int) -> bool:
+        """Whether such a run could start now."""
+        free = len(self.free_gpus) if self.gpus else self.free_cpu
+        return self.need(nproc) <= free
+
     def acquire(self, nproc: int) -> tuple[str, ...] | None:
         """The GPU ids for a run (lowest free first), () for a CPU slot, None when busy."""
         if self.gpus:

@@ -30,8 +30,9 @@ from jepardy.errors import UserError
 from jepardy.launch.command import SCRIPT, run_argv, script_environment
 from jepardy.launch.executor import JobState
 from jepardy.launch.local import STDOUT_LOG
-from jepardy.store import RunLike, RunStatus
+from jepardy.store import Claim, JobRecord, RunLike, RunStatus
 
+SLURM = "slurm"
 JOB_NAME_PREFIX = "jepardy-"
 EXIT_FILE = "slurm_exit.json"  # {"exit_code": int} written by node 0's task
 # The c10d store listens on the first node at a port of the job's own: jobs sharing a node
@@ -81,7 +82,7 @@ def job_status(slurm_state: str) -> RunStatus:
     if state == "TIMEOUT":
         return RunStatus.TIMEOUT
     if state == "CANCELLED":
-        return RunStatus.INTERRUPTED
+        return RunStatus.CANCELLED
     if state in _FAILED:
         return RunStatus.FAILED
     return RunStatus.DONE  # COMPLETED, or gone from squeue: the files decide
@@ -240,14 +241,22 @@ def job_name(run: RunLike) -> str:
 
 class SlurmExecutor:
     """The Executor (executor.py) of Slurm: submits through submitit, reads and cancels jobs
-    with squeue/scancel."""
+    with squeue/scancel. Slurm queues and places jobs itself, so there is always room."""
+
+    name = SLURM
+    poll_s = 2.0  # one batched squeue call per poll
 
     def __init__(self, folder: Path, options: SlurmOptions) -> None:
         self.folder = folder
         self.options = options
 
-    def submit(self, run: RunLike, run_dir: Path, timeout_s: float | None) -> str:
-        """sbatch one run; returns its Slurm job id."""
+    def has_room(self, run: RunLike) -> bool:
+        return True
+
+    def submit(
+        self, run: RunLike, run_dir: Path, argv: list[str], timeout_s: float | None
+    ) -> JobRecord:
+        """sbatch one run (its node tasks build their own torchrun argv from `run`)."""
         import submitit
 
         executor = submitit.SlurmExecutor(
@@ -255,7 +264,7 @@ class SlurmExecutor:
         )
         executor.update_parameters(**self._parameters(run, timeout_s))
         job = executor.submit(NodeTask(run, str(run_dir)))
-        return str(job.job_id)
+        return JobRecord(run.run_id, str(job.job_id), "PENDING")
 
     def poll(self, job_ids: list[str]) -> dict[str, JobState]:
         """One squeue call; a job squeue no longer knows has ended (state "")."""
@@ -267,10 +276,19 @@ class SlurmExecutor:
             states[job_id] = JobState(job_status(state), state, seen.nodes if seen else "")
         return states
 
-    def cancel(self, job_ids: list[str]) -> None:
+    def exit_code(self, job_id: str, run_dir: Path) -> int | None:
+        return exit_code(run_dir)
+
+    def cancel(self, job_ids: list[str], *, force: bool = False) -> None:
+        """scancel (Slurm signals the job's steps and kills them after its KillWait)."""
         scancel(job_ids)
 
-    def find(self, run: RunLike) -> str | None:
+    def recover(self, claim: Claim, run: RunLike) -> str | None:
+        """The recorded job, or the live one named after the run when the orchestrator died
+        between sbatch and recording its id; the tracker follows it (squeue still knows it,
+        or its files decide)."""
+        if claim.job_id:
+            return claim.job_id
         named = jobs_named(job_name(run))
         return named[0] if named else None
 

@@ -1,0 +1,245 @@
+"""Upgrading a sweep database written by an older jepardy to the current schema version.
+
+Contract: `upgrade(engine, name, target)` brings a store database whose `schema_info` row says
+version v < target to `target`, one step per version (`_STEPS[v]` turns v into v + 1), in one
+write transaction: either every step and the new version row commit, or the error propagates
+and the database is left exactly as it was. `engine` is the store's write engine, whose "begin"
+hook takes the store's write lock (SQLite: BEGIN IMMEDIATE; PostgreSQL: the advisory lock), and
+the version is read again under that lock, so of many processes opening the same old database
+at once one upgrades it and the others find it upgraded. `read_version` is the one place a
+stored version is judged: a newer version, or one no step starts from, is refused with a
+one-line UserError.
+
+A step is written against the layout of the version it starts from (what that version's
+`create_all` made, plus what its additive `_add_missing_columns` may have added), never against
+the models in store.py, which describe the newest layout only; so v1 -> v2 -> v3 stays valid
+when the models move on. Columns that later code adds without a version change are the
+store's `_add_missing_columns` business, which runs after an upgrade.
+
+SQLite and PostgreSQL take different routes to the same layout: PostgreSQL alters `runs` in
+place (add, fill, drop columns; drop and add a constraint), while SQLite, which cannot alter a
+CHECK constraint, rebuilds the table by its documented procedure
+(https://www.sqlite.org/lang_altertable.html, "Making Other Kinds Of Table Schema Changes").
+That procedure drops `runs`, the parent table of `metrics`, so on SQLite the transaction runs
+on a connection whose foreign keys were switched off before it began, PRAGMA
+foreign_key_check must come back empty before the commit, and the connection is discarded
+afterwards instead of going back to the pool.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+import sqlalchemy as sa
+from sqlalchemy.exc import DBAPIError
+
+from jepardy.errors import UserError
+
+_log = logging.getLogger(__name__)
+
+
+def read_version(connection: sa.Connection, name: str, target: int) -> int | None:
+    """The schema version stored in the database, None when it has no version row yet (a
+    fresh database). UserError, naming the database `name`, when there are several rows or
+    the version is neither `target` nor one `upgrade` can start from."""
+    versions = list(connection.execute(sa.text("SELECT version FROM schema_info")).scalars())
+    if not versions:
+        return None
+    if len(versions) == 1 and (versions[0] == target or versions[0] in _STEPS):
+        return versions[0]
+    raise UserError(
+        f"database {name} has schema version {versions}; this jepardy reads version {target}"
+    )
+
+
+def upgrade(engine: sa.Engine, name: str, target: int) -> None:
+    """Upgrade the database of `engine` (the store's write engine) to schema version `target`
+    in one transaction under the store's write lock; see the module docstring. A database
+    already at `target` (another process upgraded it first) is left alone."""
+    with _write_transaction(engine) as connection:
+        version = read_version(connection, name, target)
+        if version is None or version == target:
+            return
+        try:
+            for step in range(version, target):
+                _STEPS[step](connection)
+        except DBAPIError as exc:
+            # Raised inside the transaction, so it rolls back: say so, on one line.
+            detail = " ".join(str(exc.orig).split())
+            raise UserError(
+                f"database {name}: upgrading it from schema version {version} to {target} "
+                f"failed and changed nothing: {detail}"
+            ) from exc
+        connection.execute(
+            sa.text("UPDATE schema_info SET version = :version"), {"version": target}
+        )
+        if connection.dialect.name == "sqlite":
+            _check_foreign_keys(connection, name)
+    _log.info("database %s: upgraded from schema version %d to %d", name, version, target)
+
+
+@contextmanager
+def _write_transaction(engine: sa.Engine) -> Iterator[sa.Connection]:
+    """A connection of `engine` in a transaction that holds the store's write lock, committed
+    when the block ends and rolled back when it raises; on SQLite, with foreign keys off."""
+    with engine.connect() as connection:
+        sqlite = connection.dialect.name == "sqlite"
+        if sqlite:
+            # Rebuilding `runs` drops the parent table of `metrics`: with foreign keys on, that
+            # DROP first deletes every run and ON DELETE CASCADE empties `metrics` (deferring
+            # the checks does not stop the cascade). PRAGMA foreign_keys is a no-op inside a
+            # transaction, so it is switched off on the DBAPI connection before the "begin"
+            # hook issues BEGIN IMMEDIATE; `upgrade` runs PRAGMA foreign_key_check instead.
+            cursor = connection.connection.cursor()
+            cursor.execute("PRAGMA foreign_keys = OFF")
+            cursor.close()
+        try:
+            with connection.begin():
+                yield connection
+        finally:
+            if sqlite:
+                # Never let a connection with foreign keys off back into the pool: the pool
+                # drops this one, and the next one it opens gets the store's connect pragmas.
+                connection.invalidate()
+
+
+def _check_foreign_keys(connection: sa.Connection, name: str) -> None:
+    """UserError (and so a rollback) when any row lacks the row its foreign key names; with
+    foreign keys off nothing else would notice before the commit."""
+    violations = connection.exec_driver_sql("PRAGMA foreign_key_check").all()
+    if violations:
+        table, rowid, parent, _ = violations[0]
+        raise UserError(
+            f"database {name}: after the schema upgrade {len(violations)} rows would lack the "
+            f"row their foreign key names (first: {table} rowid {rowid} -> {parent}), so it "
+            "changed nothing"
+        )
+
+
+# --- version 1 -> 2: a run's job described the same way for every executor ---
+
+# v1 kept a local job's process group id in job_pid and a Slurm job in slurm_*; v2 has one set
+# of columns for any executor. Early v1 databases may lack some of the v1 columns (they were
+# added within v1), so every step reads only the columns that are there.
+_V1_JOB_COLUMNS = ("job_pid", "slurm_job_id", "slurm_nodes", "slurm_state")
+# Declared types as v2's create_all writes them (String(16) -> VARCHAR(16), Text -> TEXT).
+_V2_JOB_COLUMNS = {
+    "executor": "VARCHAR(16)",
+    "job_id": "VARCHAR(64)",
+    "job_nodes": "TEXT",
+    "job_state": "VARCHAR(32)",
+}
+# v2's RunStatus values, frozen here: v1's CHECK refuses the new "cancelled".
+_V2_STATUSES = ("pending", "running", "done", "failed", "timeout", "interrupted", "cancelled")
+_V2_STATUS_CHECK = "CONSTRAINT run_status CHECK (status IN ({}))".format(
+    ", ".join(f"'{status}'" for status in _V2_STATUSES)
+)
+
+
+def _v1_to_v2(connection: sa.Connection) -> None:
+    """Replace runs.job_pid and runs.slurm_* by executor, job_id, job_nodes and job_state
+    (filled from them), and let the run_status CHECK accept "cancelled"."""
+    if connection.dialect.name == "sqlite":
+        _v1_to_v2_sqlite(connection)
+    else:
+        _v1_to_v2_in_place(connection)
+
+
+def _v2_job_values(present: set[str]) -> dict[str, str]:
+    """SQL expressions over a v1 runs row for each v2 job column: a Slurm job id makes the
+    row a Slurm job (its id, node list, state), else a job pid makes it a local job (the pid
+    as text, on the orchestrator's host), else there is no job. An absent column reads NULL."""
+
+    def column(name: str) -> str:
+        return name if name in present else "NULL"
+
+    slurm = f"{column('slurm_job_id')} IS NOT NULL"
+    local = f"{column('job_pid')} IS NOT NULL"
+    return {
+        "executor": f"CASE WHEN {slurm} THEN 'slurm' WHEN {local} THEN 'local' END",
+        "job_id": f"CASE WHEN {slurm} THEN {column('slurm_job_id')} "
+        f"WHEN {local} THEN CAST({column('job_pid')} AS TEXT) END",
+        "job_nodes": f"CASE WHEN {slurm} THEN {column('slurm_nodes')} "
+        f"WHEN {local} THEN {column('host')} END",
+        "job_state": f"CASE WHEN {slurm} THEN {column('slurm_state')} END",
+    }
+
+
+def _v1_to_v2_in_place(connection: sa.Connection) -> None:
+    """PostgreSQL: add the v2 columns, fill them, drop the v1 ones, swap the CHECK; DDL is
+    transactional there, so a failure rolls all of it back."""
+    present = {column["name"] for column in sa.inspect(connection).get_columns("runs")}
+    values = _v2_job_values(present)
+    adds = ", ".join(f"ADD COLUMN {name} {type_}" for name, type_ in _V2_JOB_COLUMNS.items())
+    connection.exec_driver_sql(f"ALTER TABLE runs {adds}")
+    sets = ", ".join(f"{name} = {expression}" for name, expression in values.items())
+    connection.exec_driver_sql(f"UPDATE runs SET {sets}")
+    drops = [f"DROP COLUMN {name}" for name in _V1_JOB_COLUMNS if name in present]
+    changes = ", ".join([*drops, "DROP CONSTRAINT run_status", f"ADD {_V2_STATUS_CHECK}"])
+    connection.exec_driver_sql(f"ALTER TABLE runs {changes}")
+
+
+def _v1_to_v2_sqlite(connection: sa.Connection) -> None:
+    """SQLite: rebuild `runs` in the v2 layout (steps 3-9 of the documented procedure; the
+    caller did 1-2 and does 10-12: foreign keys off, the transaction, the check, the commit).
+
+    Columns keep their declared types, NOT NULL and defaults as this database has them and
+    their order, with the job columns where job_pid was (at the end when it is absent). The
+    table constraints are written out: v1's `runs` has exactly these three (create_all made
+    them; the additive migration never adds constraints), with the CHECK widened.
+    """
+    quote = connection.dialect.identifier_preparer.quote
+    # cid, name, type, notnull, dflt_value, pk
+    columns = connection.exec_driver_sql("PRAGMA table_info(runs)").all()
+    present = {column.name for column in columns}
+    jobs = [f"{name} {type_}" for name, type_ in _V2_JOB_COLUMNS.items()]
+    definitions: list[str] = []
+    kept: list[str] = []
+    for column in columns:
+        if column.name == "job_pid":
+            definitions += jobs
+        elif column.name not in _V1_JOB_COLUMNS:
+            not_null = " NOT NULL" if column.notnull else ""
+            default = "" if column.dflt_value is None else f" DEFAULT {column.dflt_value}"
+            definitions.append(f"{quote(column.name)} {column.type}{not_null}{default}")
+            kept.append(quote(column.name))
+    if "job_pid" not in present:
+        definitions += jobs
+    definitions += [
+        "PRIMARY KEY (id)",
+        "FOREIGN KEY(sweep) REFERENCES sweeps (name)",
+        _V2_STATUS_CHECK,
+    ]
+    values = _v2_job_values(present)
+    # Made again afterwards, from their SQL: the old table's indexes and triggers, which go
+    # with it (automatic ones, such as the primary key's, have no SQL and come with the new
+    # table), and every view, dropped first: jepardy makes none, but since SQLite 3.26 the
+    # RENAME below refuses while any view names a table that is missing at that moment (a
+    # trigger on another table that names `runs` makes it fail, and the upgrade with it).
+    saved = connection.exec_driver_sql(
+        "SELECT type, name, sql FROM sqlite_master WHERE sql IS NOT NULL "
+        "AND (type = 'view' OR (tbl_name = 'runs' AND type IN ('index', 'trigger')))"
+    ).all()
+    views = [quote(row.name) for row in saved if row.type == "view"]
+    for view in views:
+        connection.exec_driver_sql(f"DROP VIEW {view}")
+    connection.exec_driver_sql(f"CREATE TABLE runs_v2 ({', '.join(definitions)})")
+    connection.exec_driver_sql(
+        f"INSERT INTO runs_v2 ({', '.join([*kept, *values])}) "
+        f"SELECT {', '.join([*kept, *values.values()])} FROM runs"
+    )
+    connection.exec_driver_sql("DROP TABLE runs")
+    # `metrics` still says REFERENCES runs: the new table takes the name it points at.
+    connection.exec_driver_sql("ALTER TABLE runs_v2 RENAME TO runs")
+    for row in saved:
+        connection.exec_driver_sql(row.sql)
+    for view in views:
+        # CREATE VIEW does not resolve columns; reading one does. A view that reads a
+        # removed column stops the upgrade, as PostgreSQL's DROP COLUMN refuses it.
+        connection.exec_driver_sql(f"SELECT * FROM {view} LIMIT 0")
+
+
+# The version each step starts from -> the step that turns it into the next version.
+_STEPS: dict[int, Callable[[sa.Connection], None]] = {1: _v1_to_v2}
