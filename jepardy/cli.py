@@ -276,9 +276,9 @@ def sweep(
     """Run every job of SPEC not already done, packed onto the GPUs (or CPU slots), or as
     Slurm jobs with --executor slurm (its options override the spec's [slurm] table).
 
-    Run it again to resume: done runs are skipped, interrupted ones run again, and a Slurm
-    job still queued or running is re-attached to, never submitted twice. Ctrl-C stops
-    cleanly; a second Ctrl-C kills at once.
+    Run it again to resume: done runs are skipped, interrupted and cancelled ones run again,
+    and a Slurm job still queued or running is re-attached to, never submitted twice. Ctrl-C
+    stops cleanly; a second Ctrl-C kills at once.
     """
     from jepardy.launch.sweep import run_sweep
     from jepardy.store import open_store
@@ -337,12 +337,13 @@ def rerun(
 
 @app.command()
 def status(db: DbOption = "results.db") -> None:
-    """Runs per state and sweep; the running jobs with their devices and elapsed time."""
+    """Runs per state and sweep; the running runs: their orchestrator, their job (executor,
+    id, state, nodes, devices), elapsed time and heartbeat age."""
     from jepardy.status import running_jobs, status_counts
     from jepardy.store import open_store
 
     runs = open_store(db).runs_frame()
-    console.print(_frame_table(status_counts(runs), "runs per state"))
+    console.print(_frame_table(status_counts(runs, every_state=False), "runs per state"))
     running = running_jobs(runs)
     if len(running):
         console.print(_frame_table(running, "running"))
@@ -365,9 +366,11 @@ def runs(
 
 
 def _frame_table(frame: pd.DataFrame, title: str) -> Table:
+    """A rich table of `frame`; columns blank in every row are left out, to fit a terminal."""
     import pandas as pd
 
     table = Table(title=title)
+    frame = frame.loc[:, frame.notna().any() | frame.empty]
     for column in frame.columns:
         table.add_column(str(column), no_wrap=column == "id")
     for row in frame.itertuples(index=False):

@@ -29,9 +29,12 @@ RUNS_COLUMNS = [
 ]
 
 
-def status_counts(runs: pd.DataFrame) -> pd.DataFrame:
-    """One row per sweep, one column per state (every state, in lifecycle order), plus total."""
+def status_counts(runs: pd.DataFrame, every_state: bool = True) -> pd.DataFrame:
+    """One row per sweep, one column per state in lifecycle order (every state, or with
+    `every_state` False only those some sweep has runs in), plus total."""
     counts = pd.crosstab(runs["sweep"], runs["status"]).reindex(columns=STATES, fill_value=0)
+    if not every_state:
+        counts = counts.loc[:, (counts != 0).any()]
     counts["total"] = counts.sum(axis=1)
     return counts.reset_index()
 

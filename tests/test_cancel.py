@@ -120,6 +120,13 @@ control = {{}}
             assert time.monotonic() < deadline and sweep.poll() is None, "no jobs started"
             time.sleep(0.2)
         job_ids = _job_ids(db)
+        status = cli.run("status", "--db", db, cwd=tmp_path)
+        assert status.returncode == 0, status.stderr
+        [counts, *running] = _table_rows(status.stdout)
+        assert (counts["sweep"], counts["running"], counts["total"]) == ("cancel", "2", "2")
+        assert [(r["executor"], r["job_id"], r["job_state"]) for r in running] == [
+            ("local", job_id, "RUNNING") for job_id in job_ids
+        ], status.stdout
         cancelled = cli.run("cancel", "cancel", "--db", db, cwd=tmp_path, timeout=60)
         assert cancelled.returncode == 0, cancelled.stdout + cancelled.stderr
         assert "2 runs cancelled" in cancelled.stdout
@@ -141,6 +148,18 @@ control = {{}}
     assert list(frame["status"]) == ["done", "done"]
     ledger = Counter((tmp_path / "ledger.txt").read_text().split())
     assert ledger == Counter(frame["id"])
+
+
+def _table_rows(stdout: str) -> list[dict[str, str]]:
+    """Every row of the rich tables printed, as {column: cell}."""
+    rows, header = [], []
+    for line in stdout.splitlines():
+        cells = [cell.strip() for cell in line.replace("┃", "│").split("│")[1:-1]]
+        if "┃" in line:
+            header = cells
+        elif cells:
+            rows.append(dict(zip(header, cells, strict=True)))
+    return rows
 
 
 def _job_ids(db: Path) -> list[str]:

@@ -412,3 +412,23 @@ def test_preemption_signal_requeues_through_submitit(tmp_path: Path, cli, slurm_
     assert _ledger(tmp_path) == Counter([rows[0][0]])
     log = "".join(p.read_text() for p in (tmp_path / "runs").rglob(f"{job_id}_0_log.err"))
     assert "preempted" in log, log[-2000:]
+
+
+@pytest.mark.slurm
+@pytest.mark.slow
+def test_smoke_spec_on_slurm(tmp_path: Path, cli, slurm_cluster) -> None:
+    """experiments/smoke.toml as shipped, every run a Slurm job of the real trainer under
+    torchrun: all done, each with its job id, and the report compares them."""
+    built = cli.run("data", "build", cwd=tmp_path)
+    assert built.returncode == 0, built.stderr
+    shutil.copy(Path(__file__).parent.parent / "experiments" / "smoke.toml", tmp_path)
+    db = tmp_path / "r.db"
+    proc = cli.run(*_args(tmp_path, Path("smoke.toml"), db), cwd=tmp_path, timeout=900)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    frame = open_store(db).runs_frame("smoke")
+    assert len(frame) == 8 and set(frame["status"]) == {"done"}
+    assert set(frame["executor"]) == {"slurm"} and frame["job_id"].nunique() == 8
+    assert frame["val_bpb"].notna().all() and frame["under_cap"].all()
+    report = cli.run("report", "--db", db, "--compare", "--format", "csv", cwd=tmp_path)
+    assert report.returncode == 0, report.stderr
+    assert report.stdout.count("\n") >= 5  # a header and a row per arm and EMA setting

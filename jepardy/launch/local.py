@@ -50,7 +50,7 @@ _ATTEMPT_FILES = ("result.json", "metrics.jsonl", "train.log", STDOUT_LOG)
 
 @dataclass(frozen=True)
 class JobOutcome:
-    status: str  # "done" | "failed" | "interrupted"
+    status: str  # a RunStatus value: "done", "failed", ... as the tracker decides
     reason: str
     exit_code: int | None
     result: dict[str, Any] | None

@@ -104,8 +104,8 @@ class JobTracker:
                     self._stop()
                 else:
                     self._submit_ready(queue)
-                self.flush()
                 self.poll()
+                self.flush()  # submissions and state changes, once per loop
                 if time.monotonic() >= next_heartbeat:
                     self._heartbeat()
                     next_heartbeat = time.monotonic() + HEARTBEAT_S
@@ -188,6 +188,7 @@ class JobTracker:
                 self._finish(job, JobState(RunStatus.CANCELLED, "CANCELLED"))
 
     def _finish(self, job: TrackedJob, seen: JobState) -> None:
+        self.flush()  # its job's earlier records first: the outcome is the last word
         exit_code = self.executor.exit_code(job.job_id, job.run_dir)
         outcome = self.launcher.collect(job.run, job.run_dir, exit_code)
         status, reason = self._verdict(job, seen, outcome, exit_code)
