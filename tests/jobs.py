@@ -91,3 +91,28 @@ def max_overlap(intervals: list[tuple[float, float]]) -> int:
         open_now += delta
         peak = max(peak, open_now)
     return peak
+
+
+def ledger_spec(tmp_path: Path, name: str, seeds: int, sleep_s: float, script: Path) -> Path:
+    """A sweep spec of `seeds` runs of the ledger script (tests/ledger_train_gpt.py) that
+    append to tmp_path/ledger.txt; their sleep is read from tmp_path/sleep_s at run time, so a
+    test can shorten it for a resume without changing the runs' ids."""
+    (tmp_path / "sleep_s").write_text(str(sleep_s))
+    path = tmp_path / f"{name}.toml"
+    path.write_text(f"""\
+[sweep]
+name = "{name}"
+seeds = [{", ".join(str(s) for s in range(1, seeds + 1))}]
+
+[trainer]
+kind = "script"
+path = "{script}"
+
+[params]
+SLEEP_FILE = "{tmp_path / "sleep_s"}"
+LEDGER = "{tmp_path / "ledger.txt"}"
+
+[lanes.main]
+control = {{}}
+""")
+    return path

@@ -10,7 +10,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from jobs import FakeRun, SleepLauncher, register, timings
+from jobs import FakeRun, SleepLauncher, ledger_spec, register, timings
 from test_sweep_e2e import pid_alive
 
 from jepardy.launch import tracker as tracker_module
@@ -93,24 +93,7 @@ def test_a_run_cancelled_elsewhere_is_stopped_at_the_next_heartbeat(
 
 @pytest.mark.slow
 def test_cancel_a_local_sweep_then_resume(tmp_path: Path, cli) -> None:
-    (tmp_path / "sleep_s").write_text("60")
-    spec = tmp_path / "cancel.toml"
-    spec.write_text(f"""\
-[sweep]
-name = "cancel"
-seeds = [1, 2]
-
-[trainer]
-kind = "script"
-path = "{LEDGER_SCRIPT}"
-
-[params]
-SLEEP_FILE = "{tmp_path / "sleep_s"}"
-LEDGER = "{tmp_path / "ledger.txt"}"
-
-[lanes.main]
-control = {{}}
-""")
+    spec = ledger_spec(tmp_path, "cancel", seeds=2, sleep_s=60, script=LEDGER_SCRIPT)
     db = tmp_path / "results.db"
     args = ("sweep", spec, "--db", db, "--slots", "2")
     sweep = cli.popen(*args, cwd=tmp_path)

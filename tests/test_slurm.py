@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from jobs import ledger_spec
 
 from jepardy.errors import UserError
 from jepardy.launch.slurm import SlurmExecutor, SlurmOptions, job_status, node_torchrun_argv
@@ -181,27 +182,7 @@ def slurm_cluster() -> None:
 
 
 def _spec(tmp_path: Path, name: str, seeds: int, sleep_s: float) -> Path:
-    """A sweep of the ledger script; its sleep is read from tmp_path/sleep_s at run time, so
-    a test can shorten it for a resume without changing the runs' ids."""
-    (tmp_path / "sleep_s").write_text(str(sleep_s))
-    path = tmp_path / f"{name}.toml"
-    path.write_text(f"""\
-[sweep]
-name = "{name}"
-seeds = [{", ".join(str(s) for s in range(1, seeds + 1))}]
-
-[trainer]
-kind = "script"
-path = "{LEDGER_SCRIPT}"
-
-[params]
-SLEEP_FILE = "{tmp_path / "sleep_s"}"
-LEDGER = "{tmp_path / "ledger.txt"}"
-
-[lanes.main]
-control = {{}}
-""")
-    return path
+    return ledger_spec(tmp_path, name, seeds, sleep_s, LEDGER_SCRIPT)
 
 
 def _rows(db: str | Path) -> list[tuple]:
@@ -362,43 +343,17 @@ def _start_now(job_id: str) -> None:
     subprocess.run(["scontrol", "update", f"JobId={job_id}", "StartTime=now"], check=True)
 
 
-@pytest.mark.slurm
-def test_requeued_job_is_followed_not_resubmitted(tmp_path: Path, cli, slurm_cluster) -> None:
-    """A job requeued by Slurm (as after preemption or a node failure) keeps its id; its row
-    follows it back through PENDING to done, and nothing is submitted again."""
-    spec = _spec(tmp_path, "slurm-requeue", seeds=1, sleep_s=6)
+def _disturb_then_finish(tmp_path: Path, cli, name: str, disturb) -> str:
+    """Start a one-run sweep, call `disturb(job_id)` once its job runs, let the requeued job
+    start at once and finish quickly; check that its row followed the same job to done,
+    with one submission and one completed run. Returns the job id."""
+    spec = _spec(tmp_path, name, seeds=1, sleep_s=8)
     db = tmp_path / "r.db"
     sweep = cli.popen(*_args(tmp_path, spec), cwd=tmp_path)
     try:
         _wait_for(lambda: db.exists() and _row_state(db) == "RUNNING", 60)
         job_id = _rows(db)[0][3]
-        subprocess.run(["scontrol", "requeue", job_id], check=True, timeout=30)
-        _start_now(job_id)
-        out, _ = sweep.communicate(timeout=120)
-    finally:
-        if sweep.poll() is None:
-            sweep.kill()
-    assert sweep.returncode == 0, out
-    rows = _rows(db)
-    assert [(r[1], r[3]) for r in rows] == [("done", job_id)]
-    assert _submissions(tmp_path, "slurm-requeue") == 1
-    assert (tmp_path / "ledger.txt").read_text().split() == [rows[0][0]]
-
-
-@pytest.mark.slurm
-def test_preemption_signal_requeues_through_submitit(tmp_path: Path, cli, slurm_cluster) -> None:
-    """The signal Slurm sends before preempting or timing out a job (USR2, which submitit
-    asks for) reaches submitit's handler in the job: it calls NodeTask.checkpoint and
-    requeues the same job; the row follows it to done, with one submission and one
-    completed run."""
-    spec = _spec(tmp_path, "slurm-preempt", seeds=1, sleep_s=8)
-    db = tmp_path / "r.db"
-    sweep = cli.popen(*_args(tmp_path, spec), cwd=tmp_path)
-    try:
-        _wait_for(lambda: db.exists() and _row_state(db) == "RUNNING", 60)
-        job_id = _rows(db)[0][3]
-        time.sleep(1.0)  # let the job step start and install submitit's handler
-        subprocess.run(["scancel", "--signal=USR2", job_id], check=True, timeout=30)
+        disturb(job_id)
         (tmp_path / "sleep_s").write_text("0.5")  # the second attempt finishes quickly
         _start_now(job_id)
         out, _ = sweep.communicate(timeout=120)
@@ -408,8 +363,33 @@ def test_preemption_signal_requeues_through_submitit(tmp_path: Path, cli, slurm_
     assert sweep.returncode == 0, out
     rows = _rows(db)
     assert [(r[1], r[3]) for r in rows] == [("done", job_id)]
-    assert _submissions(tmp_path, "slurm-preempt") == 1
+    assert _submissions(tmp_path, name) == 1
     assert _ledger(tmp_path) == Counter([rows[0][0]])
+    return job_id
+
+
+@pytest.mark.slurm
+def test_requeued_job_is_followed_not_resubmitted(tmp_path: Path, cli, slurm_cluster) -> None:
+    """A job requeued by Slurm (as after preemption or a node failure) keeps its id; its row
+    follows it back through PENDING to done, and nothing is submitted again."""
+
+    def requeue(job_id: str) -> None:
+        subprocess.run(["scontrol", "requeue", job_id], check=True, timeout=30)
+
+    _disturb_then_finish(tmp_path, cli, "slurm-requeue", requeue)
+
+
+@pytest.mark.slurm
+def test_preemption_signal_requeues_through_submitit(tmp_path: Path, cli, slurm_cluster) -> None:
+    """The signal Slurm sends before preempting or timing out a job (USR2, which submitit
+    asks for) reaches submitit's handler in the job: it calls NodeTask.checkpoint and
+    requeues the same job, which the row follows to done."""
+
+    def signal_usr2(job_id: str) -> None:
+        time.sleep(1.0)  # let the job step start and install submitit's handler
+        subprocess.run(["scancel", "--signal=USR2", job_id], check=True, timeout=30)
+
+    job_id = _disturb_then_finish(tmp_path, cli, "slurm-preempt", signal_usr2)
     log = "".join(p.read_text() for p in (tmp_path / "runs").rglob(f"{job_id}_0_log.err"))
     assert "preempted" in log, log[-2000:]
 
