@@ -152,3 +152,12 @@ def _job_ids(db: Path) -> list[str]:
     frame = open_store(db).runs_frame()
     ids = [j for j, s in zip(frame["job_id"], frame["status"], strict=True) if s == "running"]
     return ids if len(ids) == 2 and all(ids) else []
+
+
+def test_cancel_refuses_an_unknown_sweep_in_one_line(tmp_path: Path, cli) -> None:
+    store = open_store(tmp_path / "results.db")
+    register(store, [FakeRun("a")])
+    line = cli.refused("cancel", "fkae", "--db", tmp_path / "results.db", cwd=tmp_path)
+    assert line == (
+        f"error: cancel: sweep 'fkae' is not in database {tmp_path / 'results.db'}; it has fake"
+    )

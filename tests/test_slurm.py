@@ -4,11 +4,13 @@ skipped when no cluster answers, failed instead when JEPARDY_REQUIRE_SLURM=1."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
 import signal
 import subprocess
+import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -18,6 +20,7 @@ import sqlalchemy as sa
 from jobs import ledger_spec
 
 from jepardy.errors import UserError
+from jepardy.launch.local import prepare_run_dir
 from jepardy.launch.slurm import SlurmExecutor, SlurmOptions, job_status, node_torchrun_argv
 from jepardy.spec import PlannedRun, load_spec
 from jepardy.store import JobRecord, RunStatus, open_store
@@ -412,3 +415,60 @@ def test_smoke_spec_on_slurm(tmp_path: Path, cli, slurm_cluster) -> None:
     report = cli.run("report", "--db", db, "--compare", "--format", "csv", cwd=tmp_path)
     assert report.returncode == 0, report.stderr
     assert report.stdout.count("\n") >= 5  # a header and a row per arm and EMA setting
+
+
+NODE_TASK = """
+import json, sys
+from pathlib import Path
+from jepardy.launch.slurm import NodeTask
+from jepardy.spec import PlannedRun
+fields = json.loads(sys.argv[1])
+NodeTask(PlannedRun(**fields), sys.argv[2])()
+"""
+
+
+@pytest.mark.slurm
+@pytest.mark.slow
+def test_two_node_tasks_rendezvous_and_train_one_run(tmp_path: Path, cli, slurm_cluster) -> None:
+    """The multi-node path without a second machine: the two node tasks of one 2-node job
+    (SLURM_NODEID 0 and 1, the node list naming this host twice) each start their torchrun,
+    meet at the c10d rendezvous on the first node and train one run with world size 2."""
+    built = cli.run("data", "build", "--root", tmp_path / "embedded", cwd=tmp_path)
+    assert built.returncode == 0, built.stderr
+    data = tmp_path / "embedded"
+    params = {
+        "data_dir": str(data / "datasets/embedded_sp1024"),
+        "tokenizer_path": str(data / "tokenizers/embedded_1024_bpe.model"),
+        "vocab_size": 1024, "d_model": 32, "n_layers": 1, "n_heads": 4, "n_kv_heads": 2,
+        "seq_len": 64, "train_batch_tokens": 2048, "val_max_tokens": 4096, "iterations": 6,
+        "warmup_steps": 2, "seed": 1,
+    }  # fmt: skip
+    run = PlannedRun("0123456789abcdef", "two", "main", "control", "", "", 1, params, 1, "jepardy")
+    run_dir = tmp_path / "run"
+    prepare_run_dir(run, run_dir)
+    job_id = str(30000 + os.getpid() % 10000)  # a rendezvous port of its own (rdzv_port)
+    fields = json.dumps({**run.__dict__})
+    tasks = []
+    for node in (0, 1):
+        env = {
+            **cli.env(),
+            "SLURM_JOB_ID": job_id,
+            "SLURM_JOB_NUM_NODES": "2",
+            "SLURM_NODEID": str(node),
+            "SLURM_JOB_NODELIST": "127.0.0.1,127.0.0.1",
+        }
+        tasks.append(
+            subprocess.Popen([sys.executable, "-c", NODE_TASK, fields, str(run_dir)], env=env)
+        )
+    try:
+        codes = [task.wait(timeout=300) for task in tasks]
+    finally:
+        for task in tasks:
+            if task.poll() is None:
+                task.kill()
+    logs = {p.name: p.read_text()[-2000:] for p in run_dir.glob("stdout*.log")}
+    assert codes == [0, 0], logs
+    assert set(logs) == {"stdout.log", "stdout.node1.log"}
+    result = json.loads((run_dir / "result.json").read_text())
+    assert (result["status"], result["world_size"]) == ("done", 2), result
+    assert json.loads((run_dir / "slurm_exit.json").read_text()) == {"exit_code": 0}

@@ -304,7 +304,13 @@ def cancel_sweep(store: Store, sweep: str) -> list[str]:
     """Cancel a sweep's running runs: mark them cancelled (first, in one transaction, so no
     outcome of theirs can land after), then stop their jobs: scancel the Slurm ones, SIGTERM
     the local ones on this machine. A local job on another machine is stopped by its own
-    orchestrator at its next heartbeat. Returns the cancelled run ids."""
+    orchestrator at its next heartbeat. Returns the cancelled run ids; UserError when the
+    store has no such sweep."""
+    if sweep not in (names := store.sweep_names()):
+        raise UserError(
+            f"cancel: sweep {sweep!r} is not in database {store.name}; "
+            f"it has {', '.join(names) or 'no sweeps'}"
+        )
     claims = store.cancel_running(store.runs_frame(sweep)["id"].tolist())
     scancel(sorted({c.job_id for c in claims if c.executor == SLURM and c.job_id}))
     host = socket.gethostname()
