@@ -1,4 +1,5 @@
-"""Scheduler packing benchmark: 64 sleep jobs of known length on 8 fake GPU slots.
+"""Local packing benchmark: the tracker over the local executor, 64 sleep jobs of known length
+on 8 fake GPU slots.
 
 Prints the sweep's wall time over the ideal packing time (goal <= 1.05), the orchestrator's
 overhead per job, and the same figures for a reference measured in the same run: a bare
@@ -74,7 +75,7 @@ def main() -> None:
         bare = bare_pool_wall_s(Path(tmp), runs, args.slots)
     waves = math.ceil(args.jobs / args.slots)
     print(f"{args.jobs} jobs x {args.sleep_s:.1f}s on {args.slots} slots; ideal {ideal_s:.2f}s")
-    for name, wall in (("jepardy scheduler", ours), ("reference: bare thread pool", bare)):
+    for name, wall in (("jepardy local executor", ours), ("reference: bare thread pool", bare)):
         print(
             f"{name:28s} wall {wall:7.2f}s  wall/ideal {wall / ideal_s:.3f}  "
             f"overhead per job {(wall - ideal_s) / waves * 1000:6.1f} ms"

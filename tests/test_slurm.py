@@ -472,3 +472,14 @@ def test_two_node_tasks_rendezvous_and_train_one_run(tmp_path: Path, cli, slurm_
     result = json.loads((run_dir / "result.json").read_text())
     assert (result["status"], result["world_size"]) == ("done", 2), result
     assert json.loads((run_dir / "slurm_exit.json").read_text()) == {"exit_code": 0}
+
+
+@pytest.mark.slurm
+def test_a_job_sbatch_refuses_fails_its_run_in_one_line(tmp_path: Path, cli, slurm_cluster) -> None:
+    spec = _spec(tmp_path, "slurm-refused", seeds=2, sleep_s=0.1)
+    line = cli.refused(*_args(tmp_path, spec), "--partition", "nosuch", cwd=tmp_path)
+    assert line.startswith("error: sbatch refused run ") and "nosuch" in line, line
+    assert "invalid partition" in line.lower(), line
+    rows = _rows(tmp_path / "r.db")
+    assert [r[1] for r in rows] == ["failed", "pending"]  # the sweep stopped at the first
+    assert rows[0][2] == line.removeprefix("error: ")

@@ -17,6 +17,8 @@ Slurm's state strings stop here: `job_status` maps them onto the store's RunStat
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import subprocess
@@ -256,14 +258,23 @@ class SlurmExecutor:
     def submit(
         self, run: RunLike, run_dir: Path, argv: list[str], timeout_s: float | None
     ) -> JobRecord:
-        """sbatch one run (its node tasks build their own torchrun argv from `run`)."""
+        """sbatch one run (its node tasks build their own torchrun argv from `run`); UserError
+        with sbatch's message when it refuses the job."""
         import submitit
 
         executor = submitit.SlurmExecutor(
             folder=self.folder, max_num_timeout=3, python=sys.executable
         )
         executor.update_parameters(**self._parameters(run, timeout_s))
-        job = executor.submit(NodeTask(run, str(run_dir)))
+        try:
+            # submitit prints a failed sbatch's stderr before raising it; the error says it.
+            with contextlib.redirect_stderr(io.StringIO()):
+                job = executor.submit(NodeTask(run, str(run_dir)))
+        except (submitit.core.utils.FailedJobError, OSError) as exc:
+            # sbatch's own words name the setting it refused (partition, account, time...).
+            lines = [line.removeprefix("sbatch: error: ").strip() for line in str(exc).splitlines()]
+            message = "; ".join(line for line in lines if line)
+            raise UserError(f"sbatch refused run {run.run_id}: {message}") from exc
         return JobRecord(run.run_id, str(job.job_id), "PENDING")
 
     def poll(self, job_ids: list[str]) -> dict[str, JobState]:

@@ -153,7 +153,20 @@ class JobTracker:
             self.not_started.append(run.run_id)
             return
         self.launcher.prepare(run, run_dir)
-        record = self.executor.submit(run, run_dir, argv, self.timeout_s(run))
+        try:
+            record = self.executor.submit(run, run_dir, argv, self.timeout_s(run))
+        except UserError as exc:
+            # The executor refused the job (a bad Slurm setting): the run failed, and the
+            # sweep stops here; jobs already submitted are followed by the next sweep.
+            self.store.record_result(
+                run.run_id,
+                status=RunStatus.FAILED,
+                reason=str(exc),
+                result=None,
+                metrics=[],
+                holder=(self.host, self.pid),
+            )
+            raise
         self._records.append(record)
         self.active[run.run_id] = TrackedJob(run, run_dir, record.job_id, record.state or "")
         self.observer.started(run)
