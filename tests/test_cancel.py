@@ -91,6 +91,36 @@ def test_a_run_cancelled_elsewhere_is_stopped_at_the_next_heartbeat(
     assert not pid_alive(timings(tmp_path / "runs", runs)["long"]["pid"])
 
 
+def test_a_local_run_taken_over_elsewhere_has_its_job_stopped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another orchestrator that thought this one gone took the run over: it runs (or
+    recovers) the run itself, so this copy of the job is stopped and the row left alone."""
+    monkeypatch.setattr(tracker_module, "HEARTBEAT_S", 0.2)
+    store = open_store(tmp_path / "results.db")
+    runs = [FakeRun("long", params={"sleep_s": 60})]
+    register(store, runs)
+    tracker = JobTracker(
+        store=store,
+        executor=LocalExecutor(DevicePool([], cpu_slots=1), SleepLauncher()),
+        launcher=SleepLauncher(),
+        runs_root=tmp_path / "runs",
+    )
+
+    def take_over_when_running() -> None:
+        while not (claims := store.running_claims(["long"])) or not claims[0].job_id:
+            time.sleep(0.05)
+        assert store.adopt(claims[0], "other-host", 4242)
+
+    threading.Thread(target=take_over_when_running, daemon=True).start()
+    tracker.run(runs)
+    [claim] = store.running_claims(["long"])
+    assert (claim.host, claim.pid) == ("other-host", 4242)  # untouched by this tracker
+    assert tracker.outcomes["long"].status == "running"
+    assert tracker.outcomes["long"].reason == "taken over by another sweep"
+    assert not pid_alive(timings(tmp_path / "runs", runs)["long"]["pid"])
+
+
 @pytest.mark.slow
 def test_cancel_a_local_sweep_then_resume(tmp_path: Path, cli) -> None:
     spec = ledger_spec(tmp_path, "cancel", seeds=2, sleep_s=60, script=LEDGER_SCRIPT)

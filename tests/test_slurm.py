@@ -11,6 +11,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
 from pathlib import Path
@@ -20,9 +21,12 @@ import sqlalchemy as sa
 from jobs import ledger_spec
 
 from jepardy.errors import UserError
-from jepardy.launch.local import prepare_run_dir
+from jepardy.launch import tracker as tracker_module
+from jepardy.launch.command import trainer_schema
+from jepardy.launch.local import TorchrunLauncher, prepare_run_dir
 from jepardy.launch.slurm import SlurmExecutor, SlurmOptions, job_status, node_torchrun_argv
-from jepardy.spec import PlannedRun, load_spec
+from jepardy.launch.tracker import JobTracker
+from jepardy.spec import PlannedRun, expand_runs, load_spec
 from jepardy.store import JobRecord, RunStatus, open_store
 from jepardy.trainer.config import schema
 
@@ -483,3 +487,36 @@ def test_a_job_sbatch_refuses_fails_its_run_in_one_line(tmp_path: Path, cli, slu
     rows = _rows(tmp_path / "r.db")
     assert [r[1] for r in rows] == ["failed", "pending"]  # the sweep stopped at the first
     assert rows[0][2] == line.removeprefix("error: ")
+
+
+@pytest.mark.slurm
+def test_a_slurm_run_taken_over_with_its_job_is_left_running(
+    tmp_path: Path, slurm_cluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An orchestrator that finds its run taken over by one that re-attached to the same
+    Slurm job lets go of it without cancelling the job, which runs on to its end."""
+    monkeypatch.setattr(tracker_module, "HEARTBEAT_S", 0.5)
+    spec = load_spec(_spec(tmp_path, "slurm-handover", seeds=1, sleep_s=5), trainer_schema())
+    [run] = expand_runs(spec)
+    store = open_store(tmp_path / "r.db")
+    store.upsert_sweep(spec.name, str(spec.path), spec.text)
+    store.register_runs([run], None)
+    tracker = JobTracker(
+        store=store,
+        executor=SlurmExecutor(tmp_path / "runs" / ".submitit", SlurmOptions()),
+        launcher=TorchrunLauncher(),
+        runs_root=tmp_path / "runs",
+    )
+
+    def take_over_when_submitted() -> None:
+        while not (claims := store.running_claims([run.run_id])) or not claims[0].job_id:
+            time.sleep(0.05)
+        assert store.adopt(claims[0], "other-host", 4242)
+
+    threading.Thread(target=take_over_when_submitted, daemon=True).start()
+    tracker.run([run])
+    outcome = tracker.outcomes[run.run_id]
+    assert (outcome.status, outcome.reason) == ("running", "taken over by other-host:4242")
+    [claim] = store.running_claims([run.run_id])
+    _wait_for(lambda: _slurm_state(claim.job_id) in ("", "COMPLETED"), 60)
+    assert _ledger(tmp_path) == Counter([run.run_id])  # it ran to its end, once

@@ -65,6 +65,9 @@ class Executor(Protocol):
 
     name: str  # recorded with each run it holds ("local", "slurm")
     poll_s: float  # how often the tracker polls it
+    # Whether a job runs on when its orchestrator dies, so that another one can follow it
+    # (`recover` returns its id): Slurm jobs do; local jobs die with their orchestrator.
+    jobs_outlive_orchestrator: bool
 
     def has_room(self, run: RunLike) -> bool:
         """Whether `run` can be submitted now (a local executor's free GPUs or slots)."""

@@ -46,6 +46,7 @@ class LocalExecutor:
 
     name = LOCAL
     poll_s = 0.02  # bounds the per-job scheduling latency
+    jobs_outlive_orchestrator = False  # PR_SET_PDEATHSIG
 
     def __init__(self, pool: DevicePool, launcher: Launcher) -> None:
         self.pool = pool

@@ -247,6 +247,7 @@ class SlurmExecutor:
 
     name = SLURM
     poll_s = 2.0  # one batched squeue call per poll
+    jobs_outlive_orchestrator = True
 
     def __init__(self, folder: Path, options: SlurmOptions) -> None:
         self.folder = folder

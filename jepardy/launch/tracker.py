@@ -187,8 +187,29 @@ class JobTracker:
                 )
 
     def _heartbeat(self) -> None:
+        """Refresh the claims; act on the runs no longer ours. A run cancelled meanwhile, or
+        taken over by an orchestrator that started a job of its own (it thought this one
+        gone), has its job here stopped; a run taken over with this very job (a Slurm job
+        the other one re-attached to) is left to its new holder. A local job is always
+        stopped: no other orchestrator can follow it (its recover kills it)."""
         lost = self.store.heartbeat(list(self.active), self.host, self.pid)
-        self.executor.cancel([self.active[run_id].job_id for run_id in lost])
+        if not lost:
+            return
+        holders = {c.run_id: c for c in self.store.running_claims(lost)}
+        stop = []
+        for run_id in lost:
+            job, holder = self.active[run_id], holders.get(run_id)
+            followed = self.executor.jobs_outlive_orchestrator and holder is not None
+            if not followed or holder.job_id != job.job_id:
+                stop.append(job.job_id)  # its end is recorded by nobody: the row moved on
+                continue
+            del self.active[run_id]
+            outcome = JobOutcome(
+                RunStatus.RUNNING.value, f"taken over by {holder.host}:{holder.pid}", None, None
+            )
+            self.outcomes[run_id] = outcome
+            self.observer.finished(job.run, outcome)
+        self.executor.cancel(stop)
 
     def _stop(self) -> None:
         """Act on a new Ctrl-C: ask every job to stop; at the second, stop them now and
@@ -219,7 +240,8 @@ class JobTracker:
         )
         if not recorded:  # the row stopped being ours: cancelled, or taken over
             now = self.store.statuses([job.run.run_id])[job.run.run_id]
-            outcome = outcome.with_status(now.value, f"{now.value} from outside this sweep")
+            why = "cancelled" if now is RunStatus.CANCELLED else "taken over by another sweep"
+            outcome = outcome.with_status(now.value, why)
         del self.active[job.run.run_id]
         self.outcomes[job.run.run_id] = outcome
         self.observer.finished(job.run, outcome)
