@@ -16,6 +16,7 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -171,14 +172,23 @@ def signal_job(job_id: str, run_dir: str, sig: int) -> bool:
     return True
 
 
-def die_with_parent() -> None:
-    """In the child before exec: ask Linux to SIGTERM it when the orchestrator dies, so a
-    killed sweep leaves no orphan jobs behind (torchrun then stops its ranks)."""
+def _prctl() -> Callable[..., int] | None:
+    """libc's prctl, bound once here: the child calls it between fork and exec, where
+    loading a library would cost every launch a few milliseconds."""
     try:
         import ctypes
 
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        pr_set_pdeathsig = 1
-        libc.prctl(pr_set_pdeathsig, signal.SIGTERM)
+        return ctypes.CDLL("libc.so.6", use_errno=True).prctl
     except OSError:
-        pass  # not Linux: a killed sweep's jobs run to their end and resume adopts them
+        return None  # not Linux: a killed sweep's jobs run to their end; files decide
+
+
+_PRCTL = _prctl()
+_PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent() -> None:
+    """In the child before exec: ask Linux to SIGTERM it when the orchestrator dies, so a
+    killed sweep leaves no orphan jobs behind (torchrun then stops its ranks)."""
+    if _PRCTL is not None:
+        _PRCTL(_PR_SET_PDEATHSIG, int(signal.SIGTERM))

@@ -99,12 +99,12 @@ class JobTracker:
         try:
             next_heartbeat = time.monotonic() + HEARTBEAT_S
             while queue or self.active:
+                self.poll()  # first: the slots of jobs that ended are refilled at once
                 if self.interrupts.count > self._stopping:
                     queue.clear()
                     self._stop()
                 else:
                     self._submit_ready(queue)
-                self.poll()
                 self.flush()  # submissions and state changes, once per loop
                 if time.monotonic() >= next_heartbeat:
                     self._heartbeat()
