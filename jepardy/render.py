@@ -16,7 +16,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from rich.console import Group
+from rich.console import Console, ConsoleOptions, Group, RenderResult
+from rich.measure import Measurement
 from rich.table import Table
 from rich.text import Text
 
@@ -50,52 +51,77 @@ RICH_TABLE_MAX_ROWS = 2_000
 
 
 def to_rich(sections: Sequence[Section]) -> Group:
-    """A rich Group of one Table per section, titled `section.title`, notes as its caption;
-    when the sections hold more than RICH_TABLE_MAX_ROWS rows in all, each is aligned text
-    instead. Flagged cells are bold red either way."""
+    """A rich Group of one Table per section, titled `section.title`, notes as its caption,
+    each printed as aligned text instead where the console is too narrow for it (see
+    `FittedSection`); when the sections hold more than RICH_TABLE_MAX_ROWS rows in all, every
+    one is aligned text. Flagged cells are bold red either way."""
     if sum(len(section.rows) for section in sections) <= RICH_TABLE_MAX_ROWS:
-        return Group(*(_rich_table(section) for section in sections))
+        return Group(*(FittedSection(section) for section in sections))
     return Group(*(_aligned_text(section) for section in sections))
 
 
+@dataclass(frozen=True)
+class FittedSection:
+    """A section rendered as a rich Table when the table fits the console's width, else as
+    aligned text: a squeezed table cuts numbers into "…", while an aligned line longer
+    than the terminal still shows every digit (wrapped, or with `less -S`)."""
+
+    section: Section
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        table = _rich_table(self.section)
+        wanted = Measurement.get(console, options.update_width(10**6), table).maximum
+        yield table if wanted <= options.max_width else _aligned_text(self.section)
+
+
 def _aligned_text(section: Section) -> Text:
-    """A section as a title line, a header, and one line per row, columns padded to width."""
-    widths = [len(name) for name in section.columns]
-    for row in section.rows:
+    """A section as a title line, a header, and one line per row, columns padded to width
+    (columns blank in every row left out, as in the table)."""
+    keep = _kept_columns(section)
+    columns = [section.columns[i] for i in keep]
+    rows = [[row[i] for i in keep] for row in section.rows]
+    widths = [len(name) for name in columns]
+    for row in rows:
         widths = [max(w, len(cell)) for w, cell in zip(widths, row, strict=True)]
-    right = [name in section.right for name in section.columns]
+    right = [name in section.right for name in columns]
 
     def line(cells: Sequence[str]) -> str:
         padded = (
             cell.rjust(w) if r else cell.ljust(w)
             for cell, w, r in zip(cells, widths, right, strict=True)
         )
-        return "  ".join(padded)
+        return "  ".join(padded).rstrip()
 
-    head = [section.title, line(section.columns), line(["-" * w for w in widths])]
-    body = [line(row) for row in section.rows]
+    head = [section.title, line(columns), line(["-" * w for w in widths])]
+    body = [line(row) for row in rows]
     text = Text("\n".join([*head, *body, *section.notes]), no_wrap=True, overflow="ignore")
     text.stylize("bold", 0, len(head[0]))
     # Style only the flagged cells: their offsets follow from the fixed column widths.
     starts = list(itertools.accumulate([0, *(w + 2 for w in widths[:-1])]))
-    index = {name: i for i, name in enumerate(section.columns)}
+    index = {name: i for i, name in enumerate(columns)}
     offset = sum(len(h) + 1 for h in head)
     for i, body_line in enumerate(body):
         for name in section.flagged[i] if i < len(section.flagged) else ():
-            k = index[name]
-            text.stylize("bold red", offset + starts[k], offset + starts[k] + widths[k])
+            start = offset + starts[index[name]]
+            end = min(start + widths[index[name]], offset + len(body_line))  # right-stripped
+            text.stylize("bold red", start, end)
         offset += len(body_line) + 1
     return text
 
 
-def _rich_table(section: Section) -> Table:
-    """A rich Table of the section; columns blank in every row are left out, so the table
-    fits a terminal (markdown and csv keep every column)."""
-    caption = "\n".join(section.notes) or None
-    table = Table(title=section.title, caption=caption, caption_justify="left")
-    keep = [
+def _kept_columns(section: Section) -> list[int]:
+    """Indices of the columns with a value in some row: terminal output leaves blank ones
+    out, so it fits a terminal (markdown and csv keep every column)."""
+    return [
         i for i in range(len(section.columns)) if any(row[i] not in _BLANK for row in section.rows)
     ]
+
+
+def _rich_table(section: Section) -> Table:
+    """A rich Table of the section, blank columns left out (`_kept_columns`)."""
+    caption = "\n".join(section.notes) or None
+    table = Table(title=section.title, caption=caption, caption_justify="left")
+    keep = _kept_columns(section)
     for i in keep:
         name = section.columns[i]
         table.add_column(name, justify="right" if name in section.right else "left")

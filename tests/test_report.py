@@ -15,7 +15,6 @@ import pytest
 import runsets
 import sqlalchemy as sa
 from rich.console import Console, Group
-from rich.table import Table
 
 from jepardy.errors import UserError
 from jepardy.report import COLUMNS, compare_table, render_compare
@@ -226,13 +225,13 @@ def test_rich_tables_one_per_lane(store: Store) -> None:
 
     rendered = render_compare(compare_table(store.runs_frame()), "table")
     assert isinstance(rendered, Group)
-    tables = list(rendered.renderables)
-    assert all(isinstance(table, Table) for table in tables)
-    assert [table.title for table in tables] == [f"{SWEEP} / {LANE}", f"{SWEEP} / budget"]
-    assert tables[0].row_count == 7
-    console = Console(file=io.StringIO(), width=200)
+    sections = [fitted.section for fitted in rendered.renderables]
+    assert [section.title for section in sections] == [f"{SWEEP} / {LANE}", f"{SWEEP} / budget"]
+    assert len(sections[0].rows) == 7
+    console = Console(file=io.StringIO(), width=400)
     console.print(rendered)
-    assert "OVER CAP" in console.file.getvalue()
+    printed = console.file.getvalue()
+    assert printed.count("┏") == 2 and "OVER CAP" in printed  # two tables: they fit
 
 
 def test_csv_round_trips(store: Store) -> None:
@@ -554,6 +553,29 @@ def test_long_reports_print_as_aligned_text_with_flags() -> None:
     assert lines[6] == "arm3     16,000,001 OVER CAP" and lines[-1] == "a note"
     red = [text.plain[span.start : span.end] for span in text.spans if span.style == "bold red"]
     assert red == ["16,000,001 OVER CAP"]
+
+
+def test_a_table_too_wide_for_the_terminal_prints_as_aligned_text() -> None:
+    """Rich would squeeze a wide table into a narrow console and cut its numbers into "…";
+    such a section prints as aligned text with every digit, and as a table where it fits."""
+    from rich.console import Console
+
+    from jepardy.render import Section, to_rich
+
+    columns = [f"column_{i}" for i in range(10)]
+    rows = [[f"{i}.{j:04d} ± 0.0{j:03d}" for j in range(10)] for i in range(3)]
+    rows[1][9] = "16,000,001 OVER CAP"
+    flagged = [frozenset(), frozenset({"column_9"}), frozenset()]
+    section = Section("wide / lane", columns, rows, frozenset(), flagged, ["a note"])
+    narrow = Console(width=80, record=True, color_system=None)
+    narrow.print(to_rich([section]), soft_wrap=True)
+    text = narrow.export_text()
+    assert "…" not in text and "┃" not in text
+    assert "  ".join(rows[0]) in text and text.rstrip().endswith("a note")
+    wide = Console(width=400, record=True, color_system=None)
+    wide.print(to_rich([section]), soft_wrap=True)
+    table = wide.export_text()
+    assert "┃ column_0" in table and "│ 16,000,001 OVER CAP │" in table
 
 
 def test_csv_of_several_parts_names_each_table(tmp_path: Path) -> None:
