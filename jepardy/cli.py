@@ -631,6 +631,29 @@ def show(
         console.print(Pretty(section, expand_all=True), soft_wrap=True)
 
 
+@app.command()
+def logs(
+    run_id: Annotated[str, typer.Argument(help="A run id or a unique prefix of one.")],
+    db: DbOption = "results.db",
+    lines: Annotated[int, typer.Option("--lines", "-n", help="Lines from each log's end.")] = 40,
+) -> None:
+    """The end of every log a run's job wrote (each node's, and submitit's for a Slurm
+    job), running or ended; for a run without files, the log tail the store kept."""
+    from jepardy.launch.local import log_tail
+    from jepardy.show import find_run, log_files
+    from jepardy.store import open_store
+
+    row = find_run(open_store(db), run_id, "logs")
+    files = log_files(row)
+    for path in files:
+        console.print(f"==> {path} <==", highlight=False, soft_wrap=True)
+        console.print(log_tail(path, lines), highlight=False, markup=False, soft_wrap=True)
+    if not files:
+        kept = row["log_tail"] if isinstance(row["log_tail"], str) else ""
+        console.print(f"==> run {row['id']}: no log files; the store's tail <==", highlight=False)
+        console.print("\n".join(kept.splitlines()[-lines:]), markup=False, soft_wrap=True)
+
+
 def main() -> None:
     """Console-script entry point: one line on stderr for a user mistake."""
     try:

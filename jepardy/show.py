@@ -1,5 +1,6 @@
 """One run's full record: identity, outcome, and provenance (code, git, runtime, data,
-config), gathered from its store row and its result.json for `jepardy show RUN_ID`."""
+config), gathered from its store row and its result.json for `jepardy show RUN_ID`; and the
+log files its job wrote, for `jepardy logs RUN_ID`."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ from typing import Any
 import pandas as pd
 
 from jepardy.errors import UserError
+from jepardy.launch.local import STDOUT_LOG
+from jepardy.launch.slurm import SLURM
 from jepardy.store import Store
 
 _IDENTITY = (
@@ -67,15 +70,35 @@ _RUNTIME = (
 )
 
 
+def find_run(store: Store, prefix: str, command: str) -> pd.Series:
+    """The runs row whose id starts with `prefix`; UserError (naming `command`) unless
+    exactly one does."""
+    frame = store.runs_frame()
+    rows = frame[frame["id"].str.startswith(prefix)] if prefix else frame.iloc[0:0]
+    if len(rows) != 1:
+        found = "no run" if len(rows) == 0 else f"{len(rows)} runs"
+        raise UserError(f"{command}: {prefix!r}: {found} with that id prefix in {store.name}")
+    return rows.iloc[0]
+
+
+def log_files(row: pd.Series) -> list[Path]:
+    """The logs a run's job wrote that exist, main first: node 0's stdout.log, the other
+    nodes' stdout.node<k>.log, and for a Slurm job submitit's own .out and .err (where a job
+    that failed before its torchrun started says why)."""
+    if not isinstance(row["run_dir"], str):
+        return []
+    run_dir = Path(row["run_dir"])
+    files = [run_dir / STDOUT_LOG, *sorted(run_dir.glob("stdout.node*.log"))]
+    if row["executor"] == SLURM and isinstance(row["job_id"], str):
+        submitit = run_dir.parent / ".submitit"  # runs/<sweep>/.submitit, beside the run dirs
+        files += [submitit / f"{row['job_id']}_0_log.{ext}" for ext in ("out", "err")]
+    return [path for path in files if path.exists()]
+
+
 def describe_run(store: Store, run_id: str) -> dict[str, dict[str, Any]]:
     """Sections of plain values, in display order: identity, outcome, code, runtime, data,
     params, config. A section is empty when the run did not record it (e.g. never ran)."""
-    frame = store.runs_frame()
-    rows = frame[frame["id"].str.startswith(run_id)] if run_id else frame.iloc[0:0]
-    if len(rows) != 1:
-        found = "no run" if len(rows) == 0 else f"{len(rows)} runs"
-        raise UserError(f"show: {run_id!r}: {found} with that id prefix in {store.name}")
-    row = rows.iloc[0]
+    row = find_run(store, run_id, "show")
     result = json.loads(row["result"]) if isinstance(row["result"], str) else {}
     config_path = Path(row["run_dir"]) / "config.json" if isinstance(row["run_dir"], str) else None
     config = json.loads(config_path.read_text()) if config_path and config_path.exists() else {}

@@ -241,6 +241,10 @@ def test_slurm_sweep_ends_done_with_job_ids(
     assert len({r[3] for r in rows}) == 2
     again = cli.run(*_args(tmp_path, spec, store_url), cwd=tmp_path, timeout=60)
     assert "0 done, 0 failed, 2 skipped" in again.stdout
+    logs = cli.run("logs", rows[0][0], "--db", store_url, cwd=tmp_path)
+    assert logs.returncode == 0, logs.stderr
+    assert f".submitit/{rows[0][3]}_0_log.out <==" in logs.stdout  # submitit's own log
+    assert "Job completed successfully" in logs.stdout
     assert _submissions(tmp_path, "slurm-done") == 2
 
 

@@ -254,6 +254,18 @@ def test_show_prints_provenance_and_same_code_shares_its_hash(cli, done_sweep: P
     assert "frozen" not in health.stdout and "gradients silenced" not in health.stdout
 
 
+def test_logs_prints_the_end_of_the_jobs_log(cli, done_sweep: Path) -> None:
+    rows = runs_rows(done_sweep / "results.db", "e2e")
+    run_id = rows["jepa"]["id"]
+    proc = cli.run("logs", run_id[:6], "--db", "results.db", "-n", "400", cwd=done_sweep)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[0] == f"==> {rows['jepa']['run_dir']}/stdout.log <=="
+    assert any(line.startswith("model_params:") for line in lines), proc.stdout
+    assert len(cli.run("logs", run_id, "--db", "results.db", "-n", "3", cwd=done_sweep)
+               .stdout.splitlines()) == 4  # fmt: skip
+
+
 def test_a_second_sweep_launches_nothing(cli, done_sweep: Path) -> None:
     db = done_sweep / "results.db"
     before = {row["id"]: row for row in runs_rows(db, "e2e").values()}
