@@ -168,10 +168,24 @@ def plan(
     spec: SpecArg,
     db: DbOption = "results.db",
     commands: Annotated[bool, typer.Option(help="Print every run's exact command.")] = False,
+    sbatch: Annotated[
+        bool, typer.Option(help="Print every run's sbatch script (--executor slurm's).")
+    ] = False,
+    runs_dir: RunsDirOption = Path("runs"),
+    timeout_s: TimeoutOption = None,
+    partition: PartitionOption = None,
+    nodes: NodesOption = None,
+    gpus_per_node: GpusPerNodeOption = None,
+    time: TimeOption = None,
+    account: AccountOption = None,
+    qos: QosOption = None,
+    constraint: ConstraintOption = None,
 ) -> None:
-    """Show the expanded job matrix and what the store already holds; launch nothing."""
+    """Show the expanded job matrix and what the store already holds; launch nothing.
+    With --sbatch, also the sbatch script of every run as `jepardy sweep --executor slurm`
+    with the same Slurm options would submit it."""
     from jepardy.launch.command import run_argv
-    from jepardy.launch.sweep import load_plan
+    from jepardy.launch.sweep import load_plan, sbatch_scripts
     from jepardy.spec import describe_plan
     from jepardy.store import open_store
 
@@ -191,8 +205,22 @@ def plan(
     console.print({k: v for k, v in counts.items() if k != "runs"})
     if commands:
         for e in entries:
-            argv = run_argv(e.run, Path("runs") / e.run.sweep / e.run.run_id)
+            argv = run_argv(e.run, runs_dir / e.run.sweep / e.run.run_id)
             console.print(f"{e.run.run_id}: {' '.join(argv)}", soft_wrap=True)
+    if sbatch:
+        slurm = _slurm_overrides(
+            partition=partition,
+            nodes=nodes,
+            gpus_per_node=gpus_per_node,
+            time=time,
+            account=account,
+            qos=qos,
+            constraint=constraint,
+        )
+        options = _sweep_options(runs_dir, None, 1, timeout_s, executor="slurm", slurm=slurm)
+        for run, script in sbatch_scripts(spec, options):
+            console.print(f"# --- run {run.run_id} ---", highlight=False)
+            console.print(script, highlight=False, markup=False, soft_wrap=True)
 
 
 GpusOption = Annotated[
@@ -205,6 +233,18 @@ TimeoutOption = Annotated[
     typer.Option("--timeout-s", help="Per-run limit (default: wallclock_s + 900 s, else none)."),
 ]
 RunsDirOption = Annotated[Path, typer.Option(help="Where run directories go.")]
+PartitionOption = Annotated[str | None, typer.Option(help="Slurm partition.")]
+NodesOption = Annotated[int | None, typer.Option(help="Slurm nodes per run.")]
+GpusPerNodeOption = Annotated[int | None, typer.Option(help="Slurm GPUs per node.")]
+TimeOption = Annotated[int | None, typer.Option("--time", help="Slurm minutes per run.")]
+AccountOption = Annotated[str | None, typer.Option(help="Slurm account.")]
+QosOption = Annotated[str | None, typer.Option(help="Slurm QOS.")]
+ConstraintOption = Annotated[str | None, typer.Option(help="Slurm node constraint.")]
+
+
+def _slurm_overrides(**given: str | int | None) -> dict[str, str | int]:
+    """The Slurm options given on the command line (they override the spec's [slurm])."""
+    return {key: value for key, value in given.items() if value is not None}
 
 
 def _sweep_options(
@@ -265,13 +305,13 @@ def sweep(
     ] = False,
     timeout_s: TimeoutOption = None,
     executor: Annotated[str, typer.Option(help="local (this machine) or slurm.")] = "local",
-    partition: Annotated[str | None, typer.Option(help="Slurm partition.")] = None,
-    nodes: Annotated[int | None, typer.Option(help="Slurm nodes per run.")] = None,
-    gpus_per_node: Annotated[int | None, typer.Option(help="Slurm GPUs per node.")] = None,
-    time: Annotated[int | None, typer.Option("--time", help="Slurm minutes per run.")] = None,
-    account: Annotated[str | None, typer.Option(help="Slurm account.")] = None,
-    qos: Annotated[str | None, typer.Option(help="Slurm QOS.")] = None,
-    constraint: Annotated[str | None, typer.Option(help="Slurm node constraint.")] = None,
+    partition: PartitionOption = None,
+    nodes: NodesOption = None,
+    gpus_per_node: GpusPerNodeOption = None,
+    time: TimeOption = None,
+    account: AccountOption = None,
+    qos: QosOption = None,
+    constraint: ConstraintOption = None,
 ) -> None:
     """Run every job of SPEC not already done, packed onto the GPUs (or CPU slots), or as
     Slurm jobs with --executor slurm (its options override the spec's [slurm] table).
@@ -283,16 +323,15 @@ def sweep(
     from jepardy.launch.sweep import run_sweep
     from jepardy.store import open_store
 
-    given = {
-        "partition": partition,
-        "nodes": nodes,
-        "gpus_per_node": gpus_per_node,
-        "time": time,
-        "account": account,
-        "qos": qos,
-        "constraint": constraint,
-    }
-    slurm = {k: v for k, v in given.items() if v is not None}
+    slurm = _slurm_overrides(
+        partition=partition,
+        nodes=nodes,
+        gpus_per_node=gpus_per_node,
+        time=time,
+        account=account,
+        qos=qos,
+        constraint=constraint,
+    )
     options = _sweep_options(runs_dir, gpus, slots, timeout_s, retry_failed, executor, slurm)
     store = open_store(db)
     with _progress() as progress:

@@ -524,3 +524,31 @@ def test_a_slurm_run_taken_over_with_its_job_is_left_running(
     [claim] = store.running_claims([run.run_id])
     _wait_for(lambda: _slurm_state(claim.job_id) in ("", "COMPLETED"), 60)
     assert _ledger(tmp_path) == Counter([run.run_id])  # it ran to its end, once
+
+
+def test_plan_sbatch_prints_each_runs_script_and_submits_nothing(tmp_path: Path, cli) -> None:
+    """The dry run: submitit's own sbatch text for every run, the spec's [slurm] table under
+    the command's options, and what each node runs; no file or job is made."""
+    spec = tmp_path / "dry.toml"
+    slurm_table = '[slurm]\nqos = "high"\nnodes = 4\n'
+    spec.write_text(SPEC.replace('name = "t"', 'name = "dry"') + slurm_table)
+    proc = cli.run("plan", spec, "--sbatch", "--nodes", "2", "--gpus-per-node", "8",
+                   "--partition", "gpu", "--db", tmp_path / "r.db", cwd=tmp_path)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    [run] = expand_runs(load_spec(spec, trainer_schema()))
+    script = proc.stdout[proc.stdout.index(f"# --- run {run.run_id} ---") :]
+    for line in (
+        f"#SBATCH --job-name=jepardy-{run.run_id}",
+        "#SBATCH --nodes=2",  # the option over the table's 4
+        "#SBATCH --qos=high",  # the table's
+        "#SBATCH --partition=gpu",
+        "#SBATCH --gpus-per-node=8",
+        "#SBATCH --ntasks-per-node=1",
+        "#SBATCH --requeue",
+        "#SBATCH --signal=USR2@90",
+        f"#SBATCH --output={tmp_path}/runs/dry/.submitit/%j_0_log.out",
+    ):
+        assert line in script.splitlines(), line
+    assert "--nnodes=2 --node_rank=$SLURM_NODEID --rdzv_backend=c10d" in script
+    assert f"--config {tmp_path}/runs/dry/{run.run_id}/run.json" in script
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dry.toml"]  # nothing made

@@ -116,16 +116,40 @@ def node_torchrun_argv(
     first node, so every node's torchrun joins the same job-scoped rendezvous.
     """
     nnodes = int(slurm_env.get("SLURM_JOB_NUM_NODES") or slurm_env["SLURM_NNODES"])
-    node_rank = int(slurm_env["SLURM_NODEID"])
+    job_id = slurm_env["SLURM_JOB_ID"]
     first = hostnames(slurm_env["SLURM_JOB_NODELIST"])[0]
-    argv = run_argv(run, run_dir)
+    return _multi_node(
+        run_argv(run, run_dir),
+        str(nnodes),
+        str(int(slurm_env["SLURM_NODEID"])),
+        f"{first}:{rdzv_port(job_id)}",
+        job_id,
+    )
+
+
+def node_command_template(run: RunLike, run_dir: Path, nnodes: int) -> str:
+    """What each node's task of the run's job runs, with the values Slurm gives it at run
+    time as placeholders (for a dry run)."""
+    argv = _multi_node(
+        run_argv(run, run_dir),
+        str(nnodes),
+        "$SLURM_NODEID",
+        f"<first node>:<{RDZV_PORT_BASE} + $SLURM_JOB_ID % {RDZV_PORT_SPAN}>",
+        "$SLURM_JOB_ID",
+    )
+    return " ".join(argv)
+
+
+def _multi_node(argv: list[str], nnodes: str, node_rank: str, endpoint: str, job: str) -> list[str]:
+    """A one-machine torchrun argv turned into one node's: `--standalone` replaced by the
+    node count, this node's rank and the job's c10d rendezvous."""
     at = argv.index("--standalone")
     multi_node = [
         f"--nnodes={nnodes}",
         f"--node_rank={node_rank}",
         "--rdzv_backend=c10d",
-        f"--rdzv_endpoint={first}:{rdzv_port(slurm_env['SLURM_JOB_ID'])}",
-        f"--rdzv_id={slurm_env['SLURM_JOB_ID']}",
+        f"--rdzv_endpoint={endpoint}",
+        f"--rdzv_id={job}",
     ]
     return [*argv[:at], *multi_node, *argv[at + 1 :]]
 
@@ -256,6 +280,22 @@ class SlurmExecutor:
     def has_room(self, run: RunLike) -> bool:
         return True
 
+    def sbatch_script(self, run: RunLike, run_dir: Path, timeout_s: float | None) -> str:
+        """The sbatch script `submit` would send for `run`, without sending it (a dry run),
+        and what each node's task then runs."""
+        executor = self._submitit()
+        executor.update_parameters(**self._parameters(run, timeout_s))
+        # submitit's own renderer, the text it writes before calling sbatch (a private
+        # method; tests/test_slurm.py pins its shape).
+        script = executor._make_submission_file_text(executor._submitit_command_str, "dryrun")
+        node = node_command_template(run, run_dir, self.options.nodes)
+        return f"{script.rstrip()}\n# each node's task runs (jepardy NodeTask):\n# {node}\n"
+
+    def _submitit(self) -> Any:
+        import submitit
+
+        return submitit.SlurmExecutor(folder=self.folder, max_num_timeout=3, python=sys.executable)
+
     def submit(
         self, run: RunLike, run_dir: Path, argv: list[str], timeout_s: float | None
     ) -> JobRecord:
@@ -263,9 +303,7 @@ class SlurmExecutor:
         with sbatch's message when it refuses the job."""
         import submitit
 
-        executor = submitit.SlurmExecutor(
-            folder=self.folder, max_num_timeout=3, python=sys.executable
-        )
+        executor = self._submitit()
         executor.update_parameters(**self._parameters(run, timeout_s))
         try:
             # submitit prints a failed sbatch's stderr before raising it; the error says it.

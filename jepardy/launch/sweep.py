@@ -190,9 +190,7 @@ def _tracker(
     runs_root = options.runs_root.resolve()  # absolute: Slurm jobs and later `show` need it
     if options.executor == SLURM:
         sweep = runs[0].sweep if runs else "rerun"
-        executor: Executor = SlurmExecutor(
-            runs_root / sweep / ".submitit", SlurmOptions(**(spec_slurm | options.slurm))
-        )
+        executor: Executor = _slurm_executor(runs_root, sweep, spec_slurm, options)
         launcher = TorchrunLauncher(threads_per_rank=1)
     elif options.executor == LOCAL:
         pool = DevicePool(detect_gpus() if options.gpus is None else options.gpus, options.slots)
@@ -219,6 +217,33 @@ def _tracker(
         observer=observer,
         timeout_s=lambda run: run_timeout_s(run, options.timeout_s),
     )
+
+
+def _slurm_executor(
+    runs_root: Path, sweep: str, spec_slurm: dict[str, str | int], options: SweepOptions
+) -> SlurmExecutor:
+    """The sweep's Slurm executor: the spec's [slurm] table under the command's options;
+    submitit's files beside the run directories."""
+    return SlurmExecutor(
+        runs_root / sweep / ".submitit", SlurmOptions(**(spec_slurm | options.slurm))
+    )
+
+
+def sbatch_scripts(spec_path: Path, options: SweepOptions) -> list[tuple[PlannedRun, str]]:
+    """Every run of the spec with the sbatch script `jepardy sweep --executor slurm` would
+    submit for it (and each node's command), submitting nothing."""
+    spec = load_spec(spec_path, trainer_schema())
+    runs_root = options.runs_root.resolve()
+    executor = _slurm_executor(runs_root, spec.name, spec.slurm, options)
+    return [
+        (
+            run,
+            executor.sbatch_script(
+                run, runs_root / run.sweep / run.run_id, run_timeout_s(run, options.timeout_s)
+            ),
+        )
+        for run in expand_runs(spec)
+    ]
 
 
 def _execute(tracker: JobTracker, queue: list[RunLike], summary: SweepSummary) -> SweepSummary:
