@@ -208,15 +208,7 @@ def plan(
             argv = run_argv(e.run, runs_dir / e.run.sweep / e.run.run_id)
             console.print(f"{e.run.run_id}: {' '.join(argv)}", soft_wrap=True)
     if sbatch:
-        slurm = _slurm_overrides(
-            partition=partition,
-            nodes=nodes,
-            gpus_per_node=gpus_per_node,
-            time=time,
-            account=account,
-            qos=qos,
-            constraint=constraint,
-        )
+        slurm = _slurm_overrides(partition, nodes, gpus_per_node, time, account, qos, constraint)
         options = _sweep_options(runs_dir, None, 1, timeout_s, executor="slurm", slurm=slurm)
         for run, script in sbatch_scripts(spec, options):
             console.print(f"# --- run {run.run_id} ---", highlight=False)
@@ -242,9 +234,13 @@ QosOption = Annotated[str | None, typer.Option(help="Slurm QOS.")]
 ConstraintOption = Annotated[str | None, typer.Option(help="Slurm node constraint.")]
 
 
-def _slurm_overrides(**given: str | int | None) -> dict[str, str | int]:
-    """The Slurm options given on the command line (they override the spec's [slurm])."""
-    return {key: value for key, value in given.items() if value is not None}
+def _slurm_overrides(*values: str | int | None) -> dict[str, str | int]:
+    """The Slurm options given on the command line, in SLURM_OPTIONS order (they override
+    the spec's [slurm] table)."""
+    return {key: v for key, v in zip(SLURM_OPTIONS, values, strict=True) if v is not None}
+
+
+SLURM_OPTIONS = ("partition", "nodes", "gpus_per_node", "time", "account", "qos", "constraint")
 
 
 def _sweep_options(
@@ -323,15 +319,7 @@ def sweep(
     from jepardy.launch.sweep import run_sweep
     from jepardy.store import open_store
 
-    slurm = _slurm_overrides(
-        partition=partition,
-        nodes=nodes,
-        gpus_per_node=gpus_per_node,
-        time=time,
-        account=account,
-        qos=qos,
-        constraint=constraint,
-    )
+    slurm = _slurm_overrides(partition, nodes, gpus_per_node, time, account, qos, constraint)
     options = _sweep_options(runs_dir, gpus, slots, timeout_s, retry_failed, executor, slurm)
     store = open_store(db)
     with _progress() as progress:

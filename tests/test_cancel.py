@@ -17,7 +17,7 @@ from jepardy.launch import tracker as tracker_module
 from jepardy.launch.local_executor import LocalExecutor
 from jepardy.launch.slots import DevicePool
 from jepardy.launch.tracker import JobTracker
-from jepardy.store import JobRecord, RunStatus, open_store
+from jepardy.store import JobRecord, RunStatus, Store, open_store
 
 LEDGER_SCRIPT = Path(__file__).parent / "ledger_train_gpt.py"
 DONE = {"status": "done", "val_bpb": 1.5}
@@ -68,12 +68,7 @@ def test_a_run_cancelled_elsewhere_is_stopped_at_the_next_heartbeat(
     store = open_store(tmp_path / "results.db")
     runs = [FakeRun("long", params={"sleep_s": 60}), FakeRun("short", params={"sleep_s": 0.3})]
     register(store, runs)
-    tracker = JobTracker(
-        store=store,
-        executor=LocalExecutor(DevicePool([], cpu_slots=2), SleepLauncher()),
-        launcher=SleepLauncher(),
-        runs_root=tmp_path / "runs",
-    )
+    tracker = _local_tracker(store, tmp_path, slots=2)
 
     def cancel_when_running() -> None:
         while store.statuses(["long"])["long"] is not RunStatus.RUNNING:
@@ -100,12 +95,7 @@ def test_a_local_run_taken_over_elsewhere_has_its_job_stopped(
     store = open_store(tmp_path / "results.db")
     runs = [FakeRun("long", params={"sleep_s": 60})]
     register(store, runs)
-    tracker = JobTracker(
-        store=store,
-        executor=LocalExecutor(DevicePool([], cpu_slots=1), SleepLauncher()),
-        launcher=SleepLauncher(),
-        runs_root=tmp_path / "runs",
-    )
+    tracker = _local_tracker(store, tmp_path, slots=1)
 
     def take_over_when_running() -> None:
         while not (claims := store.running_claims(["long"])) or not claims[0].job_id:
@@ -161,6 +151,16 @@ def test_cancel_a_local_sweep_then_resume(tmp_path: Path, cli) -> None:
     assert list(frame["status"]) == ["done", "done"]
     ledger = Counter((tmp_path / "ledger.txt").read_text().split())
     assert ledger == Counter(frame["id"])
+
+
+def _local_tracker(store: Store, tmp_path: Path, slots: int) -> JobTracker:
+    """A tracker of fake sleeping jobs on `slots` CPU slots."""
+    return JobTracker(
+        store=store,
+        executor=LocalExecutor(DevicePool([], cpu_slots=slots), SleepLauncher()),
+        launcher=SleepLauncher(),
+        runs_root=tmp_path / "runs",
+    )
 
 
 def _table_rows(stdout: str) -> list[dict[str, str]]:
