@@ -225,6 +225,7 @@ TimeoutOption = Annotated[
     typer.Option("--timeout-s", help="Per-run limit (default: wallclock_s + 900 s, else none)."),
 ]
 RunsDirOption = Annotated[Path, typer.Option(help="Where run directories go.")]
+ExecutorOption = Annotated[str, typer.Option(help="local (this machine) or slurm.")]
 PartitionOption = Annotated[str | None, typer.Option(help="Slurm partition.")]
 NodesOption = Annotated[int | None, typer.Option(help="Slurm nodes per run.")]
 GpusPerNodeOption = Annotated[int | None, typer.Option(help="Slurm GPUs per node.")]
@@ -300,7 +301,7 @@ def sweep(
         bool, typer.Option(help="Run failed and timed-out runs again.")
     ] = False,
     timeout_s: TimeoutOption = None,
-    executor: Annotated[str, typer.Option(help="local (this machine) or slurm.")] = "local",
+    executor: ExecutorOption = "local",
     partition: PartitionOption = None,
     nodes: NodesOption = None,
     gpus_per_node: GpusPerNodeOption = None,
@@ -350,12 +351,23 @@ def rerun(
     gpus: GpusOption = None,
     slots: SlotsOption = 1,
     timeout_s: TimeoutOption = None,
+    executor: ExecutorOption = "local",
+    partition: PartitionOption = None,
+    nodes: NodesOption = None,
+    gpus_per_node: GpusPerNodeOption = None,
+    time: TimeOption = None,
+    account: AccountOption = None,
+    qos: QosOption = None,
+    constraint: ConstraintOption = None,
 ) -> None:
-    """Run recorded runs again, whatever their status, with the params they were stored with."""
+    """Run recorded runs again, whatever their status, with the params they were stored
+    with; on Slurm with --executor slurm (the options over the [slurm] table of the spec
+    their sweep last ran with)."""
     from jepardy.launch.sweep import rerun as rerun_runs
     from jepardy.store import open_store
 
-    options = _sweep_options(runs_dir, gpus, slots, timeout_s)
+    slurm = _slurm_overrides(partition, nodes, gpus_per_node, time, account, qos, constraint)
+    options = _sweep_options(runs_dir, gpus, slots, timeout_s, False, executor, slurm)
     store = open_store(db)
     with _progress() as progress:
         summary = rerun_runs(run_ids, store, options, observer=RichSweepObserver(progress))

@@ -12,7 +12,7 @@ import pandas as pd
 
 from jepardy.errors import UserError
 from jepardy.launch.local import STDOUT_LOG
-from jepardy.launch.slurm import SLURM
+from jepardy.launch.slurm import SLURM, SUBMITIT_FOLDER
 from jepardy.store import Store
 
 _IDENTITY = (
@@ -90,7 +90,7 @@ def log_files(row: pd.Series) -> list[Path]:
     run_dir = Path(row["run_dir"])
     files = [run_dir / STDOUT_LOG, *sorted(run_dir.glob("stdout.node*.log"))]
     if row["executor"] == SLURM and isinstance(row["job_id"], str):
-        submitit = run_dir.parent / ".submitit"  # runs/<sweep>/.submitit, beside the run dirs
+        submitit = run_dir.parent / SUBMITIT_FOLDER
         files += [submitit / f"{row['job_id']}_0_log.{ext}" for ext in ("out", "err")]
     return [path for path in files if path.exists()]
 

@@ -594,6 +594,11 @@ class Store:
             sweep.spec_sha256 = digest
             sweep.updated_at = now
 
+    def spec_text(self, name: str) -> str | None:
+        """The spec text a sweep last ran with; None for an unknown sweep."""
+        with self._session(write=False) as session:
+            return session.scalar(sa.select(Sweep.spec_text).where(Sweep.name == name))
+
     def sweep_names(self) -> list[str]:
         """Every sweep name, sorted."""
         with self._session(write=False) as session:

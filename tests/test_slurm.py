@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 from jobs import ledger_spec
+from test_sweep_e2e import tiny_spec
 
 from jepardy.errors import UserError
 from jepardy.launch import tracker as tracker_module
@@ -100,7 +101,7 @@ def test_job_status_maps_slurm_states(state: str, status: RunStatus) -> None:
 
 def test_sbatch_parameters(tmp_path: Path) -> None:
     options = SlurmOptions(partition="gpu", nodes=2, gpus_per_node=8, account="a", qos="q")
-    params = SlurmExecutor(tmp_path, options)._parameters(_run(nproc=8), 1000.0)
+    params = SlurmExecutor(options)._parameters(_run(nproc=8), 1000.0)
     assert params["job_name"] == "jepardy-abcdef0123456789"
     assert params["nodes"] == 2 and params["ntasks_per_node"] == 1
     assert params["gpus_per_node"] == 8 and params["cpus_per_task"] == 8
@@ -507,7 +508,7 @@ def test_a_slurm_run_taken_over_with_its_job_is_left_running(
     store.register_runs([run], None)
     tracker = JobTracker(
         store=store,
-        executor=SlurmExecutor(tmp_path / "runs" / ".submitit", SlurmOptions()),
+        executor=SlurmExecutor(SlurmOptions()),
         launcher=TorchrunLauncher(),
         runs_root=tmp_path / "runs",
     )
@@ -552,3 +553,26 @@ def test_plan_sbatch_prints_each_runs_script_and_submits_nothing(tmp_path: Path,
     assert "--nnodes=2 --node_rank=$SLURM_NODEID --rdzv_backend=c10d" in script
     assert f"--config {tmp_path}/runs/dry/{run.run_id}/run.json" in script
     assert sorted(p.name for p in tmp_path.iterdir()) == ["dry.toml"]  # nothing made
+
+
+@pytest.mark.slurm
+@pytest.mark.slow
+def test_rerun_on_slurm_takes_the_sweeps_slurm_table(tmp_path: Path, cli, slurm_cluster) -> None:
+    """`rerun --executor slurm` runs a recorded run again as a new Slurm job, with the
+    [slurm] table of the spec its sweep ran with."""
+    built = cli.run("data", "build", "--root", tmp_path / "embedded", cwd=tmp_path)
+    assert built.returncode == 0, built.stderr
+    spec = tmp_path / "tiny.toml"
+    spec.write_text(tiny_spec("tiny", tmp_path / "embedded", arms="") + "[slurm]\ntime = 7\n")
+    db = tmp_path / "r.db"
+    first = cli.run(*_args(tmp_path, spec, db), cwd=tmp_path, timeout=300)
+    assert first.returncode == 0, first.stdout + first.stderr
+    [(run_id, status, _, job_id, _, _)] = _rows(db)
+    again = cli.run("rerun", run_id, "--db", db, "--runs-dir", tmp_path / "runs",
+                    "--executor", "slurm", cwd=tmp_path, timeout=300)  # fmt: skip
+    assert again.returncode == 0, again.stdout + again.stderr
+    [(_, status, _, second_job, _, executor)] = _rows(db)
+    assert (status, executor) == ("done", "slurm") and second_job != job_id
+    assert open_store(db).runs_frame()["attempts"].tolist() == [2]
+    submitted = tmp_path / "runs" / "tiny" / ".submitit" / f"{second_job}_submission.sh"
+    assert "#SBATCH --time=7" in submitted.read_text().splitlines()

@@ -36,6 +36,7 @@ from jepardy.store import Claim, JobRecord, RunLike, RunStatus
 
 SLURM = "slurm"
 JOB_NAME_PREFIX = "jepardy-"
+SUBMITIT_FOLDER = ".submitit"  # beside a sweep's run directories
 EXIT_FILE = "slurm_exit.json"  # {"exit_code": int} written by node 0's task
 # The c10d store listens on the first node at a port of the job's own: jobs sharing a node
 # (small screens packed by Slurm) would otherwise race for one fixed port and crash with
@@ -273,8 +274,7 @@ class SlurmExecutor:
     poll_s = 2.0  # one batched squeue call per poll
     jobs_outlive_orchestrator = True
 
-    def __init__(self, folder: Path, options: SlurmOptions) -> None:
-        self.folder = folder
+    def __init__(self, options: SlurmOptions) -> None:
         self.options = options
 
     def has_room(self, run: RunLike) -> bool:
@@ -283,7 +283,7 @@ class SlurmExecutor:
     def sbatch_script(self, run: RunLike, run_dir: Path, timeout_s: float | None) -> str:
         """The sbatch script `submit` would send for `run`, without sending it (a dry run),
         and what each node's task then runs."""
-        executor = self._submitit()
+        executor = self._submitit(run_dir)
         executor.update_parameters(**self._parameters(run, timeout_s))
         # submitit's own renderer, the text it writes before calling sbatch (a private
         # method; tests/test_slurm.py pins its shape).
@@ -291,10 +291,14 @@ class SlurmExecutor:
         node = node_command_template(run, run_dir, self.options.nodes)
         return f"{script.rstrip()}\n# each node's task runs (jepardy NodeTask):\n# {node}\n"
 
-    def _submitit(self) -> Any:
+    def _submitit(self, run_dir: Path) -> Any:
+        """A submitit executor whose files (script, pickles, logs) go to the `.submitit`
+        folder beside the run's directory: runs/<sweep>/.submitit, where `jepardy logs`
+        looks."""
         import submitit
 
-        return submitit.SlurmExecutor(folder=self.folder, max_num_timeout=3, python=sys.executable)
+        folder = run_dir.parent / SUBMITIT_FOLDER
+        return submitit.SlurmExecutor(folder=folder, max_num_timeout=3, python=sys.executable)
 
     def submit(
         self, run: RunLike, run_dir: Path, argv: list[str], timeout_s: float | None
@@ -303,7 +307,7 @@ class SlurmExecutor:
         with sbatch's message when it refuses the job."""
         import submitit
 
-        executor = self._submitit()
+        executor = self._submitit(run_dir)
         executor.update_parameters(**self._parameters(run, timeout_s))
         try:
             # submitit prints a failed sbatch's stderr before raising it; the error says it.

@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import subprocess
 import time
+import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -168,7 +169,11 @@ def rerun(
                 "use `jepardy sweep SPEC --retry-failed` for script runs"
             )
     check_paths("rerun", runs)
-    tracker = _tracker(store, options, runs, "rerun", {}, observer)
+    sweeps = sorted({run.sweep for run in runs})
+    # On Slurm: the [slurm] table of the spec the runs' sweep last ran with, when they
+    # share one, under the command's options.
+    table = tomllib.loads(store.spec_text(sweeps[0]) or "") if len(sweeps) == 1 else {}
+    tracker = _tracker(store, options, runs, "rerun", table.get("slurm", {}), observer)
     tracker.recover(runs)
     for run in runs:
         store.requeue(run.run_id)
@@ -189,8 +194,7 @@ def _tracker(
     fit this machine, for the local one)."""
     runs_root = options.runs_root.resolve()  # absolute: Slurm jobs and later `show` need it
     if options.executor == SLURM:
-        sweep = runs[0].sweep if runs else "rerun"
-        executor: Executor = _slurm_executor(runs_root, sweep, spec_slurm, options)
+        executor: Executor = _slurm_executor(spec_slurm, options)
         launcher = TorchrunLauncher(threads_per_rank=1)
     elif options.executor == LOCAL:
         pool = DevicePool(detect_gpus() if options.gpus is None else options.gpus, options.slots)
@@ -219,14 +223,9 @@ def _tracker(
     )
 
 
-def _slurm_executor(
-    runs_root: Path, sweep: str, spec_slurm: dict[str, str | int], options: SweepOptions
-) -> SlurmExecutor:
-    """The sweep's Slurm executor: the spec's [slurm] table under the command's options;
-    submitit's files beside the run directories."""
-    return SlurmExecutor(
-        runs_root / sweep / ".submitit", SlurmOptions(**(spec_slurm | options.slurm))
-    )
+def _slurm_executor(spec_slurm: dict[str, str | int], options: SweepOptions) -> SlurmExecutor:
+    """The sweep's Slurm executor: the spec's [slurm] table under the command's options."""
+    return SlurmExecutor(SlurmOptions(**(spec_slurm | options.slurm)))
 
 
 def sbatch_scripts(spec_path: Path, options: SweepOptions) -> list[tuple[PlannedRun, str]]:
@@ -234,7 +233,7 @@ def sbatch_scripts(spec_path: Path, options: SweepOptions) -> list[tuple[Planned
     submit for it (and each node's command), submitting nothing."""
     spec = load_spec(spec_path, trainer_schema())
     runs_root = options.runs_root.resolve()
-    executor = _slurm_executor(runs_root, spec.name, spec.slurm, options)
+    executor = _slurm_executor(spec.slurm, options)
     return [
         (
             run,
