@@ -15,6 +15,8 @@ from jepardy.launch.slots import DevicePool, parse_gpus
 from jepardy.launch.tracker import JobTracker
 from jepardy.store import open_store
 
+LEDGER_SCRIPT = Path(__file__).parent / "ledger_train_gpt.py"
+
 
 def _scheduler(
     tmp_path: Path,
@@ -111,3 +113,35 @@ def test_bad_gpu_lists_are_refused() -> None:
         parse_gpus("0,0")
     with pytest.raises(UserError, match=r"--slots: 0 invalid"):
         DevicePool([], cpu_slots=0)
+
+
+@pytest.mark.slow
+def test_a_lane_after_another_waits_through_the_cli(tmp_path: Path, cli) -> None:
+    """`after = ["screen"]` in a spec reaches the scheduler: with room for both lanes at
+    once, the full lane's run starts only when the screen lane's has ended."""
+    (tmp_path / "sleep_s").write_text("1.0")
+    spec = tmp_path / "lanes.toml"
+    spec.write_text(f"""\
+[sweep]
+name = "lanes"
+seeds = [1]
+
+[trainer]
+kind = "script"
+path = "{LEDGER_SCRIPT}"
+
+[params]
+SLEEP_FILE = "{tmp_path / "sleep_s"}"
+LEDGER = "{tmp_path / "ledger.txt"}"
+
+[lanes.screen]
+control = {{}}
+
+[lanes.full]
+after = ["screen"]
+control = {{}}
+""")
+    proc = cli.run("sweep", spec, "--db", tmp_path / "r.db", "--slots", "2", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    frame = open_store(tmp_path / "r.db").runs_frame().set_index("lane")
+    assert frame.loc["full", "started_at"] >= frame.loc["screen", "finished_at"]

@@ -132,8 +132,8 @@ def run_sweep(
     spec = load_spec(spec_path, trainer_schema())
     runs = expand_runs(spec)
     check_paths(spec, runs)
-    tracker = _tracker(store, options, runs, spec.path, spec.slurm, observer)
-    tracker.waits_for = {lane.name: set(lane.after) for lane in spec.lanes}
+    waits_for = {lane.name: set(lane.after) for lane in spec.lanes}
+    tracker = _tracker(store, options, runs, spec.path, spec.slurm, observer, waits_for)
     store.upsert_sweep(spec.name, str(spec_path), spec.text)
     store.register_runs(runs, git_commit())
     tracker.recover(runs)
@@ -177,7 +177,7 @@ def rerun(
     tracker.recover(runs)
     for run in runs:
         store.requeue(run.run_id)
-    summary = SweepSummary(sweep=", ".join(sorted({r.sweep for r in runs})), total=len(runs))
+    summary = SweepSummary(sweep=", ".join(sweeps), total=len(runs))
     observer.planned(len(runs))
     return _execute(tracker, runs, summary)
 
@@ -189,9 +189,10 @@ def _tracker(
     source: str | Path,
     spec_slurm: dict[str, str | int],
     observer: SweepObserver,
+    waits_for: dict[str, set[str]] | None = None,
 ) -> JobTracker:
     """A tracker over the executor `options` names, checked against `runs` (every run must
-    fit this machine, for the local one)."""
+    fit this machine, for the local one); `waits_for`: lane -> the lanes it waits for."""
     runs_root = options.runs_root.resolve()  # absolute: Slurm jobs and later `show` need it
     if options.executor == SLURM:
         executor: Executor = _slurm_executor(spec_slurm, options)
@@ -220,6 +221,7 @@ def _tracker(
         runs_root=runs_root,
         observer=observer,
         timeout_s=lambda run: run_timeout_s(run, options.timeout_s),
+        waits_for=waits_for or {},
     )
 
 
