@@ -93,10 +93,18 @@ def max_overlap(intervals: list[tuple[float, float]]) -> int:
     return peak
 
 
-def ledger_spec(tmp_path: Path, name: str, seeds: int, sleep_s: float, script: Path) -> Path:
-    """A sweep spec of `seeds` runs of the ledger script (tests/ledger_train_gpt.py) that
-    append to tmp_path/ledger.txt; their sleep is read from tmp_path/sleep_s at run time, so a
-    test can shorten it for a resume without changing the runs' ids."""
+def ledger_spec(
+    tmp_path: Path,
+    name: str,
+    seeds: int,
+    sleep_s: float,
+    script: Path,
+    lanes: str = "[lanes.main]\ncontrol = {}\n",
+) -> Path:
+    """A sweep spec of `seeds` runs per lane (`lanes`: the spec's lane tables) of the ledger
+    script (tests/ledger_train_gpt.py) that append to tmp_path/ledger.txt; their sleep is
+    read from tmp_path/sleep_s at run time, so a test can shorten it for a resume without
+    changing the runs' ids."""
     (tmp_path / "sleep_s").write_text(str(sleep_s))
     path = tmp_path / f"{name}.toml"
     path.write_text(f"""\
@@ -112,7 +120,5 @@ path = "{script}"
 SLEEP_FILE = "{tmp_path / "sleep_s"}"
 LEDGER = "{tmp_path / "ledger.txt"}"
 
-[lanes.main]
-control = {{}}
-""")
+{lanes}""")
     return path

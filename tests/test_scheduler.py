@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 import pytest
-from jobs import FakeRun, SleepLauncher, max_overlap, register, timings
+from jobs import FakeRun, SleepLauncher, ledger_spec, max_overlap, register, timings
 
 from jepardy.errors import UserError
 from jepardy.launch.local_executor import LocalExecutor
@@ -119,28 +119,8 @@ def test_bad_gpu_lists_are_refused() -> None:
 def test_a_lane_after_another_waits_through_the_cli(tmp_path: Path, cli) -> None:
     """`after = ["screen"]` in a spec reaches the scheduler: with room for both lanes at
     once, the full lane's run starts only when the screen lane's has ended."""
-    (tmp_path / "sleep_s").write_text("1.0")
-    spec = tmp_path / "lanes.toml"
-    spec.write_text(f"""\
-[sweep]
-name = "lanes"
-seeds = [1]
-
-[trainer]
-kind = "script"
-path = "{LEDGER_SCRIPT}"
-
-[params]
-SLEEP_FILE = "{tmp_path / "sleep_s"}"
-LEDGER = "{tmp_path / "ledger.txt"}"
-
-[lanes.screen]
-control = {{}}
-
-[lanes.full]
-after = ["screen"]
-control = {{}}
-""")
+    lanes = '[lanes.screen]\ncontrol = {}\n\n[lanes.full]\nafter = ["screen"]\ncontrol = {}\n'
+    spec = ledger_spec(tmp_path, "lanes", seeds=1, sleep_s=1.0, script=LEDGER_SCRIPT, lanes=lanes)
     proc = cli.run("sweep", spec, "--db", tmp_path / "r.db", "--slots", "2", cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     frame = open_store(tmp_path / "r.db").runs_frame().set_index("lane")
