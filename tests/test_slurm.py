@@ -356,15 +356,19 @@ def _start_now(job_id: str) -> None:
 
 
 def _disturb_then_finish(tmp_path: Path, cli, name: str, disturb) -> str:
-    """Start a one-run sweep, call `disturb(job_id)` once its job runs, let the requeued job
-    start at once and finish quickly; check that its row followed the same job to done,
-    with one submission and one completed run. Returns the job id."""
+    """Start a one-run sweep, call `disturb(job_id)` once its job's task is running the
+    run (submitit has installed its signal handlers by then), let the requeued job start at
+    once and finish quickly; check that its row followed the same job to done, with one
+    submission and one completed run. Returns the job id."""
     spec = _spec(tmp_path, name, seeds=1, sleep_s=8)
     db = tmp_path / "r.db"
     sweep = cli.popen(*_args(tmp_path, spec), cwd=tmp_path)
     try:
         _wait_for(lambda: db.exists() and _row_state(db) == "RUNNING", 60)
-        job_id = _rows(db)[0][3]
+        run_id, _, _, job_id, _, _ = _rows(db)[0]
+        # NodeTask opens stdout.log, and submitit calls NodeTask only after installing its
+        # handlers: a signal sent before would meet the default action and kill the job.
+        _wait_for(lambda: (tmp_path / "runs" / name / run_id / "stdout.log").exists(), 60)
         disturb(job_id)
         (tmp_path / "sleep_s").write_text("0.5")  # the second attempt finishes quickly
         _start_now(job_id)
@@ -398,7 +402,6 @@ def test_preemption_signal_requeues_through_submitit(tmp_path: Path, cli, slurm_
     requeues the same job, which the row follows to done."""
 
     def signal_usr2(job_id: str) -> None:
-        time.sleep(1.0)  # let the job step start and install submitit's handler
         subprocess.run(["scancel", "--signal=USR2", job_id], check=True, timeout=30)
 
     job_id = _disturb_then_finish(tmp_path, cli, "slurm-preempt", signal_usr2)
@@ -501,7 +504,7 @@ def test_a_slurm_run_taken_over_with_its_job_is_left_running(
     """An orchestrator that finds its run taken over by one that re-attached to the same
     Slurm job lets go of it without cancelling the job, which runs on to its end."""
     monkeypatch.setattr(tracker_module, "HEARTBEAT_S", 0.5)
-    spec = load_spec(_spec(tmp_path, "slurm-handover", seeds=1, sleep_s=5), trainer_schema())
+    spec = load_spec(_spec(tmp_path, "slurm-handover", seeds=1, sleep_s=8), trainer_schema())
     [run] = expand_runs(spec)
     store = open_store(tmp_path / "r.db")
     store.upsert_sweep(spec.name, str(spec.path), spec.text)
