@@ -32,11 +32,11 @@ import pandas as pd
 import sqlalchemy as sa
 from rich.console import Console
 
-from jepardy.curves import curve_table
-from jepardy.report import Report, ReportRequest, compare_table, render_report, run_report
-from jepardy.results import load_runs
-from jepardy.spec import PlannedRun
-from jepardy.store import Run, RunStatus, open_store
+from jepardy.analysis.curves import curve_table
+from jepardy.analysis.report import Report, ReportRequest, compare_table, render_report, run_report
+from jepardy.analysis.summary import load_runs
+from jepardy.spec.parse import PlannedRun
+from jepardy.store.core import Run, RunStatus, open_store
 
 GOAL_S = 2.0
 LN2 = math.log(2)

@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from jepardy.launch.local import JobOutcome, collect, job_environment
-from jepardy.store import Store
+from jepardy.launch.rundir import JobOutcome, collect, job_environment
+from jepardy.store.core import Store
 
 # argv: run_dir sleep_s exit_code. Writes timing.json at once (so a killed job leaves a
 # trace) and result.json at the end.

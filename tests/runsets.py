@@ -1,7 +1,7 @@
 """Result sets with known answers, written as real runs into a real SQLite store.
 
 Shared by the report tests (compare, curves, horizons, plots, results): each run is a
-`jepardy.spec.PlannedRun` registered with `Store.register_runs` and finished with
+`jepardy.spec.parse.PlannedRun` registered with `Store.register_runs` and finished with
 `Store.record_result`, exactly as a sweep records it.
 """
 
@@ -13,8 +13,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from jepardy.spec import PlannedRun
-from jepardy.store import Store
+from jepardy.spec.parse import PlannedRun
+from jepardy.store.core import Store
 
 SWEEP = "study"
 # Byte-level data: val_bpb = val_loss / ln 2, so val_loss = val_bpb * ln 2.

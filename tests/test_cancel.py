@@ -17,7 +17,7 @@ from jepardy.launch import tracker as tracker_module
 from jepardy.launch.local_executor import LocalExecutor
 from jepardy.launch.slots import DevicePool
 from jepardy.launch.tracker import JobTracker
-from jepardy.store import JobRecord, RunStatus, Store, open_store
+from jepardy.store.core import JobRecord, RunStatus, Store, open_store
 
 LEDGER_SCRIPT = Path(__file__).parent / "ledger_train_gpt.py"
 DONE = {"status": "done", "val_bpb": 1.5}
@@ -98,7 +98,13 @@ def test_a_local_run_taken_over_elsewhere_has_its_job_stopped(
     tracker = _local_tracker(store, tmp_path, slots=1)
 
     def take_over_when_running() -> None:
-        while not (claims := store.running_claims(["long"])) or not claims[0].job_id:
+        # Running means the job's process has started (it writes timing.json first thing),
+        # not only that its id is recorded: on a loaded machine the two are seconds apart.
+        while (
+            not (claims := store.running_claims(["long"]))
+            or not claims[0].job_id
+            or not timings(tmp_path / "runs", runs)
+        ):
             time.sleep(0.05)
         assert store.adopt(claims[0], "other-host", 4242)
 

@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from jepardy.cli import app
+from jepardy.analysis.report import FORMATS
+from jepardy.cli.app import app
 from jepardy.launch.command import trainer_schema
-from jepardy.report import FORMATS
-from jepardy.spec import expand_runs, load_spec
+from jepardy.spec.parse import expand_runs, load_spec
 
 runner = CliRunner()
 

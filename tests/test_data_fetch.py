@@ -11,7 +11,7 @@ import pytest
 from huggingface_hub import errors
 from typer.testing import CliRunner
 
-from jepardy.cli import app
+from jepardy.cli.app import app
 from jepardy.data.check import check_data
 from jepardy.data.fetch import HUB_REPO, DirSource, _hub_errors, fetch
 from jepardy.data.shards import HEADER_BYTES, write_shard

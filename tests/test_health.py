@@ -6,7 +6,7 @@ import math
 
 import torch
 
-from jepardy.health import run_flags
+from jepardy.analysis.flags import run_flags
 from jepardy.trainer.config import config_from_params
 from jepardy.trainer.health import GradHealth, clip_coefficient, module_drift, module_group
 from jepardy.trainer.optim import assign_groups, group_rules

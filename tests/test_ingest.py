@@ -11,9 +11,9 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from jepardy.cli import app
+from jepardy.cli.app import app
 from jepardy.errors import UserError
-from jepardy.ingest import (
+from jepardy.ingest.ingest import (
     IngestReport,
     Labels,
     arm_from_path,
@@ -21,7 +21,7 @@ from jepardy.ingest import (
     parse_assignments,
     seed_from_path,
 )
-from jepardy.store import Store, open_store
+from jepardy.store.core import Store, open_store
 
 FIXTURES = Path(__file__).parent / "fixtures"
 RECORD = FIXTURES / "records" / "2026-03-20_Fake Record"

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from jepardy.logparse import parse_log, split_lines
-from jepardy.logresult import metric_series, run_params, run_result
+from jepardy.ingest.logparse import parse_log, split_lines
+from jepardy.ingest.logresult import metric_series, run_params, run_result
 
 LOGS = Path(__file__).parent / "fixtures" / "logs"
 

@@ -23,9 +23,9 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from jepardy import migrations
 from jepardy.errors import UserError
-from jepardy.store import SCHEMA_VERSION, Base, Claim, RunStatus, open_store
+from jepardy.store import migrations
+from jepardy.store.core import SCHEMA_VERSION, Base, Claim, RunStatus, open_store
 
 DATA = Path(__file__).parent / "fixtures" / "schema"
 V1_JOB_COLUMNS = ("job_pid", "slurm_job_id", "slurm_nodes", "slurm_state")
@@ -34,7 +34,7 @@ PROCESSES = 8
 TIMEOUT_S = 60
 # What the forkserver imports once for every worker (each would import this module, and so
 # pytest, on its own otherwise).
-PRELOAD = ["jepardy.store", "pytest", "psycopg", "sqlalchemy.dialects.postgresql.psycopg"]
+PRELOAD = ["jepardy.store.core", "pytest", "psycopg", "sqlalchemy.dialects.postgresql.psycopg"]
 
 T0 = datetime(2026, 11, 20, 9, 30, 15, 123456, tzinfo=UTC)
 SWEEP = {
@@ -399,7 +399,7 @@ def test_orphan_rows_stop_a_sqlite_upgrade(tmp_path: Path) -> None:
 
 def _open_when_released(url: str, start: Any, results: Any) -> None:
     """A worker: open the store when every worker is ready; report how many upgrades this
-    process made (log records of jepardy.migrations), or the traceback of an error."""
+    process made (log records of jepardy.store.migrations), or the traceback of an error."""
     upgrades: list[logging.LogRecord] = []
     handler = logging.Handler()
     handler.emit = upgrades.append  # type: ignore[method-assign]

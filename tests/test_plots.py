@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 import runsets
 
-from jepardy.curves import curve_table
+from jepardy.analysis.curves import curve_table
+from jepardy.analysis.horizons import horizon_table
+from jepardy.analysis.plots import MAX_PANELS, plot_report
+from jepardy.analysis.summary import load_runs
 from jepardy.errors import UserError
-from jepardy.horizons import horizon_table
-from jepardy.plots import MAX_PANELS, plot_report
-from jepardy.results import load_runs
-from jepardy.store import open_store
+from jepardy.store.core import open_store
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 X = [0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4]

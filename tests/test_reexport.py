@@ -12,7 +12,7 @@ import pytest
 from jobs import FakeRun
 
 from jepardy.data.corpus import EmbeddedCorpus, build_embedded
-from jepardy.store import RunStatus, open_store
+from jepardy.store.core import RunStatus, open_store
 from jepardy.trainer import export_run
 from jepardy.trainer import train as trainer
 from jepardy.trainer.checkpoint import CHECKPOINT_FILE

@@ -16,10 +16,10 @@ import runsets
 import sqlalchemy as sa
 from rich.console import Console, Group
 
+from jepardy.analysis.report import COLUMNS, compare_table, render_compare
+from jepardy.analysis.significance import holm
 from jepardy.errors import UserError
-from jepardy.report import COLUMNS, compare_table, render_compare
-from jepardy.significance import holm
-from jepardy.store import Store, open_store
+from jepardy.store.core import Store, open_store
 
 SWEEP = "golf"
 LANE = "isolation"
@@ -31,7 +31,7 @@ CONTROL = ("control", "")
 
 @dataclass(frozen=True)
 class Planned:
-    """A stand-in for jepardy.spec.PlannedRun with the attributes the store reads."""
+    """A stand-in for jepardy.spec.parse.PlannedRun with the attributes the store reads."""
 
     run_id: str
     sweep: str
@@ -450,7 +450,7 @@ def _study_db(tmp_path: Path) -> Path:
 def _invoke(*args: str) -> Any:
     from typer.testing import CliRunner
 
-    from jepardy.cli import app
+    from jepardy.cli.app import app
 
     # A wide terminal, so rich never wraps a line the tests read.
     return CliRunner().invoke(app, ["report", *args], env={"COLUMNS": "300"})
@@ -533,7 +533,7 @@ def test_long_reports_print_as_aligned_text_with_flags() -> None:
     columns are printed as aligned text, over-cap cells still bold red."""
     from rich.text import Text
 
-    from jepardy.render import RICH_TABLE_MAX_ROWS, Section, to_rich
+    from jepardy.analysis.render import RICH_TABLE_MAX_ROWS, Section, to_rich
 
     rows = [[f"arm{i}", f"{i:,}"] for i in range(RICH_TABLE_MAX_ROWS + 1)]
     rows[3][1] = "16,000,001 OVER CAP"
@@ -560,7 +560,7 @@ def test_a_table_too_wide_for_the_terminal_prints_as_aligned_text() -> None:
     such a section prints as aligned text with every digit, and as a table where it fits."""
     from rich.console import Console
 
-    from jepardy.render import Section, to_rich
+    from jepardy.analysis.render import Section, to_rich
 
     columns = [f"column_{i}" for i in range(10)]
     rows = [[f"{i}.{j:04d} ± 0.0{j:03d}" for j in range(10)] for i in range(3)]
@@ -579,8 +579,8 @@ def test_a_table_too_wide_for_the_terminal_prints_as_aligned_text() -> None:
 
 
 def test_csv_of_several_parts_names_each_table(tmp_path: Path) -> None:
-    from jepardy.report import ReportRequest, build_report, render_report
-    from jepardy.results import load_runs
+    from jepardy.analysis.report import ReportRequest, build_report, render_report
+    from jepardy.analysis.summary import load_runs
 
     report = build_report(
         load_runs(_study_db(tmp_path), status=None), ReportRequest(curve="jepa_weight")

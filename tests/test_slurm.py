@@ -24,11 +24,11 @@ from test_sweep_e2e import tiny_spec
 from jepardy.errors import UserError
 from jepardy.launch import tracker as tracker_module
 from jepardy.launch.command import trainer_schema
-from jepardy.launch.local import TorchrunLauncher, prepare_run_dir
+from jepardy.launch.rundir import TorchrunLauncher, prepare_run_dir
 from jepardy.launch.slurm import SlurmExecutor, SlurmOptions, job_status, node_torchrun_argv
 from jepardy.launch.tracker import JobTracker
-from jepardy.spec import PlannedRun, expand_runs, load_spec
-from jepardy.store import JobRecord, RunStatus, open_store
+from jepardy.spec.parse import PlannedRun, expand_runs, load_spec
+from jepardy.store.core import JobRecord, RunStatus, open_store
 from jepardy.trainer.config import schema
 
 LEDGER_SCRIPT = Path(__file__).parent / "ledger_train_gpt.py"
@@ -433,7 +433,7 @@ NODE_TASK = """
 import json, sys
 from pathlib import Path
 from jepardy.launch.slurm import NodeTask
-from jepardy.spec import PlannedRun
+from jepardy.spec.parse import PlannedRun
 fields = json.loads(sys.argv[1])
 NodeTask(PlannedRun(**fields), sys.argv[2])()
 """

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from jepardy.errors import UserError
-from jepardy.spec import (
+from jepardy.spec.parse import (
     PlannedRun,
     Spec,
     describe_plan,
@@ -264,7 +264,8 @@ def test_ids_are_stable_across_loads_and_processes(tmp_path: Path) -> None:
     assert first == second
     assert all(len(i) == 16 and int(i, 16) >= 0 for i in first)
     code = (
-        "import sys; from pathlib import Path; from jepardy.spec import load_spec, expand_runs;"
+        "import sys; from pathlib import Path;"
+        "from jepardy.spec.parse import load_spec, expand_runs;"
         "from jepardy.trainer.config import schema;"
         "print(' '.join(r.run_id for r in expand_runs(load_spec(Path(sys.argv[1]), schema()))))"
     )

@@ -20,12 +20,12 @@ import pytest
 import sqlalchemy as sa
 
 from jepardy.errors import UserError
-from jepardy.store import SCHEMA_VERSION, RunStatus, Store, TransitionError, open_store
+from jepardy.store.core import SCHEMA_VERSION, RunStatus, Store, TransitionError, open_store
 
 
 @dataclass(frozen=True)
 class Planned:
-    """A stand-in for jepardy.spec.PlannedRun with the attributes the store reads."""
+    """A stand-in for jepardy.spec.parse.PlannedRun with the attributes the store reads."""
 
     run_id: str
     sweep: str = "smoke"
@@ -314,7 +314,7 @@ def test_locked_database_is_a_one_line_user_error(store_url: str) -> None:
 
 def test_write_retries_past_a_short_lock(store_url: str, caplog: pytest.LogCaptureFixture) -> None:
     """A lock held longer than one busy timeout but shorter than the retries is waited out."""
-    caplog.set_level(logging.INFO, logger="jepardy.store")
+    caplog.set_level(logging.INFO, logger="jepardy.store.core")
     store = _open(store_url, busy_timeout_ms=100)
     store.register_runs([Planned("a" * 16)], git_commit=None)
     metrics = iter(METRICS)  # an iterator: a retried write must not consume it twice

@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from jepardy.store import JobRecord, RunStatus, TransitionError, open_store
+from jepardy.store.core import JobRecord, RunStatus, TransitionError, open_store
 
 PROCESSES = 16
 OWN_RUNS = 4  # per process
@@ -27,12 +27,12 @@ SHARED_RUNS = 8  # registered and raced for by every process
 METRICS_PER_RUN = 20
 SWEEP = "concurrent"
 TIMEOUT_S = 90
-PRELOAD = ["jepardy.store", "pytest", "psycopg", "sqlalchemy.dialects.postgresql.psycopg"]
+PRELOAD = ["jepardy.store.core", "pytest", "psycopg", "sqlalchemy.dialects.postgresql.psycopg"]
 
 
 @dataclass(frozen=True)
 class Planned:
-    """The attributes of jepardy.spec.PlannedRun the store reads."""
+    """The attributes of jepardy.spec.parse.PlannedRun the store reads."""
 
     run_id: str
     sweep: str = SWEEP

@@ -11,10 +11,10 @@ import runsets
 from runsets import R
 from typer.testing import CliRunner
 
-from jepardy.cli import app
+from jepardy.analysis.submission import SubmissionInfo, export_submission
+from jepardy.cli.app import app
 from jepardy.errors import UserError
-from jepardy.store import open_store
-from jepardy.submission import SubmissionInfo, export_submission
+from jepardy.store.core import open_store
 
 VALUES = {1: 1.1228, 2: 1.1232, 3: 1.1230, 4: 1.1300}
 INFO = SubmissionInfo(

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from jepardy.errors import UserError
-from jepardy.tables import (
+from jepardy.ingest.tables import (
     TableMapping,
     is_results,
     markdown_tables,

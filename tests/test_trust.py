@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
+from jepardy.analysis.report import compare_table
+from jepardy.analysis.submission import SubmissionInfo, export_submission
 from jepardy.errors import UserError
-from jepardy.report import compare_table
-from jepardy.spec import PlannedRun
-from jepardy.store import Store, open_store
-from jepardy.submission import SubmissionInfo, export_submission
+from jepardy.spec.parse import PlannedRun
+from jepardy.store.core import Store, open_store
 
 CODE_A = "a" * 64
 CODE_B = "b" * 64

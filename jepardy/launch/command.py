@@ -14,9 +14,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from jepardy.challenge_env import script_env
 from jepardy.errors import UserError
-from jepardy.store import RunLike
+from jepardy.spec.challenge_env import script_env
+from jepardy.store.core import RunLike
 
 RUN_CONFIG = "run.json"
 SCRIPT = "script"  # the trainer kind of a challenge script (spec.SCRIPT)
@@ -102,7 +102,7 @@ def run_argv(run: RunLike, run_dir: Path) -> list[str]:
 
 def script_environment(run: RunLike) -> dict[str, str]:
     """A script run's params as the challenge's environment variables (one table:
-    `jepardy.challenge_env.PARAMS`; upper-case params pass through), and RUN_ID."""
+    `jepardy.spec.challenge_env.PARAMS`; upper-case params pass through), and RUN_ID."""
     env = script_env(run.params, Path.cwd())
     env["RUN_ID"] = run.run_id
     return env

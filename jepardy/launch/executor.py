@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from jepardy.launch.local import JobOutcome
-from jepardy.store import Claim, JobRecord, RunLike, RunStatus
+from jepardy.launch.rundir import JobOutcome
+from jepardy.store.core import Claim, JobRecord, RunLike, RunStatus
 
 
 @dataclass(frozen=True)

@@ -21,9 +21,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from jepardy.launch.executor import JobState, Launcher
-from jepardy.launch.local import STDOUT_LOG
+from jepardy.launch.rundir import STDOUT_LOG
 from jepardy.launch.slots import DevicePool
-from jepardy.store import Claim, JobRecord, RunLike, RunStatus
+from jepardy.store.core import Claim, JobRecord, RunLike, RunStatus
 
 LOCAL = "local"
 # A job asked to stop (SIGTERM: Ctrl-C, `jepardy cancel`) gets this long to exit cleanly

@@ -24,11 +24,11 @@ from typing import Any
 
 from jepardy.errors import UserError
 from jepardy.launch.command import run_identity
-from jepardy.launch.local import STDOUT_LOG, JobOutcome, collect
+from jepardy.launch.rundir import STDOUT_LOG, JobOutcome, collect
 from jepardy.launch.sweep import git_commit
-from jepardy.spec import run_id as make_run_id
-from jepardy.spec import trainer_code_digest
-from jepardy.store import RunStatus, Store
+from jepardy.spec.parse import run_id as make_run_id
+from jepardy.spec.parse import trainer_code_digest
+from jepardy.store.core import RunStatus, Store
 
 KIND = "export"
 CHECKPOINT_FILE = "final.pt"  # the trainer's checkpoint.CHECKPOINT_FILE (a file contract)

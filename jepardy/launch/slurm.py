@@ -31,8 +31,8 @@ from typing import Any
 from jepardy.errors import UserError
 from jepardy.launch.command import SCRIPT, run_argv, script_environment
 from jepardy.launch.executor import JobState
-from jepardy.launch.local import STDOUT_LOG
-from jepardy.store import Claim, JobRecord, RunLike, RunStatus
+from jepardy.launch.rundir import STDOUT_LOG
+from jepardy.store.core import Claim, JobRecord, RunLike, RunStatus
 
 SLURM = "slurm"
 JOB_NAME_PREFIX = "jepardy-"

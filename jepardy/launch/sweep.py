@@ -20,13 +20,13 @@ from pathlib import Path
 from jepardy.errors import UserError
 from jepardy.launch.command import trainer_schema
 from jepardy.launch.executor import Executor
-from jepardy.launch.local import TorchrunLauncher
 from jepardy.launch.local_executor import LOCAL, LocalExecutor
+from jepardy.launch.rundir import TorchrunLauncher
 from jepardy.launch.slots import DevicePool, detect_gpus
 from jepardy.launch.slurm import SLURM, SlurmExecutor, SlurmOptions
 from jepardy.launch.tracker import JobTracker, SweepObserver
-from jepardy.spec import PlannedRun, Spec, expand_runs, load_spec
-from jepardy.store import RunLike, RunStatus, Store
+from jepardy.spec.parse import PlannedRun, Spec, expand_runs, load_spec
+from jepardy.store.core import RunLike, RunStatus, Store
 
 # Trainer params whose value is a path that must exist before anything is launched.
 _PATH_PARAMS = ("data_dir", "tokenizer_path")

@@ -26,10 +26,10 @@ from pathlib import Path
 
 from jepardy.errors import UserError
 from jepardy.launch.executor import Executor, JobState, Launcher
-from jepardy.launch.local import JobOutcome
 from jepardy.launch.local_executor import LOCAL, signal_job
+from jepardy.launch.rundir import JobOutcome
 from jepardy.launch.slurm import SLURM, scancel
-from jepardy.store import Claim, JobRecord, RunLike, RunStatus, Store, TransitionError
+from jepardy.store.core import Claim, JobRecord, RunLike, RunStatus, Store, TransitionError
 
 HEARTBEAT_S = 10.0
 # A running run whose heartbeat is older than this belongs to an orchestrator that is gone.

@@ -54,8 +54,8 @@ from sqlalchemy import event
 from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, OperationalError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
-from jepardy import migrations
 from jepardy.errors import UserError
+from jepardy.store import migrations
 
 SCHEMA_VERSION = 2
 DEFAULT_BUSY_TIMEOUT_MS = 30_000
@@ -107,7 +107,7 @@ class TransitionError(UserError):
 
 
 class RunLike(Protocol):
-    """What the store needs of a planned run (jepardy.spec.PlannedRun satisfies it)."""
+    """What the store needs of a planned run (jepardy.spec.parse.PlannedRun satisfies it)."""
 
     @property
     def run_id(self) -> str: ...

@@ -1,6 +1,6 @@
 """Runs as a tidy pandas DataFrame, and per-group summaries: the pandas API of the reports.
 
-    from jepardy.results import load_runs, summarize
+    from jepardy.analysis.summary import load_runs, summarize
     runs = load_runs("results.db")                    # one row per done run, params as columns
     summarize(runs, by=["lane", "arm", "jepa_weight"])  # n, mean, std, sem, 95% t-interval
 
@@ -24,7 +24,7 @@ import sqlalchemy as sa
 from scipy import stats
 
 from jepardy.errors import UserError
-from jepardy.store import Run, RunStatus, Store, open_store
+from jepardy.store.core import Run, RunStatus, Store, open_store
 from jepardy.trainer.config import ARTIFACT_CAP_BYTES
 
 # The runs columns every report reads; provenance blobs (result, log_tail, command) stay in SQL.

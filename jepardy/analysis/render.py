@@ -3,7 +3,7 @@ and the number formats every report table shares.
 
 Each report part (compare, curves, horizons) turns its DataFrame into `Section`s; this
 module knows nothing of statistics. CSV and JSON are written from the DataFrames themselves
-(see jepardy.report), so no number is lost to formatting there.
+(see jepardy.analysis.report), so no number is lost to formatting there.
 """
 
 from __future__ import annotations

@@ -21,10 +21,10 @@ from typing import Any
 
 import pandas as pd
 
-from jepardy import render
+from jepardy.analysis import render
+from jepardy.analysis.summary import ARM_KEYS, load_runs
 from jepardy.errors import UserError
-from jepardy.results import ARM_KEYS, load_runs
-from jepardy.store import RunStatus
+from jepardy.store.core import RunStatus
 from jepardy.trainer.config import ARTIFACT_CAP_BYTES
 
 TRACK = "10min_16mb"

@@ -11,9 +11,9 @@ from typing import Any
 import pandas as pd
 
 from jepardy.errors import UserError
-from jepardy.launch.local import STDOUT_LOG
+from jepardy.launch.rundir import STDOUT_LOG
 from jepardy.launch.slurm import SLURM, SUBMITIT_FOLDER
-from jepardy.store import Store
+from jepardy.store.core import Store
 
 _IDENTITY = (
     "id",

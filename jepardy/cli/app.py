@@ -27,9 +27,9 @@ from jepardy.errors import UserError
 if TYPE_CHECKING:
     import pandas as pd
 
-    from jepardy.launch.local import JobOutcome
+    from jepardy.launch.rundir import JobOutcome
     from jepardy.launch.sweep import SweepOptions, SweepSummary
-    from jepardy.store import RunLike
+    from jepardy.store.core import RunLike
 
 app = typer.Typer(
     help="Matched-control ablation sweeps for Parameter Golf trainers.",
@@ -186,8 +186,8 @@ def plan(
     with the same Slurm options would submit it."""
     from jepardy.launch.command import run_argv
     from jepardy.launch.sweep import load_plan, sbatch_scripts
-    from jepardy.spec import describe_plan
-    from jepardy.store import open_store
+    from jepardy.spec.parse import describe_plan
+    from jepardy.store.core import open_store
 
     loaded, entries = load_plan(spec, open_store(db) if Path(db).exists() or "://" in db else None)
     table = Table(title=f"{loaded.name}: {len(entries)} runs")
@@ -318,7 +318,7 @@ def sweep(
     stops cleanly; a second Ctrl-C kills at once.
     """
     from jepardy.launch.sweep import run_sweep
-    from jepardy.store import open_store
+    from jepardy.store.core import open_store
 
     slurm = _slurm_overrides(partition, nodes, gpus_per_node, time, account, qos, constraint)
     options = _sweep_options(runs_dir, gpus, slots, timeout_s, retry_failed, executor, slurm)
@@ -337,7 +337,7 @@ def cancel(
     their local jobs (here at once, on another machine at its orchestrator's next
     heartbeat). `jepardy sweep SPEC` later runs them again."""
     from jepardy.launch.tracker import cancel_sweep
-    from jepardy.store import open_store
+    from jepardy.store.core import open_store
 
     cancelled = cancel_sweep(open_store(db), sweep_name)
     console.print(f"sweep {sweep_name}: {len(cancelled)} runs cancelled", highlight=False)
@@ -364,7 +364,7 @@ def rerun(
     with; on Slurm with --executor slurm (the options over the [slurm] table of the spec
     their sweep last ran with)."""
     from jepardy.launch.sweep import rerun as rerun_runs
-    from jepardy.store import open_store
+    from jepardy.store.core import open_store
 
     slurm = _slurm_overrides(partition, nodes, gpus_per_node, time, account, qos, constraint)
     options = _sweep_options(runs_dir, gpus, slots, timeout_s, False, executor, slurm)
@@ -378,8 +378,8 @@ def rerun(
 def status(db: DbOption = "results.db") -> None:
     """Runs per state and sweep; the running runs: their orchestrator, their job (executor,
     id, state, nodes, devices), elapsed time and heartbeat age."""
-    from jepardy.status import running_jobs, status_counts
-    from jepardy.store import open_store
+    from jepardy.store.core import open_store
+    from jepardy.store.views import running_jobs, status_counts
 
     runs = open_store(db).runs_frame()
     console.print(_frame_table(status_counts(runs, every_state=False), "runs per state"))
@@ -397,8 +397,8 @@ def runs(
     arm: Annotated[str | None, typer.Option(help="Only this arm.")] = None,
 ) -> None:
     """The recorded runs, filtered: id, labels, status, reason, val_bpb, bytes."""
-    from jepardy.status import filter_runs
-    from jepardy.store import open_store
+    from jepardy.store.core import open_store
+    from jepardy.store.views import filter_runs
 
     frame = filter_runs(open_store(db).runs_frame(sweep_name), status=state, lane=lane, arm=arm)
     console.print(_frame_table(frame, f"{len(frame)} runs"))
@@ -487,11 +487,11 @@ def report(
 ) -> None:
     """Report a sweep: arms against their matched control (tests, margin, cap), curves over a
     param, and rankings across budgets."""
-    from jepardy.report import ReportRequest, run_report
+    from jepardy.analysis.report import ReportRequest, run_report
 
     if health:
-        from jepardy.health import health_table
-        from jepardy.store import open_store
+        from jepardy.analysis.flags import health_table
+        from jepardy.store.core import open_store
 
         flagged = health_table(open_store(db).runs_frame(sweep_name), only_flagged=True)
         title = f"health: {len(flagged)} runs flagged" if len(flagged) else "health: no flags"
@@ -531,7 +531,7 @@ def export_run(
     """Re-export RUN_ID's final weights with other quantization or compression settings
     (no training) and record the new artifact as a new run linked to it."""
     from jepardy.launch.reexport import reexport
-    from jepardy.store import open_store
+    from jepardy.store.core import open_store
 
     done = reexport(open_store(db), run_id, quant_bits, zstd_level, runs_dir, device)
     result = done.result or {}
@@ -563,8 +563,8 @@ def export_submission(
     ] = None,
 ) -> None:
     """Write submission.json and a README results table (per seed, mean, std, bytes)."""
-    from jepardy.submission import SubmissionInfo
-    from jepardy.submission import export_submission as export
+    from jepardy.analysis.submission import SubmissionInfo
+    from jepardy.analysis.submission import export_submission as export
 
     info = SubmissionInfo(name=name, author=author, github_id=github_id, script=script)
     done = export(db, run_ids, out, info)
@@ -608,9 +608,9 @@ def ingest(
     Ingesting the same files again adds nothing. A log without a final metric becomes a
     failed run with its reason; submission.json is checked against the logs, not trusted.
     """
-    from jepardy.ingest import Labels, parse_assignments
-    from jepardy.ingest import ingest as ingest_paths
-    from jepardy.store import open_store
+    from jepardy.ingest.ingest import Labels, parse_assignments
+    from jepardy.ingest.ingest import ingest as ingest_paths
+    from jepardy.store.core import open_store
 
     labels = Labels(
         sweep=sweep_name,
@@ -662,8 +662,8 @@ def show(
     """One run's identity, outcome and provenance: code hashes, git, versions, GPU, data."""
     from rich.pretty import Pretty
 
-    from jepardy.show import describe_run
-    from jepardy.store import open_store
+    from jepardy.store.core import open_store
+    from jepardy.store.show import describe_run
 
     for title, section in describe_run(open_store(db), run_id).items():
         console.print(f"[bold]{title}[/]")
@@ -678,9 +678,9 @@ def logs(
 ) -> None:
     """The end of every log a run's job wrote (each node's, and submitit's for a Slurm
     job), running or ended; for a run without files, the log tail the store kept."""
-    from jepardy.launch.local import log_tail
-    from jepardy.show import find_run, log_files
-    from jepardy.store import open_store
+    from jepardy.launch.rundir import log_tail
+    from jepardy.store.core import open_store
+    from jepardy.store.show import find_run, log_files
 
     row = find_run(open_store(db), run_id, "logs")
     files = log_files(row)

@@ -23,8 +23,8 @@ import math
 import re
 from typing import Any
 
-from jepardy import challenge_env
-from jepardy.logparse import MetricLine, ParsedRun, Setting, SizeLine
+from jepardy.ingest.logparse import MetricLine, ParsedRun, Setting, SizeLine
+from jepardy.spec import challenge_env
 from jepardy.trainer.config import ARTIFACT_CAP_BYTES
 
 TIER_NAMES = {0: "pre-quantization", 1: "round trip", 2: "sliding window", 3: "test-time training"}

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 
 import pandas as pd
 
-from jepardy.store import RunStatus
+from jepardy.store.core import RunStatus
 
 STATES = [s.value for s in RunStatus]
 RUNS_COLUMNS = [

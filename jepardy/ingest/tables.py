@@ -25,9 +25,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from jepardy import challenge_env
 from jepardy.errors import UserError
-from jepardy.logparse import typed_value
+from jepardy.ingest.logparse import typed_value
+from jepardy.spec import challenge_env
 from jepardy.trainer.config import schema
 
 Scalar = bool | int | float | str

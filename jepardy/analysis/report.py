@@ -2,7 +2,7 @@
 and `run_report`, which builds and renders what `jepardy report` asks for.
 
 Input is the runs table as a DataFrame (`Store.runs_frame()`, `pandas.read_sql("runs", ...)`
-or `jepardy.results.load_runs`); nothing here speaks SQL. The statistics follow
+or `jepardy.analysis.summary.load_runs`); nothing here speaks SQL. The statistics follow
 design/orchestrator.md ("Statistics"): per arm n, mean, sd, standard error, t-interval and
 every seed's value; against the matched control, one-sided Welch's t-test as the primary
 test with the paired test beside it, the challenge's margin (0.005 nats, p < 0.01), and Holm
@@ -22,12 +22,12 @@ import numpy as np
 import pandas as pd
 from rich.console import Group
 
-from jepardy import render
-from jepardy.curves import Curves, curve_sections, curve_table
-from jepardy.errors import UserError
-from jepardy.horizons import Horizons, horizon_sections, horizon_table
-from jepardy.render import Section
-from jepardy.results import (
+from jepardy.analysis import render
+from jepardy.analysis.curves import Curves, curve_sections, curve_table
+from jepardy.analysis.horizons import Horizons, horizon_sections, horizon_table
+from jepardy.analysis.render import Section
+from jepardy.analysis.significance import ALPHA, compare_pairs, holm, margin_in_metric, pack
+from jepardy.analysis.summary import (
     ARM_KEYS,
     MIRRORED_PARAMS,
     group_codes,
@@ -37,8 +37,8 @@ from jepardy.results import (
     summarize,
     tidy_runs,
 )
-from jepardy.significance import ALPHA, compare_pairs, holm, margin_in_metric, pack
-from jepardy.store import RunStatus
+from jepardy.errors import UserError
+from jepardy.store.core import RunStatus
 
 CONTROL_ARM = "control"
 FORMATS = ("table", "markdown", "csv", "json")
@@ -620,7 +620,7 @@ def run_report(db: str | Path, request: ReportRequest) -> ReportOutput:
         rendered = render_report(report, request.fmt)
     plot = None
     if request.plot is not None:
-        from jepardy.plots import plot_report  # matplotlib only when a plot is asked for
+        from jepardy.analysis.plots import plot_report
 
         plot = plot_report(report.curves, report.horizons, request.plot)
     return ReportOutput(rendered, plot)

@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from jepardy.data.shards import write_bytes_atomic
+from jepardy.ingest.logparse import parse_log
+from jepardy.ingest.logresult import metric_series, run_result
 from jepardy.launch.command import (
     RUN_CONFIG,
     SCRIPT,
@@ -21,9 +23,7 @@ from jepardy.launch.command import (
     script_environment,
     write_run_config,
 )
-from jepardy.logparse import parse_log
-from jepardy.logresult import metric_series, run_result
-from jepardy.store import RunLike
+from jepardy.store.core import RunLike
 
 STDOUT_LOG = "stdout.log"
 # result.json fields of docs/architecture.md a script's log may not print.

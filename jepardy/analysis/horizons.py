@@ -25,9 +25,9 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from jepardy import render
-from jepardy.render import Section
-from jepardy.results import axis_values, drop_key, require_metric, summarize
+from jepardy.analysis import render
+from jepardy.analysis.render import Section
+from jepardy.analysis.summary import axis_values, drop_key, require_metric, summarize
 
 SET_KEYS = ["sweep", "lane", "match"]
 ARM = ["arm", "variant"]

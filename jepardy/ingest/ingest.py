@@ -33,11 +33,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from jepardy import challenge_env
 from jepardy.errors import UserError
-from jepardy.logparse import ParsedRun, parse_log, typed_value
-from jepardy.logresult import metric_series, run_params, run_result
-from jepardy.records import (
+from jepardy.ingest.logparse import ParsedRun, parse_log, typed_value
+from jepardy.ingest.logresult import metric_series, run_params, run_result
+from jepardy.ingest.records import (
     LOG_SUFFIXES,
     README,
     SUBMISSION,
@@ -49,8 +48,7 @@ from jepardy.records import (
     record_folders,
     seed_flags,
 )
-from jepardy.store import RunStatus, Store
-from jepardy.tables import (
+from jepardy.ingest.tables import (
     LABEL_FIELDS,
     METRIC_FIELDS,
     TableMapping,
@@ -61,6 +59,8 @@ from jepardy.tables import (
     summary_row,
     typed_row,
 )
+from jepardy.spec import challenge_env
+from jepardy.store.core import RunStatus, Store
 from jepardy.trainer.config import ARTIFACT_CAP_BYTES, schema
 
 KIND = "ingested"

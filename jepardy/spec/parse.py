@@ -24,8 +24,8 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any, NoReturn
 
-from jepardy.challenge_env import script_param_type
 from jepardy.errors import UserError
+from jepardy.spec.challenge_env import script_param_type
 from jepardy.trainer.config import coerce_value
 
 Scalar = bool | int | float | str
@@ -46,7 +46,7 @@ _SWEEP_KEYS = ("name", "description", "seeds", "zip")
 _TRAINER_KEYS = ("kind", "nproc", "path")
 _LANE_KEYS = ("description", "after", "params", "axes", "control", "arms")
 _GRID_KEYS = ("start", "stop", "step")
-_PACKAGE_DIR = Path(__file__).resolve().parent
+_PACKAGE_DIR = Path(__file__).resolve().parent.parent  # jepardy/
 _CODE_DIRS = ("trainer", "data")  # what the trainer process runs; see trainer_code_digest
 _TOML_WHERE = re.compile(r"(?P<msg>.*) \(at (?P<where>line \d+, column \d+|end of document)\)")
 

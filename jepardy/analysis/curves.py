@@ -29,11 +29,10 @@ import numpy as np
 import pandas as pd
 from scipy import optimize, stats
 
-from jepardy import render
-from jepardy.errors import UserError
-from jepardy.render import Section
-from jepardy.results import SUMMARY_COLUMNS as SUMMARY_STATS
-from jepardy.results import (
+from jepardy.analysis import render
+from jepardy.analysis.render import Section
+from jepardy.analysis.summary import SUMMARY_COLUMNS as SUMMARY_STATS
+from jepardy.analysis.summary import (
     axis_values,
     drop_key,
     group_codes,
@@ -42,6 +41,7 @@ from jepardy.results import (
     split_pairs,
     summarize,
 )
+from jepardy.errors import UserError
 
 MONOTONIC = "monotonic"
 SINGLE_MINIMUM = "single-minimum"

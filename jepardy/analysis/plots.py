@@ -20,10 +20,10 @@ import numpy as np
 import pandas as pd
 from matplotlib.axes import Axes
 
-from jepardy import render
-from jepardy.curves import CURVE_KEYS, Curves
+from jepardy.analysis import render
+from jepardy.analysis.curves import CURVE_KEYS, Curves
+from jepardy.analysis.horizons import ARM, SET_KEYS, Horizons
 from jepardy.errors import UserError
-from jepardy.horizons import ARM, SET_KEYS, Horizons
 
 # More panels than this make an unreadable picture; the user narrows the report instead.
 MAX_PANELS = 12
