@@ -34,15 +34,16 @@ from rich.console import Console
 
 from jepardy.analysis.curves import curve_table
 from jepardy.analysis.report import Report, ReportRequest, compare_table, render_report, run_report
-from jepardy.analysis.summary import load_runs
-from jepardy.spec.parse import PlannedRun
-from jepardy.store.core import Run, RunStatus, open_store
+from jepardy.spec.identity import RunIdentity
+from jepardy.store.frames import load_runs
+from jepardy.store.models import Run, RunStatus
+from jepardy.store.transitions import open_store
 
 GOAL_S = 2.0
 LN2 = math.log(2)
 
 
-def planned_runs(total: int, seeds: int, grid: int) -> list[PlannedRun]:
+def planned_runs(total: int, seeds: int, grid: int) -> list[RunIdentity]:
     """`total` runs (rounded up to whole matches): 8 lanes, matches ema x wallclock_s,
     each match the control (jepa_weight 0) and `grid` weights 0.05, 0.10, ..., `seeds` each."""
     per_match = (grid + 1) * seeds
@@ -58,7 +59,7 @@ def planned_runs(total: int, seeds: int, grid: int) -> list[PlannedRun]:
                 params = {**match, **variant, "seed": seed}
                 run_id = f"{m:06x}{g:03x}{seed:03x}{len(runs) % 16:x}"[:16].ljust(16, "0")
                 runs.append(
-                    PlannedRun(
+                    RunIdentity(
                         run_id=run_id,
                         sweep="bench",
                         lane=lane,
@@ -74,7 +75,7 @@ def planned_runs(total: int, seeds: int, grid: int) -> list[PlannedRun]:
     return runs
 
 
-def fill(db: Path, runs: list[PlannedRun]) -> None:
+def fill(db: Path, runs: list[RunIdentity]) -> None:
     """Register every run, then write every result in one bulk UPDATE (the orchestrator's
     record_result is one transaction per run: right for a sweep, slow for 100,000 rows)."""
     store = open_store(db)

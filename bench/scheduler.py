@@ -26,7 +26,7 @@ from jobs import FakeRun, SleepLauncher, register
 from jepardy.launch.local_executor import LocalExecutor
 from jepardy.launch.slots import DevicePool
 from jepardy.launch.tracker import JobTracker
-from jepardy.store.core import open_store
+from jepardy.store.transitions import open_store
 
 
 def jepardy_wall_s(root: Path, runs: list[FakeRun], slots: int) -> float:

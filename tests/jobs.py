@@ -6,12 +6,15 @@ from __future__ import annotations
 
 import json
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
-from jepardy.launch.rundir import JobOutcome, collect, job_environment
-from jepardy.store.core import Store
+from jepardy.launch.rundir import collect, job_environment
+from jepardy.spec.identity import RunIdentity
+from jepardy.store.models import RunOutcome
+from jepardy.store.transitions import Store
 
 # argv: run_dir sleep_s exit_code. Writes timing.json at once (so a killed job leaves a
 # trace) and result.json at the end.
@@ -33,18 +36,10 @@ sys.exit(exit_code)
 """
 
 
-@dataclass(frozen=True)
-class FakeRun:
-    run_id: str
-    lane: str = "main"
-    nproc: int = 1
-    sweep: str = "fake"
-    arm: str = "control"
-    variant: str = ""
-    match: str = ""
-    seed: int = 1
-    kind: str = "fake"
-    params: dict[str, Any] = field(default_factory=dict, hash=False)
+# A run the fake launchers below understand: params sleep_s, exit_code.
+FakeRun = partial(
+    RunIdentity, lane="main", sweep="fake", arm="control", variant="", match="", seed=1, kind="fake"
+)
 
 
 @dataclass(frozen=True)
@@ -64,7 +59,7 @@ class SleepLauncher:
     def environment(self, run: FakeRun, devices: tuple[str, ...]) -> dict[str, str]:
         return job_environment(devices, threads_per_rank=1)
 
-    def collect(self, run: FakeRun, run_dir: Path, exit_code: int | None) -> JobOutcome:
+    def collect(self, run: FakeRun, run_dir: Path, exit_code: int | None) -> RunOutcome:
         return collect(run_dir, exit_code)
 
 

@@ -1,7 +1,7 @@
 """Result sets with known answers, written as real runs into a real SQLite store.
 
 Shared by the report tests (compare, curves, horizons, plots, results): each run is a
-`jepardy.spec.parse.PlannedRun` registered with `Store.register_runs` and finished with
+`jepardy.spec.identity.RunIdentity` registered with `Store.register_runs` and finished with
 `Store.record_result`, exactly as a sweep records it.
 """
 
@@ -13,8 +13,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from jepardy.spec.parse import PlannedRun
-from jepardy.store.core import Store
+from jepardy.spec.identity import RunIdentity
+from jepardy.store.models import RunOutcome
+from jepardy.store.transitions import Store
 
 SWEEP = "study"
 # Byte-level data: val_bpb = val_loss / ln 2, so val_loss = val_bpb * ln 2.
@@ -38,15 +39,15 @@ class R:
 
 
 def pairs(values: Mapping[str, Any]) -> str:
-    """`k=v` joined by ",", as PlannedRun writes variant and match."""
+    """`k=v` joined by ",", as RunIdentity writes variant and match."""
     return ",".join(f"{key}={value}" for key, value in values.items())
 
 
-def planned(run: R, sweep: str = SWEEP) -> PlannedRun:
+def planned(run: R, sweep: str = SWEEP) -> RunIdentity:
     params = {**run.extra, **run.match, **run.variant, "seed": run.seed}
     identity = repr((sweep, run.lane, run.arm, sorted(params.items())))
     run_id = hashlib.sha256(identity.encode()).hexdigest()[:16]
-    return PlannedRun(
+    return RunIdentity(
         run_id=run_id,
         sweep=sweep,
         lane=run.lane,
@@ -80,7 +81,9 @@ def write(store: Store, runs: Iterable[R], sweep: str = SWEEP) -> list[str]:
     store.register_runs(plans, git_commit="abc123")
     for run, plan in zip(runs, plans, strict=True):
         if run.status != "pending":
-            store.record_result(plan.run_id, status=run.status, result=result(run), metrics=[])
+            store.record_result(
+                plan.run_id, RunOutcome(status=run.status, result=result(run), metrics=[])
+            )
     return [plan.run_id for plan in plans]
 
 

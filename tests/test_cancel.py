@@ -17,7 +17,8 @@ from jepardy.launch import tracker as tracker_module
 from jepardy.launch.local_executor import LocalExecutor
 from jepardy.launch.slots import DevicePool
 from jepardy.launch.tracker import JobTracker
-from jepardy.store.core import JobRecord, RunStatus, Store, open_store
+from jepardy.store.models import JobRecord, RunOutcome, RunStatus
+from jepardy.store.transitions import Store, open_store
 
 LEDGER_SCRIPT = Path(__file__).parent / "ledger_train_gpt.py"
 DONE = {"status": "done", "val_bpb": 1.5}
@@ -37,10 +38,16 @@ def test_cancelled_rows_refuse_late_verdicts_but_not_results(store_url: str) -> 
     ]
     assert store.heartbeat(["a", "b", "c"], "h", 7) == ["a", "b"]  # lost to the cancel
     # Its orchestrator's verdict lands too late: the row stays cancelled...
-    assert not store.record_result("a", status="failed", result=None, metrics=[], holder=("h", 7))
+    assert not store.record_result(
+        "a", RunOutcome(status="failed", result=None, metrics=[]), holder=("h", 7)
+    )
     # ... but a real result is never thrown away.
-    assert store.record_result("b", status="done", result=DONE, metrics=[], holder=("h", 7))
-    assert store.record_result("c", status="failed", result=None, metrics=[], holder=("h", 7))
+    assert store.record_result(
+        "b", RunOutcome(status="done", result=DONE, metrics=[]), holder=("h", 7)
+    )
+    assert store.record_result(
+        "c", RunOutcome(status="failed", result=None, metrics=[]), holder=("h", 7)
+    )
     statuses = store.statuses(["a", "b", "c"])
     assert statuses == {"a": RunStatus.CANCELLED, "b": RunStatus.DONE, "c": RunStatus.FAILED}
     store.mark_running("a", "h", 8, "/r/a", ["x"])  # a cancelled run can be claimed again
@@ -56,7 +63,9 @@ def test_only_one_orchestrator_takes_over_a_claim(store_url: str) -> None:
     assert not store.adopt(claim, "h", 3)  # the claim it read is no longer the row's
     [now] = store.running_claims(["a"])
     assert (now.host, now.pid, now.executor) == ("h", 2, "slurm")
-    assert not store.record_result("a", status="failed", result=None, metrics=[], holder=("h", 3))
+    assert not store.record_result(
+        "a", RunOutcome(status="failed", result=None, metrics=[]), holder=("h", 3)
+    )
 
 
 def test_a_run_cancelled_elsewhere_is_stopped_at_the_next_heartbeat(

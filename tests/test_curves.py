@@ -13,9 +13,9 @@ from runsets import R
 
 from jepardy.analysis.curves import Curves, curve_table, verdict_of, zigzag
 from jepardy.analysis.report import ReportRequest, build_report, render_report
-from jepardy.analysis.summary import load_runs
 from jepardy.errors import UserError
-from jepardy.store.core import open_store
+from jepardy.store.frames import load_runs
+from jepardy.store.transitions import open_store
 
 X6 = [0, 0.1, 0.2, 0.3, 0.4, 0.5]
 X7 = [0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6]

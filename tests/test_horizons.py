@@ -11,9 +11,9 @@ from runsets import R
 
 from jepardy.analysis.horizons import Horizons, horizon_table
 from jepardy.analysis.report import ReportRequest, build_report, render_report
-from jepardy.analysis.summary import load_runs
 from jepardy.errors import UserError
-from jepardy.store.core import open_store
+from jepardy.store.frames import load_runs
+from jepardy.store.transitions import open_store
 
 SD = runsets.HORIZON_SD
 T975_4 = 2.7764451051977987  # t_{0.975, 4}: Welch df of two groups of 3 with equal sd

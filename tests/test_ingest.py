@@ -21,7 +21,7 @@ from jepardy.ingest.ingest import (
     parse_assignments,
     seed_from_path,
 )
-from jepardy.store.core import Store, open_store
+from jepardy.store.transitions import Store, open_store
 
 FIXTURES = Path(__file__).parent / "fixtures"
 RECORD = FIXTURES / "records" / "2026-03-20_Fake Record"

@@ -25,7 +25,8 @@ import sqlalchemy as sa
 
 from jepardy.errors import UserError
 from jepardy.store import migrations
-from jepardy.store.core import SCHEMA_VERSION, Base, Claim, RunStatus, open_store
+from jepardy.store.models import SCHEMA_VERSION, Base, Claim, RunStatus
+from jepardy.store.transitions import open_store
 
 DATA = Path(__file__).parent / "fixtures" / "schema"
 V1_JOB_COLUMNS = ("job_pid", "slurm_job_id", "slurm_nodes", "slurm_state")
@@ -34,7 +35,7 @@ PROCESSES = 8
 TIMEOUT_S = 60
 # What the forkserver imports once for every worker (each would import this module, and so
 # pytest, on its own otherwise).
-PRELOAD = ["jepardy.store.core", "pytest", "psycopg", "sqlalchemy.dialects.postgresql.psycopg"]
+PRELOAD = ["jepardy.store.transitions", "pytest", "psycopg", "sqlalchemy.dialects.postgresql.psycopg"]
 
 T0 = datetime(2026, 11, 20, 9, 30, 15, 123456, tzinfo=UTC)
 SWEEP = {

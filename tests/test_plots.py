@@ -13,9 +13,9 @@ import runsets
 from jepardy.analysis.curves import curve_table
 from jepardy.analysis.horizons import horizon_table
 from jepardy.analysis.plots import MAX_PANELS, plot_report
-from jepardy.analysis.summary import load_runs
 from jepardy.errors import UserError
-from jepardy.store.core import open_store
+from jepardy.store.frames import load_runs
+from jepardy.store.transitions import open_store
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 X = [0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4]

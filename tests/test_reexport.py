@@ -12,7 +12,8 @@ import pytest
 from jobs import FakeRun
 
 from jepardy.data.corpus import EmbeddedCorpus, build_embedded
-from jepardy.store.core import RunStatus, open_store
+from jepardy.store.models import RunOutcome, RunStatus
+from jepardy.store.transitions import open_store
 from jepardy.trainer import export_run
 from jepardy.trainer import train as trainer
 from jepardy.trainer.checkpoint import CHECKPOINT_FILE
@@ -121,7 +122,9 @@ def test_jepardy_export_records_a_linked_run(cli, source_run, tmp_path):
     store.upsert_sweep("toy", "toy.toml", "")
     store.register_runs([planned], git_commit=None)
     store.mark_running(planned.run_id, "host", 1, str(run_dir), ["train"])
-    store.record_result(planned.run_id, status=RunStatus.DONE, result=source, metrics=[])
+    store.record_result(
+        planned.run_id, RunOutcome(status=RunStatus.DONE, result=source, metrics=[])
+    )
 
     args = ("export", planned.run_id, "--quant-bits", "8", "--zstd-level", "3", "--db", db)
     proc = cli.run(*args, "--runs-dir", tmp_path / "runs", cwd=tmp_path)

@@ -6,7 +6,6 @@ import hashlib
 import io
 import json
 import math
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +18,9 @@ from rich.console import Console, Group
 from jepardy.analysis.report import COLUMNS, compare_table, render_compare
 from jepardy.analysis.significance import holm
 from jepardy.errors import UserError
-from jepardy.store.core import Store, open_store
+from jepardy.spec.identity import RunIdentity
+from jepardy.store.models import RunOutcome
+from jepardy.store.transitions import Store, open_store
 
 SWEEP = "golf"
 LANE = "isolation"
@@ -29,21 +30,7 @@ EMA = ("ema", "")
 CONTROL = ("control", "")
 
 
-@dataclass(frozen=True)
-class Planned:
-    """A stand-in for jepardy.spec.parse.PlannedRun with the attributes the store reads."""
-
-    run_id: str
-    sweep: str
-    lane: str
-    arm: str
-    variant: str
-    match: str
-    seed: int
-    params: dict[str, Any] = field(default_factory=dict)
-    nproc: int = 1
-    kind: str = "jepardy"
-
+Planned = RunIdentity
 
 # (match, (arm, variant), seed) -> (val_bpb, val_loss, artifact_bytes), in registration order.
 # Match 600 is registered before 180 and jepa before control: the table must still put the
@@ -70,7 +57,7 @@ NOT_DONE = [(M180, CONTROL, 3, "failed"), (M180, JEPA, 3, "timeout"), (M600, EMA
 def _run(match: str, arm: tuple[str, str], seed: int) -> Planned:
     run_id = hashlib.sha256(repr((match, arm, seed)).encode()).hexdigest()[:16]
     params = {"seed": seed, "wallclock_s": float(match.split("=")[1])}
-    return Planned(run_id, SWEEP, LANE, arm[0], arm[1], match, seed, params)
+    return RunIdentity(run_id, SWEEP, LANE, arm[0], arm[1], match, seed, params)
 
 
 def _result(val_bpb: float, val_loss: float, artifact_bytes: int) -> dict[str, Any]:
@@ -93,12 +80,12 @@ def store(tmp_path: Path) -> Store:
     for key, numbers in DONE.items():
         run_id = _run(*key).run_id
         store.mark_running(run_id, "node1", 1, f"runs/{run_id}", ["torchrun"])
-        store.record_result(run_id, status="done", result=_result(*numbers), metrics=[])
+        store.record_result(run_id, RunOutcome(status="done", result=_result(*numbers), metrics=[]))
     for match, arm, seed, status in NOT_DONE:
         if status is not None:
             bogus = _result(9.9, 9.9, 1)
             store.record_result(
-                _run(match, arm, seed).run_id, status=status, result=bogus, metrics=[]
+                _run(match, arm, seed).run_id, RunOutcome(status=status, result=bogus, metrics=[])
             )
     return store
 
@@ -173,7 +160,9 @@ def test_arm_without_control(store: Store) -> None:
 def test_unmatched_seeds_are_flagged(store: Store) -> None:
     extra = _run(M600, ("wide", ""), 7)
     store.register_runs([extra], git_commit=None)
-    store.record_result(extra.run_id, status="done", result=_result(1.0, 1.5, 1), metrics=[])
+    store.record_result(
+        extra.run_id, RunOutcome(status="done", result=_result(1.0, 1.5, 1), metrics=[])
+    )
     row = _row(compare_table(store.runs_frame()), M600, ("wide", ""))
     assert row["delta_bpb"] == pytest.approx(1.0 - 1.21)
     assert not row["matched_seeds"]
@@ -219,9 +208,11 @@ def test_markdown(store: Store) -> None:
 
 def test_rich_tables_one_per_lane(store: Store) -> None:
     other = _run(M180, CONTROL, 1)
-    lane2 = Planned("f" * 16, SWEEP, "budget", "control", "", M180, 1, other.params)
+    lane2 = RunIdentity("f" * 16, SWEEP, "budget", "control", "", M180, 1, other.params)
     store.register_runs([lane2], git_commit=None)
-    store.record_result(lane2.run_id, status="done", result=_result(1.0, 1.5, 1), metrics=[])
+    store.record_result(
+        lane2.run_id, RunOutcome(status="done", result=_result(1.0, 1.5, 1), metrics=[])
+    )
 
     rendered = render_compare(compare_table(store.runs_frame()), "table")
     assert isinstance(rendered, Group)
@@ -254,7 +245,9 @@ def test_unknown_format_lists_allowed(store: Store) -> None:
 def test_unknown_artifact_size_is_not_under_cap(store: Store) -> None:
     extra = _run(M1200, CONTROL, 1)
     store.register_runs([extra], git_commit=None)
-    store.record_result(extra.run_id, status="done", result={"val_bpb": 1.0}, metrics=[])
+    store.record_result(
+        extra.run_id, RunOutcome(status="done", result={"val_bpb": 1.0}, metrics=[])
+    )
     table = compare_table(store.runs_frame())
     row = _row(table, M1200, CONTROL)
     assert pd.isna(row["artifact_bytes"]) and not row["under_cap"]
@@ -580,7 +573,7 @@ def test_a_table_too_wide_for_the_terminal_prints_as_aligned_text() -> None:
 
 def test_csv_of_several_parts_names_each_table(tmp_path: Path) -> None:
     from jepardy.analysis.report import ReportRequest, build_report, render_report
-    from jepardy.analysis.summary import load_runs
+    from jepardy.store.frames import load_runs
 
     report = build_report(
         load_runs(_study_db(tmp_path), status=None), ReportRequest(curve="jepa_weight")

@@ -11,9 +11,10 @@ import runsets
 from runsets import R
 
 from jepardy.analysis.report import compare_table
-from jepardy.analysis.summary import load_runs, summarize, tidy_runs
+from jepardy.analysis.summary import summarize
 from jepardy.errors import UserError
-from jepardy.store.core import Store, open_store
+from jepardy.store.frames import load_runs, tidy_runs
+from jepardy.store.transitions import Store, open_store
 
 # t_{0.975, 3} = 3.182 in printed tables.
 T975_3 = 3.182446305284263

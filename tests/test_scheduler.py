@@ -13,7 +13,7 @@ from jepardy.errors import UserError
 from jepardy.launch.local_executor import LocalExecutor
 from jepardy.launch.slots import DevicePool, parse_gpus
 from jepardy.launch.tracker import JobTracker
-from jepardy.store.core import open_store
+from jepardy.store.transitions import open_store
 
 LEDGER_SCRIPT = Path(__file__).parent / "ledger_train_gpt.py"
 

@@ -27,16 +27,18 @@ from jepardy.launch.command import trainer_schema
 from jepardy.launch.rundir import TorchrunLauncher, prepare_run_dir
 from jepardy.launch.slurm import SlurmExecutor, SlurmOptions, job_status, node_torchrun_argv
 from jepardy.launch.tracker import JobTracker
-from jepardy.spec.parse import PlannedRun, expand_runs, load_spec
-from jepardy.store.core import JobRecord, RunStatus, open_store
+from jepardy.spec.identity import RunIdentity
+from jepardy.spec.parse import expand_runs, load_spec
+from jepardy.store.models import JobRecord, RunStatus
+from jepardy.store.transitions import open_store
 from jepardy.trainer.config import schema
 
 LEDGER_SCRIPT = Path(__file__).parent / "ledger_train_gpt.py"
 REQUIRE_SLURM_ENV = "JEPARDY_REQUIRE_SLURM"
 
 
-def _run(nproc: int = 4, kind: str = "jepardy") -> PlannedRun:
-    return PlannedRun(
+def _run(nproc: int = 4, kind: str = "jepardy") -> RunIdentity:
+    return RunIdentity(
         run_id="abcdef0123456789",
         sweep="s",
         lane="main",
@@ -433,9 +435,9 @@ NODE_TASK = """
 import json, sys
 from pathlib import Path
 from jepardy.launch.slurm import NodeTask
-from jepardy.spec.parse import PlannedRun
+from jepardy.spec.identity import RunIdentity
 fields = json.loads(sys.argv[1])
-NodeTask(PlannedRun(**fields), sys.argv[2])()
+NodeTask(RunIdentity(**fields), sys.argv[2])()
 """
 
 
@@ -455,7 +457,7 @@ def test_two_node_tasks_rendezvous_and_train_one_run(tmp_path: Path, cli, slurm_
         "seq_len": 64, "train_batch_tokens": 2048, "val_max_tokens": 4096, "iterations": 6,
         "warmup_steps": 2, "seed": 1,
     }  # fmt: skip
-    run = PlannedRun("0123456789abcdef", "two", "main", "control", "", "", 1, params, 1, "jepardy")
+    run = RunIdentity("0123456789abcdef", "two", "main", "control", "", "", 1, params, 1, "jepardy")
     run_dir = tmp_path / "run"
     prepare_run_dir(run, run_dir)
     job_id = str(30000 + os.getpid() % 10000)  # a rendezvous port of its own (rdzv_port)

@@ -12,15 +12,8 @@ from typing import Any
 import pytest
 
 from jepardy.errors import UserError
-from jepardy.spec.parse import (
-    PlannedRun,
-    Spec,
-    describe_plan,
-    expand_runs,
-    load_spec,
-    run_id,
-    trainer_code_digest,
-)
+from jepardy.spec.identity import RunIdentity, run_id
+from jepardy.spec.parse import Spec, describe_plan, expand_runs, load_spec, trainer_code_digest
 from jepardy.trainer.config import schema
 
 SCHEMA = schema()
@@ -83,11 +76,11 @@ def load(tmp_path: Path, text: str) -> Spec:
     return load_spec(write(tmp_path, text), SCHEMA)
 
 
-def plan(tmp_path: Path, text: str) -> list[PlannedRun]:
+def plan(tmp_path: Path, text: str) -> list[RunIdentity]:
     return expand_runs(load(tmp_path, text))
 
 
-def keys(runs: list[PlannedRun]) -> list[tuple[str, str, str, str, int]]:
+def keys(runs: list[RunIdentity]) -> list[tuple[str, str, str, str, int]]:
     return [(r.lane, r.arm, r.variant, r.match, r.seed) for r in runs]
 
 

@@ -11,7 +11,7 @@ import sqlite3
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -20,24 +20,19 @@ import pytest
 import sqlalchemy as sa
 
 from jepardy.errors import UserError
-from jepardy.store.core import SCHEMA_VERSION, RunStatus, Store, TransitionError, open_store
+from jepardy.spec.identity import RunIdentity
+from jepardy.store.models import SCHEMA_VERSION, RunOutcome, RunStatus
+from jepardy.store.transitions import Store, TransitionError, open_store
 
-
-@dataclass(frozen=True)
-class Planned:
-    """A stand-in for jepardy.spec.parse.PlannedRun with the attributes the store reads."""
-
-    run_id: str
-    sweep: str = "smoke"
-    lane: str = "isolation"
-    arm: str = "control"
-    variant: str = ""
-    match: str = "wallclock_s=180"
-    seed: int = 1
-    params: dict[str, Any] = field(default_factory=dict)
-    nproc: int = 1
-    kind: str = "jepardy"
-
+Planned = partial(
+    RunIdentity,
+    sweep="smoke",
+    lane="isolation",
+    arm="control",
+    variant="",
+    match="wallclock_s=180",
+    seed=1,
+)
 
 RESULT = {
     "status": "done",
@@ -194,7 +189,8 @@ def test_pending_running_done_with_results_and_metrics(store_url: str) -> None:
         store.mark_running(run_id, "node2", 99, "runs/a", [])
 
     store.record_result(
-        run_id, status="done", exit_code=0, result=RESULT, metrics=METRICS, log_tail="ok"
+        run_id,
+        RunOutcome(status="done", exit_code=0, result=RESULT, metrics=METRICS, log_tail="ok"),
     )
     assert store.statuses([run_id]) == {run_id: RunStatus.DONE}
     with pytest.raises(TransitionError, match="is done"):
@@ -227,7 +223,7 @@ def test_big_and_boolean_results_round_trip(store_url: str) -> None:
     run_id = "a" * 16
     store.register_runs([Planned(run_id)], git_commit=None)
     over_int32 = {**RESULT, "artifact_bytes": 2**40, "under_cap": False}
-    store.record_result(run_id, status="done", result=over_int32, metrics=[])
+    store.record_result(run_id, RunOutcome(status="done", result=over_int32, metrics=[]))
     row = store.runs_frame().iloc[0]
     assert row["artifact_bytes"] == 2**40
     assert row["under_cap"] is False or not row["under_cap"]
@@ -238,9 +234,13 @@ def test_record_again_replaces_metrics(store_url: str) -> None:
     store = _open(store_url)
     run_id = "a" * 16
     store.register_runs([Planned(run_id)], git_commit=None)
-    store.record_result(run_id, status="failed", reason="nan", result=None, metrics=METRICS)
+    store.record_result(
+        run_id, RunOutcome(status="failed", reason="nan", result=None, metrics=METRICS)
+    )
     store.mark_running(run_id, "node1", 1, "runs/a", [])
-    store.record_result(run_id, status=RunStatus.DONE, result=RESULT, metrics=METRICS[:1])
+    store.record_result(
+        run_id, RunOutcome(status=RunStatus.DONE, result=RESULT, metrics=METRICS[:1])
+    )
     assert _query(store_url, "SELECT count(*) FROM metrics") == [(1,)]
     assert _query(store_url, "SELECT status, reason, val_bpb FROM runs") == [("done", "", 1.25)]
 
@@ -252,7 +252,7 @@ def test_failed_result_without_numbers(store_url: str) -> None:
     store.mark_running(run_id, "node1", 1, "runs/a", [])
     failed = {"status": "failed", "reason": "nan", "val_bpb": math.nan, "steps": 3}
     store.record_result(
-        run_id, status="failed", reason="nan", exit_code=1, result=failed, metrics=[]
+        run_id, RunOutcome(status="failed", reason="nan", exit_code=1, result=failed, metrics=[])
     )
     row = store.runs_frame().iloc[0]
     assert (row["status"], row["reason"], row["exit_code"], row["steps"]) == ("failed", "nan", 1, 3)
@@ -263,17 +263,19 @@ def test_record_result_refuses_bad_input(store_url: str) -> None:
     store = _open(store_url)
     store.register_runs([Planned("a" * 16)], git_commit=None)
     with pytest.raises(ValueError, match="terminal"):
-        store.record_result("a" * 16, status="running", result=None, metrics=[])
+        store.record_result("a" * 16, RunOutcome(status="running", result=None, metrics=[]))
     with pytest.raises(KeyError):
-        store.record_result("f" * 16, status="done", result=None, metrics=[])
+        store.record_result("f" * 16, RunOutcome(status="done", result=None, metrics=[]))
     with pytest.raises(UserError, match="'val_bpb' should be float"):
-        store.record_result("a" * 16, status="done", result={"val_bpb": "1.2"}, metrics=[])
+        store.record_result(
+            "a" * 16, RunOutcome(status="done", result={"val_bpb": "1.2"}, metrics=[])
+        )
 
 
 def test_pandas_reads_typed_columns(store_url: str) -> None:
     store = _open(store_url)
     store.register_runs([Planned("a" * 16), Planned("b" * 16, seed=2)], git_commit=None)
-    store.record_result("a" * 16, status="done", result=RESULT, metrics=[])
+    store.record_result("a" * 16, RunOutcome(status="done", result=RESULT, metrics=[]))
     store.close()
 
     with _engine(store_url) as engine:
@@ -290,11 +292,11 @@ def test_pandas_reads_typed_columns(store_url: str) -> None:
 def test_locked_database_is_a_one_line_user_error(store_url: str) -> None:
     store = _open(store_url, busy_timeout_ms=100)
     store.register_runs([Planned("a" * 16), Planned("b" * 16, seed=2)], git_commit=None)
-    store.record_result("a" * 16, status="done", result=RESULT, metrics=METRICS)
+    store.record_result("a" * 16, RunOutcome(status="done", result=RESULT, metrics=METRICS))
     store.mark_running("b" * 16, "node1", 1, "runs/b", [])
 
     with _write_held(store_url), pytest.raises(UserError) as caught:
-        store.record_result("b" * 16, status="done", result=RESULT, metrics=METRICS)
+        store.record_result("b" * 16, RunOutcome(status="done", result=RESULT, metrics=METRICS))
     message = str(caught.value)
     assert "\n" not in message
     assert _database(store_url) in message and "locked" in message
@@ -308,13 +310,13 @@ def test_locked_database_is_a_one_line_user_error(store_url: str) -> None:
         ("a" * 16, len(METRICS))
     ]
     # Once the lock is gone the same call succeeds.
-    store.record_result("b" * 16, status="done", result=RESULT, metrics=METRICS)
+    store.record_result("b" * 16, RunOutcome(status="done", result=RESULT, metrics=METRICS))
     assert store.statuses(["b" * 16]) == {"b" * 16: RunStatus.DONE}
 
 
 def test_write_retries_past_a_short_lock(store_url: str, caplog: pytest.LogCaptureFixture) -> None:
     """A lock held longer than one busy timeout but shorter than the retries is waited out."""
-    caplog.set_level(logging.INFO, logger="jepardy.store.core")
+    caplog.set_level(logging.INFO, logger="jepardy.store.engine")
     store = _open(store_url, busy_timeout_ms=100)
     store.register_runs([Planned("a" * 16)], git_commit=None)
     metrics = iter(METRICS)  # an iterator: a retried write must not consume it twice
@@ -322,7 +324,7 @@ def test_write_retries_past_a_short_lock(store_url: str, caplog: pytest.LogCaptu
 
     def record() -> None:
         try:
-            store.record_result("a" * 16, status="done", result=RESULT, metrics=metrics)
+            store.record_result("a" * 16, RunOutcome(status="done", result=RESULT, metrics=metrics))
         except BaseException as exc:
             errors.append(exc)
 
@@ -388,27 +390,10 @@ def test_file_locked_by_another_program(sqlite_url: str) -> None:
     holder.execute("BEGIN EXCLUSIVE")
     try:
         with pytest.raises(UserError, match=r"^database .*results\.db is locked") as caught:
-            store.record_result("a" * 16, status="done", result=RESULT, metrics=METRICS)
+            store.record_result("a" * 16, RunOutcome(status="done", result=RESULT, metrics=METRICS))
         assert "\n" not in str(caught.value)
     finally:
         holder.execute("ROLLBACK")
         holder.close()
-    store.record_result("a" * 16, status="done", result=RESULT, metrics=METRICS)
+    store.record_result("a" * 16, RunOutcome(status="done", result=RESULT, metrics=METRICS))
     assert store.statuses(["a" * 16]) == {"a" * 16: RunStatus.DONE}
-
-
-def test_a_database_of_an_older_jepardy_gains_the_new_columns(tmp_path: Path) -> None:
-    """Additive migration: a column added to the models since the file was written comes
-    back on open, existing rows keep their values, and the default fills the new column."""
-    path = tmp_path / "old.db"
-    store = open_store(path)
-    store.upsert_sweep("old", "old.toml", "")
-    store.close()
-    with sqlite3.connect(path) as conn:
-        conn.execute("ALTER TABLE runs DROP COLUMN attempts")
-        conn.execute("ALTER TABLE runs DROP COLUMN heartbeat_at")
-    reopened = open_store(path)
-    assert reopened.sweep_names() == ["old"]
-    with sqlite3.connect(path) as conn:
-        columns = {row[1]: row[4] for row in conn.execute("PRAGMA table_info(runs)")}
-    assert "heartbeat_at" in columns and columns["attempts"] == "0"

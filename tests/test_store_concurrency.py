@@ -14,12 +14,14 @@ import os
 import queue
 import time
 import traceback
-from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import pytest
 
-from jepardy.store.core import JobRecord, RunStatus, TransitionError, open_store
+from jepardy.spec.identity import RunIdentity
+from jepardy.store.models import JobRecord, RunOutcome, RunStatus
+from jepardy.store.transitions import TransitionError, open_store
 
 PROCESSES = 16
 OWN_RUNS = 4  # per process
@@ -27,23 +29,12 @@ SHARED_RUNS = 8  # registered and raced for by every process
 METRICS_PER_RUN = 20
 SWEEP = "concurrent"
 TIMEOUT_S = 90
-PRELOAD = ["jepardy.store.core", "pytest", "psycopg", "sqlalchemy.dialects.postgresql.psycopg"]
+PRELOAD = ["jepardy.store.transitions", "pytest", "psycopg", "sqlalchemy.dialects.postgresql.psycopg"]
 
 
-@dataclass(frozen=True)
-class Planned:
-    """The attributes of jepardy.spec.parse.PlannedRun the store reads."""
-
-    run_id: str
-    sweep: str = SWEEP
-    lane: str = "main"
-    arm: str = "control"
-    variant: str = ""
-    match: str = ""
-    seed: int = 1
-    params: dict[str, Any] = field(default_factory=dict)
-    nproc: int = 1
-    kind: str = "jepardy"
+Planned = partial(
+    RunIdentity, sweep=SWEEP, lane="main", arm="control", variant="", match="", seed=1
+)
 
 
 def _own_id(worker: int, index: int) -> str:
@@ -65,7 +56,9 @@ def _record(store: Any, run_id: str) -> None:
         for step in range(METRICS_PER_RUN)
     ]
     result = {"status": "done", "val_bpb": _val_bpb(run_id), "steps": METRICS_PER_RUN}
-    store.record_result(run_id, status="done", exit_code=0, result=result, metrics=metrics)
+    store.record_result(
+        run_id, RunOutcome(status="done", exit_code=0, result=result, metrics=metrics)
+    )
 
 
 def _work(worker: int, url: str, start: Any) -> dict[str, Any]:

@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from jepardy.analysis.submission import SubmissionInfo, export_submission
 from jepardy.cli.app import app
 from jepardy.errors import UserError
-from jepardy.store.core import open_store
+from jepardy.store.transitions import open_store
 
 VALUES = {1: 1.1228, 2: 1.1232, 3: 1.1230, 4: 1.1300}
 INFO = SubmissionInfo(

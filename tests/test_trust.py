@@ -12,8 +12,9 @@ import pytest
 from jepardy.analysis.report import compare_table
 from jepardy.analysis.submission import SubmissionInfo, export_submission
 from jepardy.errors import UserError
-from jepardy.spec.parse import PlannedRun
-from jepardy.store.core import Store, open_store
+from jepardy.spec.identity import RunIdentity
+from jepardy.store.models import RunOutcome
+from jepardy.store.transitions import Store, open_store
 
 CODE_A = "a" * 64
 CODE_B = "b" * 64
@@ -22,7 +23,7 @@ CODE_B = "b" * 64
 def _record(store: Store, arm: str, seed: int, val_bpb: float, code: str, **params) -> str:
     params = {"jepa_weight": 0.1 if arm == "jepa" else 0.0, **params, "seed": seed}
     run_id = hashlib.sha256(repr((arm, sorted(params.items()), code)).encode()).hexdigest()[:16]
-    run = PlannedRun(run_id, "trust", "lane", arm, "", "", seed, params, 1, "jepardy")
+    run = RunIdentity(run_id, "trust", "lane", arm, "", "", seed, params, 1, "jepardy")
     store.register_runs([run], git_commit=None)
     result = {
         "status": "done",
@@ -31,7 +32,7 @@ def _record(store: Store, arm: str, seed: int, val_bpb: float, code: str, **para
         "artifact_bytes": 15_000_000,
         "code_sha256": code,
     }
-    store.record_result(run_id, status="done", result=result, metrics=[])
+    store.record_result(run_id, RunOutcome(status="done", result=result, metrics=[]))
     return run_id
 
 

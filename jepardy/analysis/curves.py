@@ -42,6 +42,7 @@ from jepardy.analysis.summary import (
     summarize,
 )
 from jepardy.errors import UserError
+from jepardy.store.models import RunStatus
 
 MONOTONIC = "monotonic"
 SINGLE_MINIMUM = "single-minimum"
@@ -148,7 +149,7 @@ def _curve_rows(runs: pd.DataFrame, axis: str, metric: str) -> pd.DataFrame:
     registration order), the control runs joined to the curves of their lane and match
     (source = the arm that ran)."""
     if "status" in runs.columns:
-        runs = runs[runs["status"].astype(str) == "done"]
+        runs = runs[runs["status"].astype(str) == RunStatus.DONE]
     x = axis_values(runs, axis)
     keep = x.notna() & runs[metric].notna()
     columns = [*CURVE_KEYS, "seed", metric]

@@ -28,6 +28,7 @@ from scipy import stats
 from jepardy.analysis import render
 from jepardy.analysis.render import Section
 from jepardy.analysis.summary import axis_values, drop_key, require_metric, summarize
+from jepardy.store.models import RunStatus
 
 SET_KEYS = ["sweep", "lane", "match"]
 ARM = ["arm", "variant"]
@@ -69,7 +70,7 @@ def horizon_table(runs: pd.DataFrame, axis: str, *, metric: str = "val_bpb") -> 
     """
     require_metric(runs, metric)
     if "status" in runs.columns:
-        runs = runs[runs["status"].astype(str) == "done"]
+        runs = runs[runs["status"].astype(str) == RunStatus.DONE]
     x = axis_values(runs, axis)
     rows = runs.assign(_budget=x)[x.notna() & runs[metric].notna()].copy()
     rows["match"] = [drop_key(m, axis) for m in rows["match"]]

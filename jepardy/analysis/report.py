@@ -2,7 +2,7 @@
 and `run_report`, which builds and renders what `jepardy report` asks for.
 
 Input is the runs table as a DataFrame (`Store.runs_frame()`, `pandas.read_sql("runs", ...)`
-or `jepardy.analysis.summary.load_runs`); nothing here speaks SQL. The statistics follow
+or `jepardy.store.frames.load_runs`); nothing here speaks SQL. The statistics follow
 design/orchestrator.md ("Statistics"): per arm n, mean, sd, standard error, t-interval and
 every seed's value; against the matched control, one-sided Welch's t-test as the primary
 test with the paired test beside it, the challenge's margin (0.005 nats, p < 0.01), and Holm
@@ -27,18 +27,10 @@ from jepardy.analysis.curves import Curves, curve_sections, curve_table
 from jepardy.analysis.horizons import Horizons, horizon_sections, horizon_table
 from jepardy.analysis.render import Section
 from jepardy.analysis.significance import ALPHA, compare_pairs, holm, margin_in_metric, pack
-from jepardy.analysis.summary import (
-    ARM_KEYS,
-    MIRRORED_PARAMS,
-    group_codes,
-    load_runs,
-    paused_gc,
-    split_lists,
-    summarize,
-    tidy_runs,
-)
+from jepardy.analysis.summary import group_codes, paused_gc, split_lists, summarize
 from jepardy.errors import UserError
-from jepardy.store.core import RunStatus
+from jepardy.store.frames import ARM_KEYS, MIRRORED_PARAMS, load_runs, tidy_runs
+from jepardy.store.models import RunStatus
 
 CONTROL_ARM = "control"
 FORMATS = ("table", "markdown", "csv", "json")

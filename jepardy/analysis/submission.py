@@ -22,9 +22,9 @@ from typing import Any
 import pandas as pd
 
 from jepardy.analysis import render
-from jepardy.analysis.summary import ARM_KEYS, load_runs
 from jepardy.errors import UserError
-from jepardy.store.core import RunStatus
+from jepardy.store.frames import ARM_KEYS, load_runs
+from jepardy.store.models import RunStatus
 from jepardy.trainer.config import ARTIFACT_CAP_BYTES
 
 TRACK = "10min_16mb"

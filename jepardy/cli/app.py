@@ -27,9 +27,9 @@ from jepardy.errors import UserError
 if TYPE_CHECKING:
     import pandas as pd
 
-    from jepardy.launch.rundir import JobOutcome
     from jepardy.launch.sweep import SweepOptions, SweepSummary
-    from jepardy.store.core import RunLike
+    from jepardy.spec.identity import RunIdentity
+    from jepardy.store.models import RunOutcome
 
 app = typer.Typer(
     help="Matched-control ablation sweeps for Parameter Golf trainers.",
@@ -187,9 +187,9 @@ def plan(
     from jepardy.launch.command import run_argv
     from jepardy.launch.sweep import load_plan, sbatch_scripts
     from jepardy.spec.parse import describe_plan
-    from jepardy.store.core import open_store
+    from jepardy.store.engine import open_reader
 
-    loaded, entries = load_plan(spec, open_store(db) if Path(db).exists() or "://" in db else None)
+    loaded, entries = load_plan(spec, open_reader(db) if Path(db).exists() or "://" in db else None)
     table = Table(title=f"{loaded.name}: {len(entries)} runs")
     for column in ("run_id", "lane", "arm", "variant", "match", "seed", "nproc", "status"):
         table.add_column(
@@ -318,7 +318,7 @@ def sweep(
     stops cleanly; a second Ctrl-C kills at once.
     """
     from jepardy.launch.sweep import run_sweep
-    from jepardy.store.core import open_store
+    from jepardy.store.transitions import open_store
 
     slurm = _slurm_overrides(partition, nodes, gpus_per_node, time, account, qos, constraint)
     options = _sweep_options(runs_dir, gpus, slots, timeout_s, retry_failed, executor, slurm)
@@ -337,7 +337,7 @@ def cancel(
     their local jobs (here at once, on another machine at its orchestrator's next
     heartbeat). `jepardy sweep SPEC` later runs them again."""
     from jepardy.launch.tracker import cancel_sweep
-    from jepardy.store.core import open_store
+    from jepardy.store.transitions import open_store
 
     cancelled = cancel_sweep(open_store(db), sweep_name)
     console.print(f"sweep {sweep_name}: {len(cancelled)} runs cancelled", highlight=False)
@@ -364,7 +364,7 @@ def rerun(
     with; on Slurm with --executor slurm (the options over the [slurm] table of the spec
     their sweep last ran with)."""
     from jepardy.launch.sweep import rerun as rerun_runs
-    from jepardy.store.core import open_store
+    from jepardy.store.transitions import open_store
 
     slurm = _slurm_overrides(partition, nodes, gpus_per_node, time, account, qos, constraint)
     options = _sweep_options(runs_dir, gpus, slots, timeout_s, False, executor, slurm)
@@ -378,10 +378,10 @@ def rerun(
 def status(db: DbOption = "results.db") -> None:
     """Runs per state and sweep; the running runs: their orchestrator, their job (executor,
     id, state, nodes, devices), elapsed time and heartbeat age."""
-    from jepardy.store.core import open_store
+    from jepardy.store.engine import open_reader
     from jepardy.store.views import running_jobs, status_counts
 
-    runs = open_store(db).runs_frame()
+    runs = open_reader(db).runs_frame()
     console.print(_frame_table(status_counts(runs, every_state=False), "runs per state"))
     running = running_jobs(runs)
     if len(running):
@@ -397,10 +397,10 @@ def runs(
     arm: Annotated[str | None, typer.Option(help="Only this arm.")] = None,
 ) -> None:
     """The recorded runs, filtered: id, labels, status, reason, val_bpb, bytes."""
-    from jepardy.store.core import open_store
+    from jepardy.store.engine import open_reader
     from jepardy.store.views import filter_runs
 
-    frame = filter_runs(open_store(db).runs_frame(sweep_name), status=state, lane=lane, arm=arm)
+    frame = filter_runs(open_reader(db).runs_frame(sweep_name), status=state, lane=lane, arm=arm)
     console.print(_frame_table(frame, f"{len(frame)} runs"))
 
 
@@ -429,13 +429,13 @@ class RichSweepObserver:
     def planned(self, total: int) -> None:
         self.progress.update(self.task, total=total)
 
-    def skipped(self, run: RunLike) -> None:
+    def skipped(self, run: RunIdentity) -> None:
         self.progress.update(self.task, advance=1)
 
-    def started(self, run: RunLike) -> None:
+    def started(self, run: RunIdentity) -> None:
         self.progress.update(self.task, description=f"{run.run_id} {_label(run)}")
 
-    def finished(self, run: RunLike, outcome: JobOutcome) -> None:
+    def finished(self, run: RunIdentity, outcome: RunOutcome) -> None:
         self.progress.update(self.task, advance=1)
         if outcome.status == "done" and outcome.result:
             r = outcome.result
@@ -454,7 +454,7 @@ class RichSweepObserver:
         self.progress.console.print(line, highlight=False)
 
 
-def _label(run: RunLike) -> str:
+def _label(run: RunIdentity) -> str:
     parts = [f"{run.lane}/{run.arm}", run.variant, run.match, f"seed={run.seed}"]
     return " ".join(p for p in parts if p)
 
@@ -491,9 +491,9 @@ def report(
 
     if health:
         from jepardy.analysis.flags import health_table
-        from jepardy.store.core import open_store
+        from jepardy.store.engine import open_reader
 
-        flagged = health_table(open_store(db).runs_frame(sweep_name), only_flagged=True)
+        flagged = health_table(open_reader(db).runs_frame(sweep_name), only_flagged=True)
         title = f"health: {len(flagged)} runs flagged" if len(flagged) else "health: no flags"
         console.print(_frame_table(flagged, title))
 
@@ -531,17 +531,18 @@ def export_run(
     """Re-export RUN_ID's final weights with other quantization or compression settings
     (no training) and record the new artifact as a new run linked to it."""
     from jepardy.launch.reexport import reexport
-    from jepardy.store.core import open_store
+    from jepardy.store.transitions import open_store
 
     done = reexport(open_store(db), run_id, quant_bits, zstd_level, runs_dir, device)
     result = done.result or {}
     figures = (
         f"val_bpb {result['val_bpb']:.5f}, artifact {result['artifact_bytes']:,} bytes"
-        if done.status in ("done", "exists") and "val_bpb" in result
+        if done.status == "done" and "val_bpb" in result
         else done.reason
     )
+    said = "exists" if done.existed else done.status
     console.print(
-        f"export {done.run.run_id} of {run_id} ({done.run.variant}): {done.status}: {figures}; "
+        f"export {done.run.run_id} of {run_id} ({done.run.variant}): {said}: {figures}; "
         f"{done.run_dir}",
         highlight=False,
         soft_wrap=True,
@@ -610,7 +611,7 @@ def ingest(
     """
     from jepardy.ingest.ingest import Labels, parse_assignments
     from jepardy.ingest.ingest import ingest as ingest_paths
-    from jepardy.store.core import open_store
+    from jepardy.store.transitions import open_store
 
     labels = Labels(
         sweep=sweep_name,
@@ -623,18 +624,19 @@ def ingest(
         table = Table(title=f"{len(report.added)} runs added")
         for column in ("id", "sweep", "lane", "arm", "seed", "status", "val_bpb", "bytes", "from"):
             table.add_column(column, no_wrap=column == "id")
-        for run in report.added:
-            bpb, size = run.result.get("val_bpb"), run.result.get("artifact_bytes")
+        for added in report.added:
+            run, outcome, result = added.identity, added.outcome, added.outcome.result or {}
+            bpb, size = result.get("val_bpb"), result.get("artifact_bytes")
             table.add_row(
                 run.run_id,
                 run.sweep,
                 run.lane,
                 "/".join(p for p in (run.arm, run.variant) if p),
                 str(run.seed),
-                run.status if run.status == "done" else f"failed: {run.reason}",
+                outcome.status if outcome.status == "done" else f"failed: {outcome.reason}",
                 "" if bpb is None else f"{bpb:.4f}",
                 "" if size is None else f"{size:,}",
-                run.result.get("metric") or run.source,
+                result.get("metric") or added.source,
             )
         console.print(table)
     for note in report.notes:
@@ -642,7 +644,7 @@ def ingest(
     for check in report.checks:
         mark = "[green]ok:[/]" if check.ok else "[yellow]flag:[/]"
         console.print(f"{mark} {check.text}", highlight=False, soft_wrap=True)
-    failed = sum(1 for r in report.added if r.status != "done")
+    failed = sum(1 for r in report.added if r.outcome.status != "done")
     sweeps = ", ".join(report.sweeps[:3]) or "none"
     if len(report.sweeps) > 3:
         sweeps += f", ... ({len(report.sweeps)} sweeps)"
@@ -662,10 +664,10 @@ def show(
     """One run's identity, outcome and provenance: code hashes, git, versions, GPU, data."""
     from rich.pretty import Pretty
 
-    from jepardy.store.core import open_store
+    from jepardy.store.engine import open_reader
     from jepardy.store.show import describe_run
 
-    for title, section in describe_run(open_store(db), run_id).items():
+    for title, section in describe_run(open_reader(db), run_id).items():
         console.print(f"[bold]{title}[/]")
         console.print(Pretty(section, expand_all=True), soft_wrap=True)
 
@@ -679,10 +681,10 @@ def logs(
     """The end of every log a run's job wrote (each node's, and submitit's for a Slurm
     job), running or ended; for a run without files, the log tail the store kept."""
     from jepardy.launch.rundir import log_tail
-    from jepardy.store.core import open_store
+    from jepardy.store.engine import open_reader
     from jepardy.store.show import find_run, log_files
 
-    row = find_run(open_store(db), run_id, "logs")
+    row = find_run(open_reader(db), run_id, "logs")
     files = log_files(row)
     for path in files:
         console.print(f"==> {path} <==", highlight=False, soft_wrap=True)

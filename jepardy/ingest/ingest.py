@@ -60,7 +60,9 @@ from jepardy.ingest.tables import (
     typed_row,
 )
 from jepardy.spec import challenge_env
-from jepardy.store.core import RunStatus, Store
+from jepardy.spec.identity import RunIdentity
+from jepardy.store.models import RunOutcome
+from jepardy.store.transitions import Store
 from jepardy.trainer.config import ARTIFACT_CAP_BYTES, schema
 
 KIND = "ingested"
@@ -89,23 +91,10 @@ class Labels:
 
 @dataclass(frozen=True)
 class IngestedRun:
-    """A run read from a file: a PlannedRun's fields plus its outcome."""
+    """A run read from a file: its identity, its outcome, and where in the file it was."""
 
-    run_id: str
-    sweep: str
-    lane: str
-    arm: str
-    variant: str
-    match: str
-    seed: int
-    params: dict[str, Any] = field(hash=False)
-    nproc: int
-    kind: str
-    status: str
-    reason: str
-    result: dict[str, Any] = field(hash=False)
-    metrics: list[dict[str, Any]] = field(hash=False)
-    log_tail: str
+    identity: RunIdentity
+    outcome: RunOutcome
     source: str  # "<relative path>" or "<relative path> run <n>" / "table <t> line <l>"
 
 
@@ -148,22 +137,15 @@ def ingest(paths: Sequence[Path], store: Store, labels: Labels = Labels()) -> In
         if batch.runs:
             by_sweep.setdefault(batch.sweep, []).append(batch)
     for sweep, group in by_sweep.items():
-        runs = list({r.run_id: r for b in group for r in b.runs}.values())
-        known = store.statuses([r.run_id for r in runs])
-        new = [r for r in runs if r.run_id not in known]
-        report.existing += [r for r in runs if r.run_id in known]
+        runs = list({r.identity.run_id: r for b in group for r in b.runs}.values())
+        known = store.statuses([r.identity.run_id for r in runs])
+        new = [r for r in runs if r.identity.run_id not in known]
+        report.existing += [r for r in runs if r.identity.run_id in known]
         text = json.dumps([b.description for b in group], indent=1, sort_keys=True)
         store.upsert_sweep(sweep, " ".join(str(b.path) for b in group), text)
-        store.register_runs(new, git_commit=None)
+        store.register_runs([run.identity for run in new], git_commit=None)
         for run in new:
-            store.record_result(
-                run.run_id,
-                status=RunStatus(run.status),
-                reason=run.reason,
-                result=run.result,
-                metrics=run.metrics,
-                log_tail=run.log_tail,
-            )
+            store.record_result(run.identity.run_id, run.outcome)
         report.added += new
         report.sweeps.append(sweep)
     return report
@@ -256,7 +238,9 @@ def _record_batch(folder: Path, labels: Labels, sets: _Sets, report: IngestRepor
             continue
         files[relative.as_posix()] = _file_sha256(path)
         batch.runs += runs
-        reported += [(relative.as_posix(), r.result) for r in runs if r.result["reported"]]
+        reported += [
+            (relative.as_posix(), r.outcome.result) for r in runs if r.outcome.result["reported"]
+        ]
     checks = folder_checks(submission, reported) if submission and submission.data else []
     report.checks += checks
     batch.description = {
@@ -350,21 +334,25 @@ def _log_run(
     }
     world = params.get("world_size")
     return IngestedRun(
-        run_id=ingest_id(file.sweep, source, run.index, run.sha256),
-        sweep=file.sweep,
-        lane=_name(file.labels.lane or LOG_LANE, "lane"),
-        arm=_name(str(sets.labels.get("arm") or arm_from_path(file.relative)), "arm"),
-        variant=variant or str(sets.labels.get("variant", "")),
-        match=str(sets.labels.get("match", "")),
-        seed=seed,
-        params=dict(sorted(params.items())),
-        nproc=world if isinstance(world, int) and not isinstance(world, bool) else 0,
-        kind=KIND,
-        status=result["status"],
-        reason=result["reason"],
-        result=result,
-        metrics=metric_series(run),
-        log_tail="\n".join(run.text.split("\n")[-TAIL_LINES:]),
+        identity=RunIdentity(
+            run_id=ingest_id(file.sweep, source, run.index, run.sha256),
+            sweep=file.sweep,
+            lane=_name(file.labels.lane or LOG_LANE, "lane"),
+            arm=_name(str(sets.labels.get("arm") or arm_from_path(file.relative)), "arm"),
+            variant=variant or str(sets.labels.get("variant", "")),
+            match=str(sets.labels.get("match", "")),
+            seed=seed,
+            params=dict(sorted(params.items())),
+            nproc=world if isinstance(world, int) and not isinstance(world, bool) else 0,
+            kind=KIND,
+        ),
+        outcome=RunOutcome(
+            status=result["status"],
+            reason=result["reason"],
+            result=result,
+            metrics=metric_series(run),
+            log_tail="\n".join(run.text.split("\n")[-TAIL_LINES:]),
+        ),
         source=f"{source} run {run.index + 1}",
     )
 
@@ -455,21 +443,25 @@ def _table_runs(
         variant = ",".join(f"{k}={_format(params[k])}" for k in varying if k in params)
         runs.append(
             IngestedRun(
-                run_id=ingest_id(sweep, path.name, f"table{table.index}.row{index}", content),
-                sweep=sweep,
-                lane=_name(str(given.get("lane") or labels.lane or TABLE_LANE), "lane"),
-                arm=_name(str(given.get("arm") or TABLE_ARM), "arm"),
-                variant=str(given.get("variant", variant)),
-                match=str(given.get("match", "")),
-                seed=seed,
-                params=dict(sorted(params.items())),
-                nproc=0,
-                kind=KIND,
-                status=result["status"],
-                reason=result["reason"],
-                result=result,
-                metrics=[],
-                log_tail="",
+                identity=RunIdentity(
+                    run_id=ingest_id(sweep, path.name, f"table{table.index}.row{index}", content),
+                    sweep=sweep,
+                    lane=_name(str(given.get("lane") or labels.lane or TABLE_LANE), "lane"),
+                    arm=_name(str(given.get("arm") or TABLE_ARM), "arm"),
+                    variant=str(given.get("variant", variant)),
+                    match=str(given.get("match", "")),
+                    seed=seed,
+                    params=dict(sorted(params.items())),
+                    nproc=0,
+                    kind=KIND,
+                ),
+                outcome=RunOutcome(
+                    status=result["status"],
+                    reason=result["reason"],
+                    result=result,
+                    metrics=[],
+                    log_tail="",
+                ),
                 source=f"{path.name} table {table.index + 1} line {row.line}",
             )
         )

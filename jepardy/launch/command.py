@@ -16,7 +16,7 @@ from typing import Any
 
 from jepardy.errors import UserError
 from jepardy.spec.challenge_env import script_env
-from jepardy.store.core import RunLike
+from jepardy.spec.identity import RunIdentity
 
 RUN_CONFIG = "run.json"
 SCRIPT = "script"  # the trainer kind of a challenge script (spec.SCRIPT)
@@ -59,8 +59,8 @@ def torchrun_argv(nproc: int, run_dir: Path) -> list[str]:
     ]
 
 
-def script_path(run: RunLike) -> Path:
-    """The script of a kind "script" run (PlannedRun.script); a run without one (read back
+def script_path(run: RunIdentity) -> Path:
+    """The script of a kind "script" run (RunIdentity.script); a run without one (read back
     from the store) is a UserError."""
     script = getattr(run, "script", "")
     if not script:
@@ -71,7 +71,7 @@ def script_path(run: RunLike) -> Path:
     return Path(script)
 
 
-def script_argv(run: RunLike, run_dir: Path) -> list[str]:
+def script_argv(run: RunIdentity, run_dir: Path) -> list[str]:
     """torchrun over a challenge script, started inside its run directory by
     `jepardy.launch.script_entry` (so its final_model.* and logs/ stay with the run)."""
     return [
@@ -87,7 +87,7 @@ def script_argv(run: RunLike, run_dir: Path) -> list[str]:
     ]
 
 
-def run_argv(run: RunLike, run_dir: Path) -> list[str]:
+def run_argv(run: RunIdentity, run_dir: Path) -> list[str]:
     """The argv of a run of any launchable kind; an ingested run (read from a file, never
     launched) is a UserError."""
     if run.kind == SCRIPT:
@@ -100,7 +100,7 @@ def run_argv(run: RunLike, run_dir: Path) -> list[str]:
     return torchrun_argv(run.nproc, run_dir)
 
 
-def script_environment(run: RunLike) -> dict[str, str]:
+def script_environment(run: RunIdentity) -> dict[str, str]:
     """A script run's params as the challenge's environment variables (one table:
     `jepardy.spec.challenge_env.PARAMS`; upper-case params pass through), and RUN_ID."""
     env = script_env(run.params, Path.cwd())
@@ -114,7 +114,7 @@ def file_provenance(path: Path) -> dict[str, Any]:
     return {"path": str(path), "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
 
 
-def run_identity(run: RunLike) -> dict[str, Any]:
+def run_identity(run: RunIdentity) -> dict[str, Any]:
     """The fields of run.json that say which run this is and what it was asked to do."""
     return {
         "run_id": run.run_id,
@@ -127,7 +127,7 @@ def run_identity(run: RunLike) -> dict[str, Any]:
     }
 
 
-def write_run_config(run: RunLike, run_dir: Path) -> Path:
+def write_run_config(run: RunIdentity, run_dir: Path) -> Path:
     """Write run_dir/run.json: the run's identity and its resolved params (and for a script
     run, the script's path, size and sha256 as launched)."""
     run_dir.mkdir(parents=True, exist_ok=True)

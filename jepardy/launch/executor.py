@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from jepardy.launch.rundir import JobOutcome
-from jepardy.store.core import Claim, JobRecord, RunLike, RunStatus
+from jepardy.spec.identity import RunIdentity
+from jepardy.store.models import Claim, JobRecord, RunOutcome, RunStatus
 
 
 @dataclass(frozen=True)
@@ -42,20 +42,20 @@ class JobState:
 class Launcher(Protocol):
     """One kind of job: its command, its files, its environment, its outcome."""
 
-    def argv(self, run: RunLike, run_dir: Path) -> list[str]:
+    def argv(self, run: RunIdentity, run_dir: Path) -> list[str]:
         """The command that runs `run` on one machine (no side effects: it is recorded in the
         store before anything is written)."""
         ...
 
-    def prepare(self, run: RunLike, run_dir: Path) -> None:
+    def prepare(self, run: RunIdentity, run_dir: Path) -> None:
         """Clear an earlier attempt's files and write what the job reads (run.json)."""
         ...
 
-    def environment(self, run: RunLike, devices: tuple[str, ...]) -> dict[str, str]:
+    def environment(self, run: RunIdentity, devices: tuple[str, ...]) -> dict[str, str]:
         """The job's environment on this machine, given its GPUs (() on CPU)."""
         ...
 
-    def collect(self, run: RunLike, run_dir: Path, exit_code: int | None) -> JobOutcome:
+    def collect(self, run: RunIdentity, run_dir: Path, exit_code: int | None) -> RunOutcome:
         """The outcome the run directory's files show; `exit_code` None: not seen."""
         ...
 
@@ -69,12 +69,12 @@ class Executor(Protocol):
     # (`recover` returns its id): Slurm jobs do; local jobs die with their orchestrator.
     jobs_outlive_orchestrator: bool
 
-    def has_room(self, run: RunLike) -> bool:
+    def has_room(self, run: RunIdentity) -> bool:
         """Whether `run` can be submitted now (a local executor's free GPUs or slots)."""
         ...
 
     def submit(
-        self, run: RunLike, run_dir: Path, argv: list[str], timeout_s: float | None
+        self, run: RunIdentity, run_dir: Path, argv: list[str], timeout_s: float | None
     ) -> JobRecord:
         """Start (or queue) the run whose files are in `run_dir`; `argv` is its one-machine
         command. Returns its job id, state and placement."""
@@ -93,7 +93,7 @@ class Executor(Protocol):
         """Ask the given jobs to stop (ended ones are ignored); `force`: at once (SIGKILL)."""
         ...
 
-    def recover(self, claim: Claim, run: RunLike) -> str | None:
+    def recover(self, claim: Claim, run: RunIdentity) -> str | None:
         """The job left running by the gone orchestrator of `claim`: its id when this
         executor can follow it to its end, None when it has ended or was stopped here (the
         run directory's files then decide the outcome)."""

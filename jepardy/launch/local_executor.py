@@ -23,7 +23,8 @@ from pathlib import Path
 from jepardy.launch.executor import JobState, Launcher
 from jepardy.launch.rundir import STDOUT_LOG
 from jepardy.launch.slots import DevicePool
-from jepardy.store.core import Claim, JobRecord, RunLike, RunStatus
+from jepardy.spec.identity import RunIdentity
+from jepardy.store.models import Claim, JobRecord, RunStatus
 
 LOCAL = "local"
 # A job asked to stop (SIGTERM: Ctrl-C, `jepardy cancel`) gets this long to exit cleanly
@@ -55,11 +56,11 @@ class LocalExecutor:
         self.host = socket.gethostname()
         self._jobs: dict[str, _Job] = {}
 
-    def has_room(self, run: RunLike) -> bool:
+    def has_room(self, run: RunIdentity) -> bool:
         return self.pool.available(run.nproc)
 
     def submit(
-        self, run: RunLike, run_dir: Path, argv: list[str], timeout_s: float | None
+        self, run: RunIdentity, run_dir: Path, argv: list[str], timeout_s: float | None
     ) -> JobRecord:
         devices = self.pool.acquire(run.nproc)
         if devices is None:
@@ -129,7 +130,7 @@ class LocalExecutor:
                 _signal_group(job.proc, signal.SIGTERM)
                 job.kill_at_s = now + KILL_AFTER_S
 
-    def recover(self, claim: Claim, run: RunLike) -> str | None:
+    def recover(self, claim: Claim, run: RunIdentity) -> str | None:
         """Kill the gone orchestrator's job if it is still here (PDEATHSIG asked it to stop
         already); never followed."""
         if claim.host == self.host and claim.job_id and claim.run_dir:

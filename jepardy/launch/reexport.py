@@ -18,46 +18,32 @@ import os
 import socket
 import subprocess
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from jepardy.errors import UserError
 from jepardy.launch.command import run_identity
-from jepardy.launch.rundir import STDOUT_LOG, JobOutcome, collect
+from jepardy.launch.rundir import STDOUT_LOG, collect
 from jepardy.launch.sweep import git_commit
-from jepardy.spec.parse import run_id as make_run_id
+from jepardy.spec.identity import RunIdentity
+from jepardy.spec.identity import run_id as make_run_id
 from jepardy.spec.parse import trainer_code_digest
-from jepardy.store.core import RunStatus, Store
+from jepardy.store.models import RunOutcome, RunStatus
+from jepardy.store.transitions import Store
 
 KIND = "export"
 CHECKPOINT_FILE = "final.pt"  # the trainer's checkpoint.CHECKPOINT_FILE (a file contract)
 
 
 @dataclass(frozen=True)
-class ExportRun:
-    """A re-export as the store registers it (a PlannedRun-like value with a parent)."""
-
-    run_id: str
-    sweep: str
-    lane: str
-    arm: str
-    variant: str
-    match: str
-    seed: int
-    params: dict[str, Any] = field(hash=False)
-    nproc: int
-    kind: str
-    parent_run: str
-
-
-@dataclass(frozen=True)
 class ExportOutcome:
-    run: ExportRun
+    run: RunIdentity
     run_dir: Path
-    status: str  # "done" | "failed" | "exists" (an earlier identical export is done)
+    status: RunStatus  # done or failed
     reason: str
     result: dict[str, Any] | None
+    existed: bool = False  # an earlier identical export was done: returned as it is
 
 
 def export_variant(source_variant: str, quant_bits: int, zstd_level: int) -> str:
@@ -65,7 +51,7 @@ def export_variant(source_variant: str, quant_bits: int, zstd_level: int) -> str
     return f"{source_variant},{label}" if source_variant else label
 
 
-def plan_export(store: Store, source_id: str, quant_bits: int, zstd_level: int) -> ExportRun:
+def plan_export(store: Store, source_id: str, quant_bits: int, zstd_level: int) -> RunIdentity:
     """The export run of `source_id` with these settings; UserError unless the source is a
     done run of the jepardy trainer."""
     source = store.stored_run(source_id)
@@ -85,18 +71,14 @@ def plan_export(store: Store, source_id: str, quant_bits: int, zstd_level: int) 
         kind=KIND,
         code=trainer_code_digest(),
     )
-    return ExportRun(
-        new_id,
-        source.sweep,
-        source.lane,
-        source.arm,
-        variant,
-        source.match,
-        source.seed,
-        params,
-        1,
-        KIND,
-        source_id,
+    return replace(
+        source,
+        run_id=new_id,
+        variant=variant,
+        params=params,
+        nproc=1,
+        kind=KIND,
+        parent_run=source_id,
     )
 
 
@@ -117,7 +99,7 @@ def source_run_dir(store: Store, source_id: str) -> Path:
     return run_dir
 
 
-def export_argv(source_dir: Path, out_dir: Path, run: ExportRun, device: str | None) -> list[str]:
+def export_argv(source_dir: Path, out_dir: Path, run: RunIdentity, device: str | None) -> list[str]:
     argv = [
         sys.executable,
         "-m",
@@ -146,39 +128,32 @@ def reexport(
     timeout_s: float | None = None,
 ) -> ExportOutcome:
     """Re-export run `source_id`, recording the new run row; an identical export already
-    done is returned as it is ("exists")."""
+    done is returned as it is (`existed`)."""
     if not 2 <= quant_bits <= 8:
         raise UserError(f"export: --quant-bits {quant_bits}; must be between 2 and 8")
     source_dir = source_run_dir(store, source_id)
     run = plan_export(store, source_id, quant_bits, zstd_level)
     out_dir = runs_root / run.sweep / run.run_id
     if store.statuses([run.run_id]).get(run.run_id) == RunStatus.DONE:
-        return ExportOutcome(run, out_dir, "exists", "", collect(out_dir, None).result)
+        result = collect(out_dir, None).result
+        return ExportOutcome(run, out_dir, RunStatus.DONE, "", result, existed=True)
     store.register_runs([run], git_commit())
     argv = export_argv(source_dir, out_dir, run, device)
     _write_run_config(run, out_dir, argv)
     store.mark_running(run.run_id, socket.gethostname(), os.getpid(), str(out_dir), argv)
     outcome = _run(argv, out_dir, timeout_s)
-    store.record_result(
-        run.run_id,
-        status=RunStatus.DONE if outcome.status == "done" else RunStatus.FAILED,
-        reason=outcome.reason,
-        exit_code=outcome.exit_code,
-        result=outcome.result,
-        metrics=[],
-        log_tail=outcome.log_tail,
-    )
+    store.record_result(run.run_id, replace(outcome, metrics=[]))
     return ExportOutcome(run, out_dir, outcome.status, outcome.reason, outcome.result)
 
 
-def _write_run_config(run: ExportRun, out_dir: Path, argv: list[str]) -> None:
+def _write_run_config(run: RunIdentity, out_dir: Path, argv: list[str]) -> None:
     """out_dir/run.json: what was asked (identity, params, parent, the exact argv)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     doc = {**run_identity(run), "kind": run.kind, "parent_run": run.parent_run, "argv": argv}
     (out_dir / "run.json").write_text(json.dumps(doc, indent=1, sort_keys=True) + "\n")
 
 
-def _run(argv: list[str], out_dir: Path, timeout_s: float | None) -> JobOutcome:
+def _run(argv: list[str], out_dir: Path, timeout_s: float | None) -> RunOutcome:
     """Run the export as a child process, its output in out_dir/stdout.log."""
     (out_dir / "result.json").unlink(missing_ok=True)
     with (out_dir / STDOUT_LOG).open("w") as log:
@@ -187,5 +162,7 @@ def _run(argv: list[str], out_dir: Path, timeout_s: float | None) -> JobOutcome:
                 argv, stdout=log, stderr=subprocess.STDOUT, timeout=timeout_s, check=False
             )
         except subprocess.TimeoutExpired:
-            return collect(out_dir, None).with_status("failed", f"timeout after {timeout_s} s")
+            return collect(out_dir, None).with_status(
+                RunStatus.FAILED, f"timeout after {timeout_s} s"
+            )
     return collect(out_dir, proc.returncode)

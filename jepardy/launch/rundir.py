@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +23,8 @@ from jepardy.launch.command import (
     script_environment,
     write_run_config,
 )
-from jepardy.store.core import RunLike
+from jepardy.spec.identity import RunIdentity
+from jepardy.store.models import RunOutcome, RunStatus
 
 STDOUT_LOG = "stdout.log"
 # result.json fields of docs/architecture.md a script's log may not print.
@@ -48,20 +49,7 @@ LOG_TAIL_LINES = 40
 _ATTEMPT_FILES = ("result.json", "metrics.jsonl", "train.log", STDOUT_LOG)
 
 
-@dataclass(frozen=True)
-class JobOutcome:
-    status: str  # a RunStatus value: "done", "failed", ... as the tracker decides
-    reason: str
-    exit_code: int | None
-    result: dict[str, Any] | None
-    metrics: list[dict[str, Any]] = field(default_factory=list)
-    log_tail: str = ""
-
-    def with_status(self, status: str, reason: str) -> JobOutcome:
-        return replace(self, status=status, reason=reason)
-
-
-def prepare_run_dir(run: RunLike, run_dir: Path) -> None:
+def prepare_run_dir(run: RunIdentity, run_dir: Path) -> None:
     """Clear a previous attempt's files and write run.json."""
     run_argv(run, run_dir)  # first: an ingested run is refused before any file changes
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -70,7 +58,7 @@ def prepare_run_dir(run: RunLike, run_dir: Path) -> None:
     write_run_config(run, run_dir)
 
 
-def collect(run_dir: Path, exit_code: int | None) -> JobOutcome:
+def collect(run_dir: Path, exit_code: int | None) -> RunOutcome:
     """Turn the run directory's files into an outcome; a missing result.json is a failure.
 
     `exit_code` None means the job's exit was not seen (a resumed sweep adopting the files
@@ -80,14 +68,14 @@ def collect(run_dir: Path, exit_code: int | None) -> JobOutcome:
     metrics = read_metrics(run_dir)
     tail = log_tail(run_dir / STDOUT_LOG)
     if exit_code in (0, None) and result is not None and result.get("status") == "done":
-        return JobOutcome("done", "", exit_code, result, metrics, tail)
+        return RunOutcome(RunStatus.DONE, "", exit_code, result, metrics, tail)
     if result is not None and result.get("reason"):
         reason = str(result["reason"])
     elif exit_code is not None and exit_code < 0:
         reason = f"killed by signal {-exit_code}"
     else:
         reason = f"exit code {exit_code}" + ("" if result else ", no result.json")
-    return JobOutcome("failed", reason, exit_code, result, metrics, tail)
+    return RunOutcome(RunStatus.FAILED, reason, exit_code, result, metrics, tail)
 
 
 def read_result(run_dir: Path) -> dict[str, Any] | None:
@@ -127,19 +115,19 @@ class TorchrunLauncher:
 
     threads_per_rank: int = 1
 
-    def argv(self, run: RunLike, run_dir: Path) -> list[str]:
+    def argv(self, run: RunIdentity, run_dir: Path) -> list[str]:
         return run_argv(run, run_dir)
 
-    def prepare(self, run: RunLike, run_dir: Path) -> None:
+    def prepare(self, run: RunIdentity, run_dir: Path) -> None:
         prepare_run_dir(run, run_dir)
 
-    def environment(self, run: RunLike, devices: tuple[str, ...]) -> dict[str, str]:
+    def environment(self, run: RunIdentity, devices: tuple[str, ...]) -> dict[str, str]:
         env = job_environment(devices, self.threads_per_rank)
         if run.kind == SCRIPT:
             env |= script_environment(run)
         return env
 
-    def collect(self, run: RunLike, run_dir: Path, exit_code: int | None) -> JobOutcome:
+    def collect(self, run: RunIdentity, run_dir: Path, exit_code: int | None) -> RunOutcome:
         if run.kind == SCRIPT:
             write_script_result(run_dir)
         return collect(run_dir, exit_code)

@@ -32,7 +32,8 @@ from jepardy.errors import UserError
 from jepardy.launch.command import SCRIPT, run_argv, script_environment
 from jepardy.launch.executor import JobState
 from jepardy.launch.rundir import STDOUT_LOG
-from jepardy.store.core import Claim, JobRecord, RunLike, RunStatus
+from jepardy.spec.identity import RunIdentity
+from jepardy.store.models import Claim, JobRecord, RunStatus
 
 SLURM = "slurm"
 JOB_NAME_PREFIX = "jepardy-"
@@ -104,7 +105,7 @@ def scontrol_hostnames(nodelist: str) -> list[str]:
 
 
 def node_torchrun_argv(
-    run: RunLike,
+    run: RunIdentity,
     run_dir: Path,
     slurm_env: Mapping[str, str],
     hostnames: Callable[[str], list[str]] = scontrol_hostnames,
@@ -128,7 +129,7 @@ def node_torchrun_argv(
     )
 
 
-def node_command_template(run: RunLike, run_dir: Path, nnodes: int) -> str:
+def node_command_template(run: RunIdentity, run_dir: Path, nnodes: int) -> str:
     """What each node's task of the run's job runs, with the values Slurm gives it at run
     time as placeholders (for a dry run)."""
     argv = _multi_node(
@@ -177,7 +178,7 @@ class NodeTask:
     requeues the same task (a fresh start of the run: the trainer has no mid-run resume).
     """
 
-    run: Any  # a RunLike (PlannedRun or StoredRun), pickled by value
+    run: Any  # a RunIdentity (RunIdentity or RunIdentity), pickled by value
     run_dir: str
     threads_per_rank: int = 1
 
@@ -262,7 +263,7 @@ def exit_code(run_dir: Path) -> int | None:
         return None
 
 
-def job_name(run: RunLike) -> str:
+def job_name(run: RunIdentity) -> str:
     return f"{JOB_NAME_PREFIX}{run.run_id}"
 
 
@@ -277,10 +278,10 @@ class SlurmExecutor:
     def __init__(self, options: SlurmOptions) -> None:
         self.options = options
 
-    def has_room(self, run: RunLike) -> bool:
+    def has_room(self, run: RunIdentity) -> bool:
         return True
 
-    def sbatch_script(self, run: RunLike, run_dir: Path, timeout_s: float | None) -> str:
+    def sbatch_script(self, run: RunIdentity, run_dir: Path, timeout_s: float | None) -> str:
         """The sbatch script `submit` would send for `run`, without sending it (a dry run),
         and what each node's task then runs."""
         executor = self._submitit(run_dir)
@@ -301,7 +302,7 @@ class SlurmExecutor:
         return submitit.SlurmExecutor(folder=folder, max_num_timeout=3, python=sys.executable)
 
     def submit(
-        self, run: RunLike, run_dir: Path, argv: list[str], timeout_s: float | None
+        self, run: RunIdentity, run_dir: Path, argv: list[str], timeout_s: float | None
     ) -> JobRecord:
         """sbatch one run (its node tasks build their own torchrun argv from `run`); UserError
         with sbatch's message when it refuses the job."""
@@ -337,7 +338,7 @@ class SlurmExecutor:
         """scancel (Slurm signals the job's steps and kills them after its KillWait)."""
         scancel(job_ids)
 
-    def recover(self, claim: Claim, run: RunLike) -> str | None:
+    def recover(self, claim: Claim, run: RunIdentity) -> str | None:
         """The recorded job, or the live one named after the run when the orchestrator died
         between sbatch and recording its id; the tracker follows it (squeue still knows it,
         or its files decide)."""
@@ -346,7 +347,7 @@ class SlurmExecutor:
         named = jobs_named(job_name(run))
         return named[0] if named else None
 
-    def _parameters(self, run: RunLike, timeout_s: float | None) -> dict[str, Any]:
+    def _parameters(self, run: RunIdentity, timeout_s: float | None) -> dict[str, Any]:
         o = self.options
         minutes = o.time or (int(timeout_s // 60) + 1 if timeout_s else 60)
         params: dict[str, Any] = {

@@ -25,8 +25,11 @@ from jepardy.launch.rundir import TorchrunLauncher
 from jepardy.launch.slots import DevicePool, detect_gpus
 from jepardy.launch.slurm import SLURM, SlurmExecutor, SlurmOptions
 from jepardy.launch.tracker import JobTracker, SweepObserver
-from jepardy.spec.parse import PlannedRun, Spec, expand_runs, load_spec
-from jepardy.store.core import RunLike, RunStatus, Store
+from jepardy.spec.identity import RunIdentity
+from jepardy.spec.parse import Spec, expand_runs, load_spec
+from jepardy.store.engine import Database
+from jepardy.store.models import RunStatus
+from jepardy.store.transitions import Store
 
 # Trainer params whose value is a path that must exist before anything is launched.
 _PATH_PARAMS = ("data_dir", "tokenizer_path")
@@ -62,11 +65,11 @@ class SweepSummary:
 
 @dataclass(frozen=True)
 class PlanEntry:
-    run: PlannedRun
+    run: RunIdentity
     status: str  # the store's status, or "new" for a run the store has not seen
 
 
-def load_plan(spec_path: Path, store: Store | None) -> tuple[Spec, list[PlanEntry]]:
+def load_plan(spec_path: Path, store: Database | None) -> tuple[Spec, list[PlanEntry]]:
     """The spec's runs with their status in the store (when one is given)."""
     spec = load_spec(spec_path, trainer_schema())
     runs = expand_runs(spec)
@@ -74,7 +77,7 @@ def load_plan(spec_path: Path, store: Store | None) -> tuple[Spec, list[PlanEntr
     return spec, [PlanEntry(r, str(statuses.get(r.run_id, "new"))) for r in runs]
 
 
-def check_paths(source: str, runs: list[RunLike]) -> None:
+def check_paths(source: str, runs: list[RunIdentity]) -> None:
     """Refuse to launch when a data path a run needs does not exist (one line, naming it)."""
     defaults = {name: trainer_schema()[name]["default"] for name in _PATH_PARAMS}
     for run in runs:
@@ -90,7 +93,7 @@ def check_paths(source: str, runs: list[RunLike]) -> None:
                 )
 
 
-def run_timeout_s(run: RunLike, override_s: float | None) -> float | None:
+def run_timeout_s(run: RunIdentity, override_s: float | None) -> float | None:
     """The run's limit: the override, else its wallclock budget plus EVAL_ALLOWANCE_S."""
     if override_s is not None:
         return override_s
@@ -185,7 +188,7 @@ def rerun(
 def _tracker(
     store: Store,
     options: SweepOptions,
-    runs: list[RunLike],
+    runs: list[RunIdentity],
     source: str | Path,
     spec_slurm: dict[str, str | int],
     observer: SweepObserver,
@@ -230,7 +233,7 @@ def _slurm_executor(spec_slurm: dict[str, str | int], options: SweepOptions) -> 
     return SlurmExecutor(SlurmOptions(**(spec_slurm | options.slurm)))
 
 
-def sbatch_scripts(spec_path: Path, options: SweepOptions) -> list[tuple[PlannedRun, str]]:
+def sbatch_scripts(spec_path: Path, options: SweepOptions) -> list[tuple[RunIdentity, str]]:
     """Every run of the spec with the sbatch script `jepardy sweep --executor slurm` would
     submit for it (and each node's command), submitting nothing."""
     spec = load_spec(spec_path, trainer_schema())
@@ -247,12 +250,12 @@ def sbatch_scripts(spec_path: Path, options: SweepOptions) -> list[tuple[Planned
     ]
 
 
-def _execute(tracker: JobTracker, queue: list[RunLike], summary: SweepSummary) -> SweepSummary:
+def _execute(tracker: JobTracker, queue: list[RunIdentity], summary: SweepSummary) -> SweepSummary:
     """Run `queue` (and the jobs `recover` follows) and count the outcomes into `summary`."""
     started = time.perf_counter()
     tracker.run(queue)
     for run_id, outcome in tracker.outcomes.items():
-        if outcome.status == "done":
+        if outcome.status is RunStatus.DONE:
             summary.done += 1
         else:
             summary.failed += 1

@@ -27,9 +27,10 @@ from pathlib import Path
 from jepardy.errors import UserError
 from jepardy.launch.executor import Executor, JobState, Launcher
 from jepardy.launch.local_executor import LOCAL, signal_job
-from jepardy.launch.rundir import JobOutcome
 from jepardy.launch.slurm import SLURM, scancel
-from jepardy.store.core import Claim, JobRecord, RunLike, RunStatus, Store, TransitionError
+from jepardy.spec.identity import RunIdentity
+from jepardy.store.models import Claim, JobRecord, RunOutcome, RunStatus
+from jepardy.store.transitions import Store, TransitionError
 
 HEARTBEAT_S = 10.0
 # A running run whose heartbeat is older than this belongs to an orchestrator that is gone.
@@ -41,11 +42,11 @@ class SweepObserver:
 
     def planned(self, total: int) -> None: ...
 
-    def skipped(self, run: RunLike) -> None: ...
+    def skipped(self, run: RunIdentity) -> None: ...
 
-    def started(self, run: RunLike) -> None: ...
+    def started(self, run: RunIdentity) -> None: ...
 
-    def finished(self, run: RunLike, outcome: JobOutcome) -> None: ...
+    def finished(self, run: RunIdentity, outcome: RunOutcome) -> None: ...
 
 
 @dataclass
@@ -60,7 +61,7 @@ class Interrupts:
 
 @dataclass
 class TrackedJob:
-    run: RunLike
+    run: RunIdentity
     run_dir: Path
     job_id: str
     state: str
@@ -75,21 +76,21 @@ class JobTracker:
     launcher: Launcher
     runs_root: Path
     observer: SweepObserver = field(default_factory=SweepObserver)
-    timeout_s: Callable[[RunLike], float | None] = lambda run: None
+    timeout_s: Callable[[RunIdentity], float | None] = lambda run: None
     waits_for: dict[str, set[str]] = field(default_factory=dict)  # lane -> lanes it waits for
     host: str = field(default_factory=socket.gethostname)
     pid: int = field(default_factory=os.getpid)
     active: dict[str, TrackedJob] = field(default_factory=dict)
-    outcomes: dict[str, JobOutcome] = field(default_factory=dict)
+    outcomes: dict[str, RunOutcome] = field(default_factory=dict)
     not_started: list[str] = field(default_factory=list)  # held by another orchestrator
     interrupts: Interrupts = field(default_factory=Interrupts)
     _records: list[JobRecord] = field(default_factory=list)  # not yet in the store
     _stopping: int = 0  # interrupts acted on
 
-    def run_dir(self, run: RunLike) -> Path:
+    def run_dir(self, run: RunIdentity) -> Path:
         return self.runs_root / run.sweep / run.run_id
 
-    def run(self, queue: list[RunLike]) -> None:
+    def run(self, queue: list[RunIdentity]) -> None:
         """Run `queue` to the end. Ctrl-C (or SIGTERM): stop every job (local: SIGTERM, then
         SIGKILL after a grace; a second Ctrl-C at once), record them interrupted, and raise
         KeyboardInterrupt."""
@@ -122,7 +123,7 @@ class JobTracker:
         self.store.set_jobs(self._records)
         self._records.clear()
 
-    def _submit_ready(self, queue: list[RunLike]) -> None:
+    def _submit_ready(self, queue: list[RunIdentity]) -> None:
         blocked_lanes: set[str] = set()
         for run in list(queue):
             if run.lane in blocked_lanes or self._waiting(run, queue):
@@ -133,7 +134,7 @@ class JobTracker:
             queue.remove(run)
             self._submit(run)
 
-    def _waiting(self, run: RunLike, queue: list[RunLike]) -> bool:
+    def _waiting(self, run: RunIdentity, queue: list[RunIdentity]) -> bool:
         """Whether a lane this run waits for still has queued or running runs."""
         deps = self.waits_for.get(run.lane, set())
         if not deps:
@@ -141,7 +142,7 @@ class JobTracker:
         pending = [r.lane for r in queue] + [j.run.lane for j in self.active.values()]
         return any(lane in deps for lane in pending)
 
-    def _submit(self, run: RunLike) -> None:
+    def _submit(self, run: RunIdentity) -> None:
         run_dir = self.run_dir(run)
         argv = self.launcher.argv(run, run_dir)
         try:
@@ -160,10 +161,7 @@ class JobTracker:
             # sweep stops here; jobs already submitted are followed by the next sweep.
             self.store.record_result(
                 run.run_id,
-                status=RunStatus.FAILED,
-                reason=str(exc),
-                result=None,
-                metrics=[],
+                RunOutcome(status=RunStatus.FAILED, reason=str(exc), result=None, metrics=[]),
                 holder=(self.host, self.pid),
             )
             raise
@@ -204,7 +202,7 @@ class JobTracker:
                 stop.append(job.job_id)  # its end is recorded by nobody: the row moved on
                 continue
             del self.active[run_id]
-            outcome = JobOutcome(
+            outcome = RunOutcome(
                 RunStatus.RUNNING.value, f"taken over by {holder.host}:{holder.pid}", None, None
             )
             self.outcomes[run_id] = outcome
@@ -229,12 +227,14 @@ class JobTracker:
         outcome = outcome.with_status(status.value, reason)
         recorded = self.store.record_result(
             job.run.run_id,
-            status=status,
-            reason=reason,
-            exit_code=outcome.exit_code,
-            result=outcome.result,
-            metrics=outcome.metrics,
-            log_tail=outcome.log_tail,
+            RunOutcome(
+                status=status,
+                reason=reason,
+                exit_code=outcome.exit_code,
+                result=outcome.result,
+                metrics=outcome.metrics,
+                log_tail=outcome.log_tail,
+            ),
             holder=(self.host, self.pid),
             job_state=seen.backend_state or "ENDED",
         )
@@ -247,10 +247,10 @@ class JobTracker:
         self.observer.finished(job.run, outcome)
 
     def _verdict(
-        self, job: TrackedJob, seen: JobState, outcome: JobOutcome, exit_code: int | None
+        self, job: TrackedJob, seen: JobState, outcome: RunOutcome, exit_code: int | None
     ) -> tuple[RunStatus, str]:
         """The run's status from what the executor saw and what the job's files show."""
-        if outcome.status == "done":
+        if outcome.status is RunStatus.DONE:
             return RunStatus.DONE, ""  # a real result stands, however the job ended
         if self._stopping:
             return RunStatus.INTERRUPTED, "interrupted"
@@ -266,7 +266,7 @@ class JobTracker:
 
     # --- resuming ---
 
-    def recover(self, runs: list[RunLike]) -> None:
+    def recover(self, runs: list[RunIdentity]) -> None:
         """Settle the runs left running by an orchestrator that is gone (killed, or its
         machine rebooted): take each over (compare-and-set, so two resuming orchestrators
         never both do), then follow its job when the executor still has it, else record the
@@ -290,7 +290,7 @@ class JobTracker:
         self.flush()
         self.poll()  # jobs that ended meanwhile are recorded now, so they can run again
 
-    def _settle(self, claim: Claim, run: RunLike) -> None:
+    def _settle(self, claim: Claim, run: RunIdentity) -> None:
         run_dir = Path(claim.run_dir) if claim.run_dir else self.run_dir(run)
         job_id = self.executor.recover(claim, run)
         if job_id is not None:
@@ -300,17 +300,19 @@ class JobTracker:
             return
         has_files = (run_dir / "run.json").exists()
         outcome = self.launcher.collect(run, run_dir, None) if has_files else None
-        if outcome is not None and outcome.status == "done":
+        if outcome is not None and outcome.status is RunStatus.DONE:
             status, reason = RunStatus.DONE, ""
         else:
             status, reason = RunStatus.INTERRUPTED, f"orchestrator {claim.host}:{claim.pid} gone"
         self.store.record_result(
             run.run_id,
-            status=status,
-            reason=reason,
-            result=outcome.result if status is RunStatus.DONE and outcome else None,
-            metrics=outcome.metrics if status is RunStatus.DONE and outcome else [],
-            log_tail=outcome.log_tail if outcome else "",
+            RunOutcome(
+                status=status,
+                reason=reason,
+                result=outcome.result if status is RunStatus.DONE and outcome else None,
+                metrics=outcome.metrics if status is RunStatus.DONE and outcome else [],
+                log_tail=outcome.log_tail if outcome else "",
+            ),
             holder=(self.host, self.pid),
         )
 

@@ -1,7 +1,7 @@
 """Sweep specs: a TOML file -> validated frozen dataclasses -> the planned runs.
 
 `load_spec` reads and checks the whole file (every mistake is a one-line `UserError` naming
-the file and the dotted field), and `expand_runs` turns the result into `PlannedRun`s in the
+the file and the dotted field), and `expand_runs` turns the result into `RunIdentity`s in the
 order the spec is written. Nothing here launches anything or touches the store; the only
 files read are the spec itself and the trainer's source (for its digest, never imported).
 
@@ -14,7 +14,6 @@ from __future__ import annotations
 import difflib
 import hashlib
 import itertools
-import json
 import re
 import tomllib
 from collections import Counter
@@ -26,6 +25,7 @@ from typing import Any, NoReturn
 
 from jepardy.errors import UserError
 from jepardy.spec.challenge_env import script_param_type
+from jepardy.spec.identity import RunIdentity, canonical_json, run_id
 from jepardy.trainer.config import coerce_value
 
 Scalar = bool | int | float | str
@@ -100,24 +100,6 @@ class Spec:
     slurm: dict[str, str | int] = field(default_factory=dict)
 
 
-@dataclass(frozen=True)
-class PlannedRun:
-    """One run to launch. `params` holds only the keys the spec sets (plus `seed`); the
-    trainer fills in its own defaults. `match` pairs an arm run with its control run."""
-
-    run_id: str
-    sweep: str
-    lane: str
-    arm: str
-    variant: str
-    match: str
-    seed: int
-    params: dict[str, Scalar] = field(hash=False)
-    nproc: int
-    kind: str
-    script: str = ""  # kind "script": the script's absolute path
-
-
 def load_spec(path: Path, schema: Mapping[str, Mapping[str, Any]]) -> Spec:
     """Read, parse and fully validate a spec against the trainer's param schema.
 
@@ -133,7 +115,7 @@ def load_spec(path: Path, schema: Mapping[str, Mapping[str, Any]]) -> Spec:
     return spec
 
 
-def expand_runs(spec: Spec) -> list[PlannedRun]:
+def expand_runs(spec: Spec) -> list[RunIdentity]:
     """Every run of the spec, in spec order: lanes in file order; control, then arms in file
     order; arm-axis points; sweep+lane-axis points (zip groups advance together); seeds.
 
@@ -143,15 +125,6 @@ def expand_runs(spec: Spec) -> list[PlannedRun]:
     runs = [run for lane in spec.lanes for run in _expand_lane(spec, lane)]
     _check_duplicates(spec, runs)
     return runs
-
-
-def run_id(
-    *, sweep: str, lane: str, arm: str, params: Mapping[str, Any], kind: str, code: str
-) -> str:
-    """First 16 hex chars of sha256 over the canonical JSON of the run's identity."""
-    identity = {"sweep": sweep, "lane": lane, "arm": arm, "params": dict(params)}
-    identity |= {"kind": kind, "code": code}
-    return hashlib.sha256(_canonical_json(identity).encode()).hexdigest()[:16]
 
 
 def trainer_code_digest(package_dir: Path = _PACKAGE_DIR) -> str:
@@ -178,7 +151,7 @@ def format_value(value: Scalar) -> str:
     return str(value)
 
 
-def describe_plan(runs: Sequence[PlannedRun]) -> dict[str, Any]:
+def describe_plan(runs: Sequence[RunIdentity]) -> dict[str, Any]:
     """Counts for `jepardy plan`: {"runs": n, "lanes": {lane: n}, "arms": {lane: {arm: n}},
     "axes": {param: {value: n}}}. "axes" lists every param (seed included) whose value differs
     between runs; a run that does not set it counts under "(default)"."""
@@ -196,7 +169,7 @@ def describe_plan(runs: Sequence[PlannedRun]) -> dict[str, Any]:
 # --- expansion ---------------------------------------------------------------------------
 
 
-def _expand_lane(spec: Spec, lane: Lane) -> Iterator[PlannedRun]:
+def _expand_lane(spec: Spec, lane: Lane) -> Iterator[RunIdentity]:
     matches = _points(_match_units(spec, lane))
     for arm in (lane.control, *lane.arms):
         for variant in _points(_axis_units(arm.axes)):
@@ -212,7 +185,7 @@ def _planned_run(
     variant: dict[str, Scalar],
     match: dict[str, Scalar],
     seed: int,
-) -> PlannedRun:
+) -> RunIdentity:
     # Precedence: [params] < lane params < axis values < arm params < seed. Validation made
     # axis and arm keys disjoint, so only the first two layers ever overlap the others.
     merged = {**spec.params, **lane.params, **match, **arm.params, **variant, "seed": seed}
@@ -225,7 +198,7 @@ def _planned_run(
         kind=spec.kind,
         code=spec.code_digest,
     )
-    return PlannedRun(
+    return RunIdentity(
         run_id=identity,
         sweep=spec.name,
         lane=lane.name,
@@ -274,14 +247,10 @@ def _label(point: Mapping[str, Scalar]) -> str:
     return ",".join(f"{key}={format_value(point[key])}" for key in sorted(point))
 
 
-def _canonical_json(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, separators=(",", ":"))
-
-
-def _check_duplicates(spec: Spec, runs: list[PlannedRun]) -> None:
-    seen: dict[tuple[str, str], PlannedRun] = {}
+def _check_duplicates(spec: Spec, runs: list[RunIdentity]) -> None:
+    seen: dict[tuple[str, str], RunIdentity] = {}
     for run in runs:
-        first = seen.setdefault((run.lane, _canonical_json(run.params)), run)
+        first = seen.setdefault((run.lane, canonical_json(run.params)), run)
         if first is not run:
             where = f"lanes.{run.lane}.{_arm_field(run.arm)}"
             raise UserError(
@@ -294,12 +263,12 @@ def _arm_field(arm: str) -> str:
     return CONTROL if arm == CONTROL else f"arms.{arm}"
 
 
-def _run_label(run: PlannedRun) -> str:
+def _run_label(run: RunIdentity) -> str:
     where = ", ".join(part for part in (run.variant, run.match, f"seed={run.seed}") if part)
     return f"arm {run.arm} ({where})"
 
 
-def _value_counts(runs: Sequence[PlannedRun]) -> dict[str, dict[str, int]]:
+def _value_counts(runs: Sequence[RunIdentity]) -> dict[str, dict[str, int]]:
     keys = sorted({key for run in runs for key in run.params})
     counts = {
         key: Counter(

@@ -13,7 +13,7 @@ import pandas as pd
 from jepardy.errors import UserError
 from jepardy.launch.rundir import STDOUT_LOG
 from jepardy.launch.slurm import SLURM, SUBMITIT_FOLDER
-from jepardy.store.core import Store
+from jepardy.store.engine import Database
 
 _IDENTITY = (
     "id",
@@ -70,7 +70,7 @@ _RUNTIME = (
 )
 
 
-def find_run(store: Store, prefix: str, command: str) -> pd.Series:
+def find_run(store: Database, prefix: str, command: str) -> pd.Series:
     """The runs row whose id starts with `prefix`; UserError (naming `command`) unless
     exactly one does."""
     frame = store.runs_frame()
@@ -95,7 +95,7 @@ def log_files(row: pd.Series) -> list[Path]:
     return [path for path in files if path.exists()]
 
 
-def describe_run(store: Store, run_id: str) -> dict[str, dict[str, Any]]:
+def describe_run(store: Database, run_id: str) -> dict[str, dict[str, Any]]:
     """Sections of plain values, in display order: identity, outcome, code, runtime, data,
     params, config. A section is empty when the run did not record it (e.g. never ran)."""
     row = find_run(store, run_id, "show")

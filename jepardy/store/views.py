@@ -1,6 +1,6 @@
 """What a store holds right now: counts per state, the running jobs, a filtered runs list.
 
-Plain pandas over `Store.runs_frame()`; the CLI's `status` and `runs` print these.
+Plain pandas over `Database.runs_frame()`; the CLI's `status` and `runs` print these.
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 
 import pandas as pd
 
-from jepardy.store.core import RunStatus
+from jepardy.store.models import RunStatus
 
 STATES = [s.value for s in RunStatus]
 RUNS_COLUMNS = [

@@ -1,0 +1,132 @@
+"""Readers open the database read-only: no lock, no creation, no upgrade.
+
+`status`, `runs`, `show` and `report` must answer at once while a writer holds the lock, work
+on a file nobody may write, and never create a database at a mistyped path.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sqlite3
+import stat
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from jepardy.errors import UserError
+from jepardy.spec.identity import RunIdentity
+from jepardy.store.engine import open_reader
+from jepardy.store.frames import load_runs
+from jepardy.store.models import RunOutcome
+from jepardy.store.transitions import open_store
+
+READ_COMMANDS = (["status"], ["runs"], ["report"])
+
+
+def _filled(path: Path) -> None:
+    store = open_store(path)
+    store.upsert_sweep("s", "s.toml", "")
+    runs = [
+        RunIdentity(f"{i:016x}", "s", "main", "control", "", "", seed=i, params={"seed": i})
+        for i in (1, 2)
+    ]
+    store.register_runs(runs, git_commit=None)
+    for run in runs:
+        result = {"status": "done", "val_bpb": 1.0 + run.seed / 100, "artifact_bytes": 10}
+        store.record_result(run.run_id, RunOutcome("done", result=result))
+    store.close()
+
+
+def _jepardy(args: list[str], db: Path, **kw: object) -> subprocess.CompletedProcess[str]:
+    code = "from jepardy.cli.app import main; main()"
+    argv = [sys.executable, "-c", code, *args, "--db", str(db)]
+    return subprocess.run(argv, capture_output=True, text=True, timeout=60, **kw)  # type: ignore[call-overload]
+
+
+@pytest.fixture
+def hold_write_lock() -> Iterator[callable]:  # type: ignore[valid-type]
+    """Hold a SQLite write transaction (BEGIN IMMEDIATE) on a file until the test ends."""
+    held: list[sqlite3.Connection] = []
+
+    def hold(path: Path) -> None:
+        conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        conn.execute("BEGIN IMMEDIATE")
+        conn.execute("UPDATE runs SET reason = 'held' WHERE 0")
+        held.append(conn)
+
+    yield hold
+    for conn in held:
+        conn.rollback()
+        conn.close()
+
+
+def test_a_missing_database_is_one_line_and_nothing_is_created(tmp_path: Path) -> None:
+    typo = tmp_path / "typo.db"
+    with pytest.raises(UserError, match=f"database {typo} does not exist"):
+        open_reader(typo)
+    with pytest.raises(UserError, match="does not exist"):
+        load_runs(typo)
+    for args in (*READ_COMMANDS, ["show", "abc"]):
+        done = _jepardy(args, typo)
+        assert done.returncode == 2, (args, done.stderr)
+        assert done.stderr.strip().count("\n") == 0 and "does not exist" in done.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_readers_answer_while_a_writer_holds_the_lock(tmp_path: Path, hold_write_lock) -> None:  # type: ignore[no-untyped-def]
+    db = tmp_path / "results.db"
+    _filled(db)
+    hold_write_lock(db)
+    for args in READ_COMMANDS:
+        started = time.monotonic()
+        done = _jepardy(args, db)
+        took_s = time.monotonic() - started
+        assert done.returncode == 0, (args, done.stderr)
+        # A writer would wait its busy timeout (30 s) and retries before failing.
+        assert took_s < 20, (args, took_s)
+    assert "0000000000000001" in _jepardy(["runs"], db).stdout
+
+
+def test_a_writer_still_waits_for_the_lock(tmp_path: Path, hold_write_lock) -> None:  # type: ignore[no-untyped-def]
+    """The counterpart: the lock is real, so the readers above did not just get lucky."""
+    db = tmp_path / "results.db"
+    _filled(db)
+    store = open_store(db, busy_timeout_ms=50)
+    hold_write_lock(db)
+    with pytest.raises(UserError, match="is locked by another process"):
+        store.upsert_sweep("t", "t.toml", "")
+
+
+def test_readers_work_on_a_read_only_database() -> None:
+    """A results.db in a folder nobody may write (a colleague's, an archive): readable, and
+    left byte for byte as it was. Root ignores permission bits, so the
+    reader's own connection must also refuse a write: it is opened read-only."""
+    folder = Path(tempfile.mkdtemp(prefix="jepardy-ro-"))
+    try:
+        db = folder / "results.db"
+        _filled(db)
+        before = db.read_bytes()
+        db.chmod(stat.S_IRUSR | stat.S_IRGRP | stat.S_IROTH)
+        folder.chmod(0o555)
+        for args in READ_COMMANDS:
+            done = _jepardy(args, db)
+            assert done.returncode == 0, (args, done.stderr)
+        assert "0000000000000001" in _jepardy(["runs"], db).stdout
+        assert len(load_runs(db)) == 2
+        reader = open_reader(db)
+        with pytest.raises(sa.exc.OperationalError, match="readonly"), reader.engine.begin() as c:
+            c.exec_driver_sql("UPDATE runs SET reason = 'x'")
+        reader.close()
+        assert db.read_bytes() == before
+        # Only SQLite's WAL index may appear, where the reader is allowed to make it (root).
+        made = {p.name for p in folder.iterdir()} - {"results.db"}
+        assert made <= {"results.db-shm", "results.db-wal"}
+    finally:
+        folder.chmod(0o755)
+        shutil.rmtree(folder)
