@@ -32,8 +32,9 @@ import pandas as pd
 import sqlalchemy as sa
 from rich.console import Console
 
+from jepardy.analysis.compare import compare_table
 from jepardy.analysis.curves import curve_table
-from jepardy.analysis.report import Report, ReportRequest, compare_table, render_report, run_report
+from jepardy.analysis.report import Report, ReportRequest, render_report, run_report
 from jepardy.spec.identity import RunIdentity
 from jepardy.store.frames import load_runs
 from jepardy.store.models import Run, RunStatus

@@ -13,10 +13,11 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from jepardy.analysis.report import FORMATS
+from jepardy.analysis.compare import FORMATS
 from jepardy.cli.app import app
 from jepardy.launch.command import trainer_schema
-from jepardy.spec.parse import expand_runs, load_spec
+from jepardy.spec.expand import expand_runs
+from jepardy.spec.parse import load_spec
 
 runner = CliRunner()
 

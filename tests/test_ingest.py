@@ -13,14 +13,8 @@ from typer.testing import CliRunner
 
 from jepardy.cli.app import app
 from jepardy.errors import UserError
-from jepardy.ingest.ingest import (
-    IngestReport,
-    Labels,
-    arm_from_path,
-    ingest,
-    parse_assignments,
-    seed_from_path,
-)
+from jepardy.ingest.ingest import IngestReport, ingest
+from jepardy.ingest.labels import Labels, arm_from_path, parse_assignments, seed_from_path
 from jepardy.store.transitions import Store, open_store
 
 FIXTURES = Path(__file__).parent / "fixtures"

@@ -35,7 +35,12 @@ PROCESSES = 8
 TIMEOUT_S = 60
 # What the forkserver imports once for every worker (each would import this module, and so
 # pytest, on its own otherwise).
-PRELOAD = ["jepardy.store.transitions", "pytest", "psycopg", "sqlalchemy.dialects.postgresql.psycopg"]
+PRELOAD = [
+    "jepardy.store.transitions",
+    "pytest",
+    "psycopg",
+    "sqlalchemy.dialects.postgresql.psycopg",
+]
 
 T0 = datetime(2026, 11, 20, 9, 30, 15, 123456, tzinfo=UTC)
 SWEEP = {

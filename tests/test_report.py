@@ -15,7 +15,8 @@ import runsets
 import sqlalchemy as sa
 from rich.console import Console, Group
 
-from jepardy.analysis.report import COLUMNS, compare_table, render_compare
+from jepardy.analysis.compare import COLUMNS, compare_table
+from jepardy.analysis.report import render_compare
 from jepardy.analysis.significance import holm
 from jepardy.errors import UserError
 from jepardy.spec.identity import RunIdentity

@@ -10,7 +10,7 @@ import pytest
 import runsets
 from runsets import R
 
-from jepardy.analysis.report import compare_table
+from jepardy.analysis.compare import compare_table
 from jepardy.analysis.summary import summarize
 from jepardy.errors import UserError
 from jepardy.store.frames import load_runs, tidy_runs

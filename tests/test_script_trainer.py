@@ -20,7 +20,8 @@ from jepardy.errors import UserError
 from jepardy.launch.command import script_argv, script_environment, write_run_config
 from jepardy.launch.rundir import STDOUT_LOG, write_script_result
 from jepardy.spec.challenge_env import PARAMS, script_env
-from jepardy.spec.parse import expand_runs, load_spec
+from jepardy.spec.expand import expand_runs
+from jepardy.spec.parse import load_spec
 from jepardy.trainer.config import schema
 
 FAKE = Path(__file__).parent / "fake_train_gpt.py"

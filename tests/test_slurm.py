@@ -27,8 +27,9 @@ from jepardy.launch.command import trainer_schema
 from jepardy.launch.rundir import TorchrunLauncher, prepare_run_dir
 from jepardy.launch.slurm import SlurmExecutor, SlurmOptions, job_status, node_torchrun_argv
 from jepardy.launch.tracker import JobTracker
+from jepardy.spec.expand import expand_runs
 from jepardy.spec.identity import RunIdentity
-from jepardy.spec.parse import expand_runs, load_spec
+from jepardy.spec.parse import load_spec
 from jepardy.store.models import JobRecord, RunStatus
 from jepardy.store.transitions import open_store
 from jepardy.trainer.config import schema

@@ -12,8 +12,10 @@ from typing import Any
 import pytest
 
 from jepardy.errors import UserError
-from jepardy.spec.identity import RunIdentity, run_id
-from jepardy.spec.parse import Spec, describe_plan, expand_runs, load_spec, trainer_code_digest
+from jepardy.spec.expand import describe_plan, expand_runs
+from jepardy.spec.identity import RunIdentity, run_id, trainer_code_digest
+from jepardy.spec.model import Spec
+from jepardy.spec.parse import load_spec
 from jepardy.trainer.config import schema
 
 SCHEMA = schema()

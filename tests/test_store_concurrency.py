@@ -29,7 +29,12 @@ SHARED_RUNS = 8  # registered and raced for by every process
 METRICS_PER_RUN = 20
 SWEEP = "concurrent"
 TIMEOUT_S = 90
-PRELOAD = ["jepardy.store.transitions", "pytest", "psycopg", "sqlalchemy.dialects.postgresql.psycopg"]
+PRELOAD = [
+    "jepardy.store.transitions",
+    "pytest",
+    "psycopg",
+    "sqlalchemy.dialects.postgresql.psycopg",
+]
 
 
 Planned = partial(

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from jepardy.analysis.report import compare_table
+from jepardy.analysis.compare import compare_table
 from jepardy.analysis.submission import SubmissionInfo, export_submission
 from jepardy.errors import UserError
 from jepardy.spec.identity import RunIdentity

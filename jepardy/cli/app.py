@@ -186,7 +186,7 @@ def plan(
     with the same Slurm options would submit it."""
     from jepardy.launch.command import run_argv
     from jepardy.launch.sweep import load_plan, sbatch_scripts
-    from jepardy.spec.parse import describe_plan
+    from jepardy.spec.expand import describe_plan
     from jepardy.store.engine import open_reader
 
     loaded, entries = load_plan(spec, open_reader(db) if Path(db).exists() or "://" in db else None)
@@ -609,8 +609,8 @@ def ingest(
     Ingesting the same files again adds nothing. A log without a final metric becomes a
     failed run with its reason; submission.json is checked against the logs, not trusted.
     """
-    from jepardy.ingest.ingest import Labels, parse_assignments
     from jepardy.ingest.ingest import ingest as ingest_paths
+    from jepardy.ingest.labels import Labels, parse_assignments
     from jepardy.store.transitions import open_store
 
     labels = Labels(
@@ -680,9 +680,10 @@ def logs(
 ) -> None:
     """The end of every log a run's job wrote (each node's, and submitit's for a Slurm
     job), running or ended; for a run without files, the log tail the store kept."""
+    from jepardy.launch.joblogs import log_files
     from jepardy.launch.rundir import log_tail
     from jepardy.store.engine import open_reader
-    from jepardy.store.show import find_run, log_files
+    from jepardy.store.show import find_run
 
     row = find_run(open_reader(db), run_id, "logs")
     files = log_files(row)

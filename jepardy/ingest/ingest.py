@@ -27,14 +27,22 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from jepardy.errors import UserError
-from jepardy.ingest.logparse import ParsedRun, parse_log, typed_value
+from jepardy.ingest.labels import (
+    UNKNOWN_SEED,
+    Labels,
+    TypedSets,
+    arm_from_path,
+    checked_name,
+    seed_from_path,
+    typed_sets,
+)
+from jepardy.ingest.logparse import ParsedRun, parse_log
 from jepardy.ingest.logresult import metric_series, run_params, run_result
 from jepardy.ingest.records import (
     LOG_SUFFIXES,
@@ -49,44 +57,25 @@ from jepardy.ingest.records import (
     seed_flags,
 )
 from jepardy.ingest.tables import (
-    LABEL_FIELDS,
     METRIC_FIELDS,
     TableMapping,
     TextTable,
     is_results,
-    parse_cell,
     read_tables,
     summary_row,
     typed_row,
 )
-from jepardy.spec import challenge_env
 from jepardy.spec.identity import RunIdentity
 from jepardy.store.models import RunOutcome
 from jepardy.store.transitions import Store
-from jepardy.trainer.config import ARTIFACT_CAP_BYTES, schema
+from jepardy.trainer.config import ARTIFACT_CAP_BYTES
 
 KIND = "ingested"
-UNKNOWN_SEED = -1
 LOG_LANE = "logs"
 TABLE_LANE = "table"
 TABLE_ARM = "table"
 TABLE_SUFFIXES = (".csv", ".tsv", ".md")
 TAIL_LINES = 40
-MAX_NAME = 200  # the store's sweep, lane and arm columns
-_SET_KEY = re.compile(r"[A-Za-z_][\w.]*")
-_SEED_WORD = re.compile(r"(?:^|(?<=[_\-.]))seed[_\-]?(\d+)(?=$|[_\-.])", re.IGNORECASE)
-_SEED_SHORT = re.compile(r"(?:^|(?<=[_\-]))s(\d+)(?=$|[_\-.])")
-
-
-@dataclass(frozen=True)
-class Labels:
-    """What the command line adds: `--sweep`, `--lane`, `--set key=value` (filling what a
-    source leaves out; `arm` replaces a log's file-name arm) and `--map column=field`."""
-
-    sweep: str | None = None
-    lane: str | None = None
-    sets: Mapping[str, str] = field(default_factory=dict)
-    maps: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -117,20 +106,10 @@ class IngestReport:
     sweeps: list[str] = field(default_factory=list)
 
 
-def parse_assignments(items: Sequence[str], option: str) -> dict[str, str]:
-    """`["key=value", ...]` from a repeated option; a malformed item is a UserError."""
-    pairs: dict[str, str] = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise UserError(f"{option} {item!r}: expected KEY=VALUE")
-        pairs[key.strip()] = value.strip()
-    return pairs
-
-
-def ingest(paths: Sequence[Path], store: Store, labels: Labels = Labels()) -> IngestReport:
+def ingest(paths: Sequence[Path], store: Store, labels: Labels | None = None) -> IngestReport:
     """Read every path and record the runs the store does not hold yet (status done or
     failed). Runs already in the store are left untouched and counted as `existing`."""
+    labels = labels or Labels()
     batches, report = read_paths(paths, labels)
     by_sweep: dict[str, list[Batch]] = {}
     for batch in batches:
@@ -153,7 +132,7 @@ def ingest(paths: Sequence[Path], store: Store, labels: Labels = Labels()) -> In
 
 def read_paths(paths: Sequence[Path], labels: Labels) -> tuple[list[Batch], IngestReport]:
     """Every path as batches of runs, without touching a store (a pure read)."""
-    sets = _typed_sets(labels.sets)
+    sets = typed_sets(labels.sets)
     mapping = TableMapping(dict(labels.maps))
     report = IngestReport()
     batches: list[Batch] = []
@@ -193,36 +172,11 @@ def ingest_id(sweep: str, source: str, index: int | str, content_sha256: str) ->
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def seed_from_path(relative: Path) -> int | None:
-    """The seed a path names (`train_seed42.log`, `seed_1337/train.log`, `train_s7.log`),
-    the file name first; None when it names none."""
-    parts = [relative.stem, *reversed(relative.parent.parts)]
-    for pattern in (_SEED_WORD, _SEED_SHORT):
-        for part in parts:
-            found = pattern.search(part)
-            if found:
-                return int(found.group(1))
-    return None
-
-
-def arm_from_path(relative: Path) -> str:
-    """The path without its extension and seed tokens: `train_seed42.log` -> "train",
-    `runs/seed_1337/wd_0/train.log` -> "runs/wd_0/train"."""
-    parts = [*relative.parent.parts, relative.stem]
-    kept = []
-    for part in parts:
-        part = _SEED_SHORT.sub("", _SEED_WORD.sub("", part))
-        part = re.sub(r"[_\-.]{2,}", "_", part).strip("_-.")
-        if part:
-            kept.append(part)
-    return "/".join(kept) or "run"
-
-
 # --- logs ------------------------------------------------------------------------------------
 
 
-def _record_batch(folder: Path, labels: Labels, sets: _Sets, report: IngestReport) -> Batch:
-    sweep = _name(labels.sweep or f"ingested:{folder.name}", "sweep")
+def _record_batch(folder: Path, labels: Labels, sets: TypedSets, report: IngestReport) -> Batch:
+    sweep = checked_name(labels.sweep or f"ingested:{folder.name}", "sweep")
     batch = Batch(sweep, folder.resolve())
     submission = read_submission(folder)
     if submission is not None:
@@ -255,9 +209,9 @@ def _record_batch(folder: Path, labels: Labels, sets: _Sets, report: IngestRepor
     return batch
 
 
-def _log_batch(path: Path, labels: Labels, sets: _Sets, report: IngestReport) -> Batch:
+def _log_batch(path: Path, labels: Labels, sets: TypedSets, report: IngestReport) -> Batch:
     folder = path.parent.resolve()
-    sweep = _name(labels.sweep or f"ingested:{folder.name}", "sweep")
+    sweep = checked_name(labels.sweep or f"ingested:{folder.name}", "sweep")
     batch = Batch(sweep, path.resolve())
     runs = _log_runs(_LogFile(path, Path(path.name), sweep, labels, sets, None), report, {})
     batch.runs = runs or []
@@ -273,7 +227,7 @@ class _LogFile:
     relative: Path  # to the ingested folder: part of every run's identity
     sweep: str
     labels: Labels
-    sets: _Sets
+    sets: TypedSets
     submission: Submission | None
 
 
@@ -337,8 +291,8 @@ def _log_run(
         identity=RunIdentity(
             run_id=ingest_id(file.sweep, source, run.index, run.sha256),
             sweep=file.sweep,
-            lane=_name(file.labels.lane or LOG_LANE, "lane"),
-            arm=_name(str(sets.labels.get("arm") or arm_from_path(file.relative)), "arm"),
+            lane=checked_name(file.labels.lane or LOG_LANE, "lane"),
+            arm=checked_name(str(sets.labels.get("arm") or arm_from_path(file.relative)), "arm"),
             variant=variant or str(sets.labels.get("variant", "")),
             match=str(sets.labels.get("match", "")),
             seed=seed,
@@ -388,10 +342,10 @@ def _readme_hint(readme: Path) -> list[str]:
 
 
 def _table_batch(
-    path: Path, labels: Labels, sets: _Sets, mapping: TableMapping, report: IngestReport
+    path: Path, labels: Labels, sets: TypedSets, mapping: TableMapping, report: IngestReport
 ) -> Batch:
     folder = path.parent.resolve()
-    sweep = _name(labels.sweep or f"ingested:{folder.name}", "sweep")
+    sweep = checked_name(labels.sweep or f"ingested:{folder.name}", "sweep")
     batch = Batch(sweep, path.resolve())
     tables = read_tables(path, str(path))
     if not tables:
@@ -407,7 +361,7 @@ def _table_runs(
     table: TextTable,
     sweep: str,
     labels: Labels,
-    sets: _Sets,
+    sets: TypedSets,
     mapping: TableMapping,
     report: IngestReport,
 ) -> list[IngestedRun]:
@@ -446,8 +400,8 @@ def _table_runs(
                 identity=RunIdentity(
                     run_id=ingest_id(sweep, path.name, f"table{table.index}.row{index}", content),
                     sweep=sweep,
-                    lane=_name(str(given.get("lane") or labels.lane or TABLE_LANE), "lane"),
-                    arm=_name(str(given.get("arm") or TABLE_ARM), "arm"),
+                    lane=checked_name(str(given.get("lane") or labels.lane or TABLE_LANE), "lane"),
+                    arm=checked_name(str(given.get("arm") or TABLE_ARM), "arm"),
                     variant=str(given.get("variant", variant)),
                     match=str(given.get("match", "")),
                     seed=seed,
@@ -504,51 +458,3 @@ def _format(value: Any) -> str:
 
 
 # --- labels ----------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class _Sets:
-    labels: dict[str, Any]
-    params: dict[str, Any]
-
-
-def _typed_sets(sets: Mapping[str, str]) -> _Sets:
-    """`--set` values typed: labels (seed int, arm/variant/match text) and params (the
-    challenge table's or the trainer schema's type; otherwise read as a number, bool or
-    text)."""
-    trainer = {name: spec["type"] for name, spec in schema().items()}
-    labels: dict[str, Any] = {}
-    params: dict[str, Any] = {}
-    for key, text in sets.items():
-        where = f"--set {key}={text}"
-        if key in ("sweep", "lane"):
-            raise UserError(f"{where}: use --{key} for the {key}")
-        if not _SET_KEY.fullmatch(key):
-            raise UserError(f"{where}: {key!r} is not a field name")
-        if key in LABEL_FIELDS:
-            labels[key] = _typed(text, LABEL_FIELDS[key], where)
-            if key == "seed" and labels[key] < 0:
-                raise UserError(f"{where}: a seed is an int >= 0")
-            continue
-        name = challenge_env.jepardy_name(key) or key
-        type_name = (
-            challenge_env.BY_NAME[name].type if name in challenge_env.BY_NAME else trainer.get(name)
-        )
-        params[name] = _typed(text, type_name, where) if type_name else typed_value(text)
-    return _Sets(labels, params)
-
-
-def _typed(text: str, type_name: str, where: str) -> Any:
-    try:
-        value = parse_cell(text, type_name)
-    except ValueError:
-        value = None
-    if value is None:
-        raise UserError(f"{where}: {text!r} is not a {type_name}")
-    return value
-
-
-def _name(value: str, what: str) -> str:
-    if not value or len(value) > MAX_NAME:
-        raise UserError(f"{what} {value[:60]!r}: a {what} name has 1 to {MAX_NAME} characters")
-    return value

@@ -26,9 +26,8 @@ from jepardy.errors import UserError
 from jepardy.launch.command import run_identity
 from jepardy.launch.rundir import STDOUT_LOG, collect
 from jepardy.launch.sweep import git_commit
-from jepardy.spec.identity import RunIdentity
+from jepardy.spec.identity import RunIdentity, trainer_code_digest
 from jepardy.spec.identity import run_id as make_run_id
-from jepardy.spec.parse import trainer_code_digest
 from jepardy.store.models import RunOutcome, RunStatus
 from jepardy.store.transitions import Store
 

@@ -25,8 +25,10 @@ from jepardy.launch.rundir import TorchrunLauncher
 from jepardy.launch.slots import DevicePool, detect_gpus
 from jepardy.launch.slurm import SLURM, SlurmExecutor, SlurmOptions
 from jepardy.launch.tracker import JobTracker, SweepObserver
+from jepardy.spec.expand import expand_runs
 from jepardy.spec.identity import RunIdentity
-from jepardy.spec.parse import Spec, expand_runs, load_spec
+from jepardy.spec.model import Spec
+from jepardy.spec.parse import load_spec
 from jepardy.store.engine import Database
 from jepardy.store.models import RunStatus
 from jepardy.store.transitions import Store

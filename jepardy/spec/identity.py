@@ -12,9 +12,12 @@ import hashlib
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 JEPARDY = "jepardy"  # the kind of runs of the built-in trainer
+_PACKAGE_DIR = Path(__file__).resolve().parent.parent  # jepardy/
+_CODE_DIRS = ("trainer", "data")  # what the trainer process runs; see trainer_code_digest
 
 
 @dataclass(frozen=True)
@@ -51,3 +54,18 @@ def run_id(
     identity = {"sweep": sweep, "lane": lane, "arm": arm, "params": dict(params)}
     identity |= {"kind": kind, "code": code}
     return hashlib.sha256(canonical_json(identity).encode()).hexdigest()[:16]
+
+
+def trainer_code_digest(package_dir: Path = _PACKAGE_DIR) -> str:
+    """sha256 over every .py under `<package_dir>/trainer` and `<package_dir>/data`, sorted
+    by path relative to the package's parent (e.g. "jepardy/trainer/config.py"); each file
+    contributes its path, its length and its bytes. Files are read, never imported."""
+    files = [p for d in _CODE_DIRS for p in (package_dir / d).rglob("*.py") if p.is_file()]
+    relative = sorted((p.relative_to(package_dir.parent).as_posix(), p) for p in files)
+    digest = hashlib.sha256()
+    for name, path in relative:
+        content = path.read_bytes()
+        # Length-prefixed framing, so no two different file sets hash the same stream.
+        digest.update(f"{name}\0{len(content)}\0".encode())
+        digest.update(content)
+    return digest.hexdigest()

@@ -1,9 +1,9 @@
-"""Sweep specs: a TOML file -> validated frozen dataclasses -> the planned runs.
+"""Sweep specs: a TOML file -> the validated dataclasses of `jepardy.spec.model`.
 
 `load_spec` reads and checks the whole file (every mistake is a one-line `UserError` naming
-the file and the dotted field), and `expand_runs` turns the result into `RunIdentity`s in the
-order the spec is written. Nothing here launches anything or touches the store; the only
-files read are the spec itself and the trainer's source (for its digest, never imported).
+the file and the dotted field); `jepardy.spec.expand.expand_runs` turns the result into
+`RunIdentity`s. Nothing here launches anything or touches the store; the only files read are
+the spec itself and the trainer's source (for its digest, never imported).
 
 The TOML layout, the precedence of params and the run identity are the contracts in
 docs/architecture.md ("Spec (TOML) -> runs", "Run identity").
@@ -13,91 +13,37 @@ from __future__ import annotations
 
 import difflib
 import hashlib
-import itertools
 import re
 import tomllib
-from collections import Counter
-from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
-from decimal import Decimal, InvalidOperation
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
 from jepardy.errors import UserError
 from jepardy.spec.challenge_env import script_param_type
-from jepardy.spec.identity import RunIdentity, canonical_json, run_id
+from jepardy.spec.expand import arm_field, expand_runs
+from jepardy.spec.grid import GRID_KEYS, float_grid
+from jepardy.spec.identity import trainer_code_digest
+from jepardy.spec.model import (
+    CONTROL,
+    KINDS,
+    NAME_PATTERN,
+    SCRIPT,
+    Arm,
+    Axes,
+    Lane,
+    Scalar,
+    Spec,
+)
 from jepardy.trainer.config import coerce_value
 
-Scalar = bool | int | float | str
-Axes = dict[str, tuple[Scalar, ...]]
-
-CONTROL = "control"  # the name of every lane's control arm
-SCRIPT = "script"  # a challenge train_gpt.py: params as environment variables
-KINDS = ("jepardy", SCRIPT)  # trainer kinds that can be launched
-NAME_PATTERN = re.compile(r"[a-z0-9][a-z0-9_.-]*")
-# A grid of more points than this is almost surely a typo'd step (and would hang expansion).
-MAX_GRID_POINTS = 10_000
-
 _TOP_KEYS = ("sweep", "trainer", "params", "axes", "lanes", "slurm")
-# [slurm]: sbatch settings of `jepardy sweep --executor slurm` (its options override them).
 _SLURM_TEXT_KEYS = ("partition", "account", "qos", "constraint")
 _SLURM_INT_KEYS = ("nodes", "gpus_per_node", "time")  # time: minutes per run
 _SWEEP_KEYS = ("name", "description", "seeds", "zip")
 _TRAINER_KEYS = ("kind", "nproc", "path")
 _LANE_KEYS = ("description", "after", "params", "axes", "control", "arms")
-_GRID_KEYS = ("start", "stop", "step")
-_PACKAGE_DIR = Path(__file__).resolve().parent.parent  # jepardy/
-_CODE_DIRS = ("trainer", "data")  # what the trainer process runs; see trainer_code_digest
 _TOML_WHERE = re.compile(r"(?P<msg>.*) \(at (?P<where>line \d+, column \d+|end of document)\)")
-
-
-@dataclass(frozen=True)
-class Arm:
-    """One arm of a lane: scalar params, and arm axes (each a tuple of distinct values)."""
-
-    name: str
-    params: dict[str, Scalar]
-    axes: Axes
-
-
-@dataclass(frozen=True)
-class Lane:
-    """A lane: its own params and axes, a control arm named "control", arms in file order."""
-
-    name: str
-    description: str
-    params: dict[str, Scalar]
-    axes: Axes
-    control: Arm
-    arms: tuple[Arm, ...]
-    # Lanes (earlier in the file) whose runs must all finish before this lane's start, e.g.
-    # the 600 s lane after the 180 s screen.
-    after: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
-class Spec:
-    """A validated spec. `text` and `sha256` are the file as read (the store records them);
-    `code_digest` is `trainer_code_digest()` taken at load time, so expansion stays pure (for
-    kind "script": the sha256 of the script at `script`)."""
-
-    path: Path
-    text: str
-    sha256: str
-    code_digest: str
-    name: str
-    description: str
-    seeds: tuple[int, ...]
-    zip_groups: tuple[tuple[str, ...], ...]
-    kind: str
-    nproc: int
-    params: dict[str, Scalar]
-    axes: Axes
-    lanes: tuple[Lane, ...]
-    # kind "script": the script's absolute path; code_digest is then its sha256.
-    script: Path | None = None
-    # [slurm]: partition, account, qos, constraint (str); nodes, gpus_per_node, time (int >= 1).
-    slurm: dict[str, str | int] = field(default_factory=dict)
 
 
 def load_spec(path: Path, schema: Mapping[str, Mapping[str, Any]]) -> Spec:
@@ -113,170 +59,6 @@ def load_spec(path: Path, schema: Mapping[str, Mapping[str, Any]]) -> Spec:
     spec = _Parser(str(path), schema).spec(raw, path, text, hashlib.sha256(data).hexdigest())
     expand_runs(spec)  # duplicate runs are only visible after expansion
     return spec
-
-
-def expand_runs(spec: Spec) -> list[RunIdentity]:
-    """Every run of the spec, in spec order: lanes in file order; control, then arms in file
-    order; arm-axis points; sweep+lane-axis points (zip groups advance together); seeds.
-
-    Pure and deterministic. Raises `UserError` if two runs of one lane resolve to the same
-    params (e.g. an arm that equals the control).
-    """
-    runs = [run for lane in spec.lanes for run in _expand_lane(spec, lane)]
-    _check_duplicates(spec, runs)
-    return runs
-
-
-def trainer_code_digest(package_dir: Path = _PACKAGE_DIR) -> str:
-    """sha256 over every .py under `<package_dir>/trainer` and `<package_dir>/data`, sorted
-    by path relative to the package's parent (e.g. "jepardy/trainer/config.py"); each file
-    contributes its path, its length and its bytes. Files are read, never imported."""
-    files = [p for d in _CODE_DIRS for p in (package_dir / d).rglob("*.py") if p.is_file()]
-    relative = sorted((p.relative_to(package_dir.parent).as_posix(), p) for p in files)
-    digest = hashlib.sha256()
-    for name, path in relative:
-        content = path.read_bytes()
-        # Length-prefixed framing, so no two different file sets hash the same stream.
-        digest.update(f"{name}\0{len(content)}\0".encode())
-        digest.update(content)
-    return digest.hexdigest()
-
-
-def format_value(value: Scalar) -> str:
-    """A value as it appears in `match` and `variant`: true/false, floats by repr."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, float):
-        return repr(value)
-    return str(value)
-
-
-def describe_plan(runs: Sequence[RunIdentity]) -> dict[str, Any]:
-    """Counts for `jepardy plan`: {"runs": n, "lanes": {lane: n}, "arms": {lane: {arm: n}},
-    "axes": {param: {value: n}}}. "axes" lists every param (seed included) whose value differs
-    between runs; a run that does not set it counts under "(default)"."""
-    arms: dict[str, Counter[str]] = {}
-    for run in runs:
-        arms.setdefault(run.lane, Counter())[run.arm] += 1
-    return {
-        "runs": len(runs),
-        "lanes": dict(Counter(run.lane for run in runs)),
-        "arms": {lane: dict(counts) for lane, counts in arms.items()},
-        "axes": _value_counts(runs),
-    }
-
-
-# --- expansion ---------------------------------------------------------------------------
-
-
-def _expand_lane(spec: Spec, lane: Lane) -> Iterator[RunIdentity]:
-    matches = _points(_match_units(spec, lane))
-    for arm in (lane.control, *lane.arms):
-        for variant in _points(_axis_units(arm.axes)):
-            for match in matches:
-                for seed in spec.seeds:
-                    yield _planned_run(spec, lane, arm, variant, match, seed)
-
-
-def _planned_run(
-    spec: Spec,
-    lane: Lane,
-    arm: Arm,
-    variant: dict[str, Scalar],
-    match: dict[str, Scalar],
-    seed: int,
-) -> RunIdentity:
-    # Precedence: [params] < lane params < axis values < arm params < seed. Validation made
-    # axis and arm keys disjoint, so only the first two layers ever overlap the others.
-    merged = {**spec.params, **lane.params, **match, **arm.params, **variant, "seed": seed}
-    params = dict(sorted(merged.items()))
-    identity = run_id(
-        sweep=spec.name,
-        lane=lane.name,
-        arm=arm.name,
-        params=params,
-        kind=spec.kind,
-        code=spec.code_digest,
-    )
-    return RunIdentity(
-        run_id=identity,
-        sweep=spec.name,
-        lane=lane.name,
-        arm=arm.name,
-        variant=_label(variant),
-        match=_label(match),
-        seed=seed,
-        params=params,
-        nproc=spec.nproc,
-        kind=spec.kind,
-        script=str(spec.script) if spec.script else "",
-    )
-
-
-# A "unit" is one independent factor of a product: a list of choices, each choice a dict of
-# axis values. An ordinary axis is a unit of one-key dicts; a zip group is a single unit.
-_Unit = list[dict[str, Scalar]]
-
-
-def _axis_units(axes: Axes) -> list[_Unit]:
-    return [[{name: value} for value in values] for name, values in axes.items()]
-
-
-def _match_units(spec: Spec, lane: Lane) -> list[_Unit]:
-    """Sweep axes then lane axes, in written order; a zip group sits at its first member."""
-    scope = {**spec.axes, **lane.axes}
-    units: list[_Unit] = []
-    done: set[str] = set()
-    for name in scope:
-        if name in done:
-            continue
-        group = next((g for g in spec.zip_groups if name in g), (name,))
-        units.append([{n: scope[n][i] for n in group} for i in range(len(scope[name]))])
-        done.update(group)
-    return units
-
-
-def _points(units: list[_Unit]) -> list[dict[str, Scalar]]:
-    # product() of no units yields one empty point: a lane without axes runs once per seed.
-    return [
-        {k: v for choice in combo for k, v in choice.items()} for combo in itertools.product(*units)
-    ]
-
-
-def _label(point: Mapping[str, Scalar]) -> str:
-    return ",".join(f"{key}={format_value(point[key])}" for key in sorted(point))
-
-
-def _check_duplicates(spec: Spec, runs: list[RunIdentity]) -> None:
-    seen: dict[tuple[str, str], RunIdentity] = {}
-    for run in runs:
-        first = seen.setdefault((run.lane, canonical_json(run.params)), run)
-        if first is not run:
-            where = f"lanes.{run.lane}.{_arm_field(run.arm)}"
-            raise UserError(
-                f"{spec.path}: {where}: {_run_label(run)} resolves to the same params as "
-                f"{_run_label(first)}; every run in a lane must differ"
-            )
-
-
-def _arm_field(arm: str) -> str:
-    return CONTROL if arm == CONTROL else f"arms.{arm}"
-
-
-def _run_label(run: RunIdentity) -> str:
-    where = ", ".join(part for part in (run.variant, run.match, f"seed={run.seed}") if part)
-    return f"arm {run.arm} ({where})"
-
-
-def _value_counts(runs: Sequence[RunIdentity]) -> dict[str, dict[str, int]]:
-    keys = sorted({key for run in runs for key in run.params})
-    counts = {
-        key: Counter(
-            format_value(run.params[key]) if key in run.params else "(default)" for run in runs
-        )
-        for key in keys
-    }
-    return {key: dict(c) for key, c in counts.items() if len(c) > 1}
 
 
 # --- reading -----------------------------------------------------------------------------
@@ -525,7 +307,8 @@ class _Parser:
         if isinstance(value, dict):
             if type_name not in ("float", "any"):
                 self.fail(where, f"a float grid on a {type_name} param; use a list of values")
-            return self.grid(value, where)
+            self.check_keys(value, where, GRID_KEYS)
+            return float_grid(value, where, self.fail)
         if not isinstance(value, list):
             self.fail(where, f"{_describe(value)}; expected a list of values or a float grid")
         if not value:
@@ -535,41 +318,6 @@ class _Parser:
             if v in values[:i]:
                 self.fail(f"{where}[{i}]", f"{v!r} appears twice; axis values must be distinct")
         return values
-
-    def grid(self, table: dict[str, Any], where: str) -> tuple[float, ...]:
-        """start, start + step, ..., stop in exact decimal arithmetic, then to float, so a 0.05
-        step gives 0.15 and not 0.15000000000000002. The step must land exactly on stop."""
-        self.check_keys(table, where, _GRID_KEYS)
-        for key in _GRID_KEYS:
-            if key not in table:
-                self.fail(f"{where}.{key}", "missing; a float grid needs start, stop and step")
-        start, stop, step = (self.decimal(table[k], f"{where}.{k}") for k in _GRID_KEYS)
-        if step <= 0:
-            self.fail(f"{where}.step", f"{step} is not positive; step must be > 0")
-        if stop < start:
-            self.fail(f"{where}.stop", f"{stop} is below start {start}; stop must be >= start")
-        if (stop - start) / step >= MAX_GRID_POINTS:
-            self.fail(f"{where}.step", f"{step} gives too many points; at most {MAX_GRID_POINTS}")
-        count, rest = divmod(stop - start, step)
-        if rest != 0:
-            self.fail(
-                f"{where}.step",
-                f"{step} does not divide stop - start = {stop - start}; "
-                "the grid must land exactly on stop",
-            )
-        return tuple(float(start + i * step) for i in range(int(count) + 1))
-
-    def decimal(self, value: Any, where: str) -> Decimal:
-        # Numbers go through str() so a TOML 0.05 becomes Decimal("0.05"), not its binary value.
-        if isinstance(value, bool) or not isinstance(value, int | float | str):
-            self.fail(where, f"{_describe(value)}; expected a decimal string or a number")
-        try:
-            number = Decimal(str(value).strip())
-        except InvalidOperation:
-            self.fail(where, f'{value!r} is not a number; expected a decimal string like "0.05"')
-        if not number.is_finite():
-            self.fail(where, f"{value!r} is not finite; expected a finite number")
-        return number
 
     # sweep-wide rules
 
@@ -628,7 +376,7 @@ class _Parser:
                 for key in (*arm.params, *arm.axes):
                     if key in scope:
                         self.fail(
-                            f"lanes.{lane.name}.{_arm_field(arm.name)}.{key}",
+                            f"lanes.{lane.name}.{arm_field(arm.name)}.{key}",
                             f"also an axis ({scope[key]}); set a field in one place",
                         )
 

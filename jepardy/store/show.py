@@ -1,6 +1,6 @@
 """One run's full record: identity, outcome, and provenance (code, git, runtime, data,
 config), gathered from its store row and its result.json for `jepardy show RUN_ID`; and the
-log files its job wrote, for `jepardy logs RUN_ID`."""
+one way every command finds a run by an id prefix (`find_run`)."""
 
 from __future__ import annotations
 
@@ -11,8 +11,6 @@ from typing import Any
 import pandas as pd
 
 from jepardy.errors import UserError
-from jepardy.launch.rundir import STDOUT_LOG
-from jepardy.launch.slurm import SLURM, SUBMITIT_FOLDER
 from jepardy.store.engine import Database
 
 _IDENTITY = (
@@ -79,20 +77,6 @@ def find_run(store: Database, prefix: str, command: str) -> pd.Series:
         found = "no run" if len(rows) == 0 else f"{len(rows)} runs"
         raise UserError(f"{command}: {prefix!r}: {found} with that id prefix in {store.name}")
     return rows.iloc[0]
-
-
-def log_files(row: pd.Series) -> list[Path]:
-    """The logs a run's job wrote that exist, main first: node 0's stdout.log, the other
-    nodes' stdout.node<k>.log, and for a Slurm job submitit's own .out and .err (where a job
-    that failed before its torchrun started says why)."""
-    if not isinstance(row["run_dir"], str):
-        return []
-    run_dir = Path(row["run_dir"])
-    files = [run_dir / STDOUT_LOG, *sorted(run_dir.glob("stdout.node*.log"))]
-    if row["executor"] == SLURM and isinstance(row["job_id"], str):
-        submitit = run_dir.parent / SUBMITIT_FOLDER
-        files += [submitit / f"{row['job_id']}_0_log.{ext}" for ext in ("out", "err")]
-    return [path for path in files if path.exists()]
 
 
 def describe_run(store: Database, run_id: str) -> dict[str, dict[str, Any]]:

@@ -1,0 +1,417 @@
+"""The compare table: every arm against its lane's matched control, with significance tests.
+
+Input is the runs table as a DataFrame (`Database.runs_frame()`, `pandas.read_sql("runs", ...)`
+or `jepardy.store.frames.load_runs`); nothing here speaks SQL. The statistics follow
+design/orchestrator.md ("Statistics"): per arm n, mean, sd, standard error, t-interval and
+every seed's value; against the matched control, one-sided Welch's t-test as the primary
+test with the paired test beside it, the challenge's margin (0.005 nats, p < 0.01), and Holm
+adjusted p-values when several arms share one control.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+import pandas as pd
+
+from jepardy.analysis import render
+from jepardy.analysis.render import Section
+from jepardy.analysis.significance import ALPHA, compare_pairs, holm, margin_in_metric, pack
+from jepardy.analysis.summary import group_codes, split_lists, summarize
+from jepardy.store.frames import ARM_KEYS, tidy_runs
+from jepardy.store.models import RunStatus
+
+CONTROL_ARM = "control"
+FORMATS = ("table", "markdown", "csv", "json")
+METRICS = ("val_bpb", "val_loss", "prequant_val_bpb", "prequant_val_loss")
+NO_CONTROL = "no matched control"
+SEEDS_DIFFER = "seeds differ from control"
+
+# Verdicts of an arm against its control. "significant" is only ever said of an arm whose
+# control ran the same seeds (the study's headline comparison had no matched control).
+CONTROL = "control"
+NO_TEST_N1 = "n=1: no test"
+NO_TEST_FLAT = "no test: zero variance"
+UNPAIRED = "seeds differ: no verdict"
+UNMATCHED = "unmatched"  # the verdict reads "unmatched: <the fields that differ>"
+
+# What an arm and its control must share for a comparison to mean anything: the code that
+# ran, the data, the budget and the launch shape (the study's headline compared runs of other
+# code and other seeds). Seeds are checked apart (UNPAIRED). Params outside this list may be
+# the arm's own axes, which the store does not single out.
+MATCH_PARAMS = (
+    "data_dir",
+    "tokenizer_path",
+    "vocab_size",
+    "seq_len",
+    "train_batch_tokens",
+    "iterations",
+    "preset",
+)
+MATCH_COLUMNS = ("code_sha256", "kind", "nproc", "wallclock_s")
+BEATS_MARGIN = "beats margin"
+SIGNIFICANT = "significant, under margin"
+NOT_SIGNIFICANT = "not significant"
+
+COLUMNS = [
+    "sweep",
+    "lane",
+    "match",
+    "arm",
+    "variant",
+    "n",
+    "val_bpb_mean",
+    "val_bpb_std",
+    "val_bpb_sem",
+    "val_bpb_ci_low",
+    "val_bpb_ci_high",
+    "val_bpb_values",
+    "val_loss_mean",
+    "val_loss_std",
+    "delta_bpb",
+    "delta_bpb_std",
+    "delta_bpb_ci_low",
+    "delta_bpb_ci_high",
+    "delta_loss_nats",
+    "delta_loss_std",
+    "t_welch",
+    "df_welch",
+    "p_welch",
+    "p_welch_holm",
+    "t_paired",
+    "p_paired",
+    "margin_bpb",
+    "p_margin",
+    "p_margin_holm",
+    "beats_margin",
+    "verdict",
+    "artifact_bytes",
+    "over_cap_runs",
+    "under_cap",
+    "seeds",
+    "missing_seeds",
+    "matched_seeds",
+    "unmatched",
+    "note",
+]
+_MATCH = ["sweep", "lane", "match"]
+# Shown columns of the rendered compare table, one table per (sweep, lane).
+_SHOWN = [
+    "match",
+    "arm",
+    "variant",
+    "val_bpb",
+    "delta_bpb",
+    "delta_loss_nats",
+    "p_welch",
+    "p_paired",
+    "p_margin",
+    "verdict",
+    "artifact_bytes",
+    "per seed",
+    "note",
+]
+_RIGHT = frozenset({"val_bpb", "delta_bpb", "delta_loss_nats", "artifact_bytes"})
+
+
+# --- the compare table ---
+
+
+def compare_table(runs: pd.DataFrame) -> pd.DataFrame:
+    """One row per (sweep, lane, match, arm, variant) over the done runs with a val_bpb.
+
+    Columns are COLUMNS. Per group: n, val_bpb mean / std (ddof=1) / sem / t-based 95%
+    interval / values (by seed), val_loss mean and std. Against the control runs of the same
+    sweep, lane and match: delta_bpb and delta_loss_nats (difference of means; 0 on control
+    rows), their per-seed std (paired differences; only when the seeds match), the
+    two-sided 95% Welch interval of delta_bpb, one-sided Welch (t, df, p; H1: the arm is
+    lower), the paired t-test (same seeds only), the margin test (margin_bpb: 0.005 nats in
+    bpb at the runs' val_bpb / val_loss ratio; H1: the arm is lower by more than that), Holm
+    adjusted p-values over the arms sharing a control, beats_margin and verdict.
+    artifact_bytes is the group's largest, over_cap_runs counts runs over the cap and
+    under_cap is True only when every size is known and within it. missing_seeds lists seeds
+    registered for the group that are not done. note: "no matched control", "seeds differ
+    from control", and which seeds are not done.
+
+    Rows: sweeps by name; within a sweep, lanes and matches in order of first appearance;
+    within a match the control first, then arms in order of first appearance (registration
+    order, `seq`).
+    """
+    params = list(MATCH_PARAMS) if "params" in runs.columns else None
+    everything = _with_codes(tidy_runs(runs, params=params))
+    is_done = (everything["status"] == RunStatus.DONE.value) & everything["val_bpb"].notna()
+    if not is_done.any():
+        return pd.DataFrame(columns=COLUMNS)
+    done = _with_ranks(everything[is_done].reset_index(drop=True))
+    table = _arm_summary(done)
+    table = _add_control(table)
+    table = _add_tests(table, done)
+    table = _add_matching(table, done)
+    table = _add_verdicts(table)
+    table = _add_missing_seeds(table, done, everything[~is_done])
+    table = table.sort_values(
+        ["sweep", "_lane_rank", "_match_rank", "_is_arm", "_arm_rank"], kind="stable"
+    )
+    return table[COLUMNS].reset_index(drop=True)
+
+
+_CODES = {name: f"_{name}_c" for name in ARM_KEYS}
+
+
+def _with_codes(runs: pd.DataFrame) -> pd.DataFrame:
+    """Integer codes of the key columns, so every later grouping and join is on integers:
+    `_<key>_c` per key, `_m` per (sweep, lane, match) and `_key` per arm group."""
+    coded = runs.assign(**{code: pd.factorize(runs[name])[0] for name, code in _CODES.items()})
+    match_codes = [_CODES[name] for name in _MATCH]
+    return coded.assign(
+        _m=group_codes(coded, match_codes),
+        _key=group_codes(coded, [_CODES[name] for name in ARM_KEYS]),
+    )
+
+
+def _with_ranks(done: pd.DataFrame) -> pd.DataFrame:
+    """Order-of-first-appearance ranks of lanes, matches and arm groups (sort keys), and
+    `_g`, the arm group's id among the done runs, numbered in the same order."""
+    c = _CODES
+    return done.assign(
+        _g=group_codes(done, ["_key"]),
+        _lane_rank=group_codes(done, [c["sweep"], c["lane"]]),
+        _match_rank=group_codes(done, ["_m"]),
+        _arm_rank=group_codes(done, [c["arm"], c["variant"]]),
+    )
+
+
+def _arm_summary(done: pd.DataFrame) -> pd.DataFrame:
+    """Per arm group (row i is group `_g` == i): results.summarize of val_bpb, plus val_loss,
+    the run set's val_bpb / val_loss ratio and the group's keys and sort ranks."""
+    bpb = summarize(done, by="_g", metric="val_bpb")
+    table = bpb.rename(
+        columns={
+            "mean": "val_bpb_mean",
+            "std": "val_bpb_std",
+            "sem": "val_bpb_sem",
+            "ci_low": "val_bpb_ci_low",
+            "ci_high": "val_bpb_ci_high",
+            "values": "val_bpb_values",
+        }
+    ).set_index("_g")
+    ratio = done["val_bpb"] / done["val_loss"]
+    extra = (
+        done.assign(_ratio=ratio)
+        .groupby("_g")
+        .agg(
+            val_loss_mean=("val_loss", "mean"),
+            val_loss_std=("val_loss", "std"),
+            _ratio_sum=("_ratio", "sum"),
+            _ratio_n=("_ratio", "count"),
+            _under=("under_cap", "all"),
+        )
+    )
+    first = done.drop_duplicates("_g").set_index("_g")
+    keys = first[[*ARM_KEYS, "_key", "_m", "_lane_rank", "_match_rank", "_arm_rank"]]
+    table = keys.join(table).join(extra).sort_index()
+    table["_is_arm"] = table["arm"] != CONTROL_ARM
+    table["under_cap"] = table.pop("_under").astype(bool) & table["artifact_bytes"].notna()
+    return table
+
+
+def _add_control(table: pd.DataFrame) -> pd.DataFrame:
+    """`_ctl` (the control group's id in the same match, -1 when none), matched_seeds,
+    deltas of means against it, and note."""
+    controls = table.loc[~table["_is_arm"], ["_m"]].reset_index()
+    controls = controls.drop_duplicates("_m").rename(columns={"_g": "_ctl"})
+    ctl = table[["_m"]].merge(controls, on="_m", how="left")["_ctl"]
+    table["_ctl"] = ctl.fillna(-1).astype("int64").to_numpy()
+    has = table["_ctl"] >= 0
+    ref = table.reindex(table["_ctl"].where(has, table.index))
+    table["delta_bpb"] = np.where(has, table["val_bpb_mean"] - ref["val_bpb_mean"].values, np.nan)
+    delta_loss = table["val_loss_mean"] - ref["val_loss_mean"].values
+    table["delta_loss_nats"] = np.where(has, delta_loss, np.nan)
+    # A control is its own reference: 0 by definition, even when its val_loss is unknown.
+    table.loc[~table["_is_arm"], ["delta_bpb", "delta_loss_nats"]] = 0.0
+    same = [a == b for a, b in zip(table["seeds"], ref["seeds"], strict=True)]
+    table["matched_seeds"] = has & np.array(same, dtype=bool)
+    table["note"] = np.where(has, np.where(table["matched_seeds"], "", SEEDS_DIFFER), NO_CONTROL)
+    return table
+
+
+def _add_tests(table: pd.DataFrame, done: pd.DataFrame) -> pd.DataFrame:
+    """Welch, paired and margin tests of every arm row with a control; Holm over a control's
+    arms; per-seed std of the paired differences."""
+    order = np.lexsort((done["seed"].to_numpy(), done["_g"].to_numpy()))
+    ordered = done.iloc[order]
+    samples = pack(ordered["_g"], ordered["val_bpb"], len(table))
+    arms = table[table["_is_arm"] & (table["_ctl"] >= 0)]
+    a = arms.index.to_numpy(dtype=np.int64)
+    c = arms["_ctl"].to_numpy(dtype=np.int64)
+    ratio_sum, ratio_n = table["_ratio_sum"].to_numpy(), table["_ratio_n"].to_numpy()
+    margin = margin_in_metric((ratio_sum[a] + ratio_sum[c]) / (ratio_n[a] + ratio_n[c]))
+    tests = compare_pairs(samples, a, c, arms["matched_seeds"].to_numpy(dtype=bool), margin)
+    columns = {
+        "t_welch": tests.t_welch,
+        "df_welch": tests.df_welch,
+        "p_welch": tests.p_welch,
+        "delta_bpb_ci_low": tests.ci_low,
+        "delta_bpb_ci_high": tests.ci_high,
+        "t_paired": tests.t_paired,
+        "p_paired": tests.p_paired,
+        "margin_bpb": margin,
+        "p_margin": tests.p_margin,
+    }
+    for name, values in columns.items():
+        column = np.full(len(table), np.nan)
+        column[a] = values
+        table[name] = column
+    table["p_welch_holm"] = holm(table["p_welch"], table["_ctl"])
+    table["p_margin_holm"] = holm(table["p_margin"], table["_ctl"])
+    return table.join(_paired_spread(done, table))
+
+
+def _paired_spread(done: pd.DataFrame, table: pd.DataFrame) -> pd.DataFrame:
+    """delta_bpb_std and delta_loss_std: sd (ddof=1) of the per-seed differences arm - control,
+    for arm groups whose seeds match their control's (NaN otherwise)."""
+    columns = ["_m", "seed", "val_bpb", "val_loss"]
+    is_control = done["arm"] == CONTROL_ARM
+    pairs = done.loc[~is_control, ["_g", *columns]].merge(
+        done.loc[is_control, columns], on=["_m", "seed"], suffixes=("", "_c")
+    )
+    spread = (
+        pairs.assign(
+            _d_bpb=pairs["val_bpb"] - pairs["val_bpb_c"],
+            _d_loss=pairs["val_loss"] - pairs["val_loss_c"],
+        )
+        .groupby("_g")
+        .agg(delta_bpb_std=("_d_bpb", "std"), delta_loss_std=("_d_loss", "std"))
+    )
+    spread = spread.reindex(table.index)
+    return spread.where(table["matched_seeds"] & table["_is_arm"], np.nan)
+
+
+def _add_matching(table: pd.DataFrame, done: pd.DataFrame) -> pd.DataFrame:
+    """`unmatched`: the MATCH_COLUMNS / MATCH_PARAMS on which an arm group and its control
+    group differ, or within either of them vary, comma-joined ("" when they match)."""
+    fields = [f for f in (*MATCH_COLUMNS, *MATCH_PARAMS) if f in done.columns]
+    values = done[fields].astype(str).where(done[fields].notna(), "<unset>")
+    grouped = values.assign(_g=done["_g"].to_numpy()).groupby("_g")
+    first, count = grouped.first().reindex(table.index), grouped.nunique().reindex(table.index)
+    has = table["_is_arm"] & (table["_ctl"] >= 0)
+    ctl = table["_ctl"].where(has, table.index)
+    differs = pd.DataFrame(False, index=table.index, columns=fields)
+    for field in fields:
+        other = first[field].reindex(ctl).to_numpy()
+        varies = (count[field] > 1).to_numpy() | (count[field].reindex(ctl).to_numpy() > 1)
+        differs[field] = has.to_numpy() & ((first[field].to_numpy() != other) | varies)
+    names = pd.Series("", index=table.index)
+    for field in fields:
+        names = names.where(~differs[field], names + ", " + field)
+    table["unmatched"] = names.str.removeprefix(", ")
+    return table
+
+
+def _add_verdicts(table: pd.DataFrame) -> pd.DataFrame:
+    """beats_margin and verdict (see the verdict constants)."""
+    margin_ok = table["p_margin_holm"] < ALPHA
+    matched = table["matched_seeds"] & (table["unmatched"] == "")
+    table["beats_margin"] = (matched & table["_is_arm"] & margin_ok).astype(bool)
+    small = (table["n"] < 2) | (table["n"].reindex(table["_ctl"]).values < 2)
+    conditions = [
+        ~table["_is_arm"],
+        table["_ctl"] < 0,
+        table["unmatched"] != "",
+        small,
+        table["p_welch"].isna(),
+        ~table["matched_seeds"],
+        table["beats_margin"],
+        table["p_welch_holm"] < ALPHA,
+    ]
+    unmatched = UNMATCHED + ": " + table["unmatched"].astype(str)
+    choices = [
+        CONTROL,
+        NO_CONTROL,
+        unmatched,
+        NO_TEST_N1,
+        NO_TEST_FLAT,
+        UNPAIRED,
+        BEATS_MARGIN,
+        SIGNIFICANT,
+    ]
+    table["verdict"] = np.select(conditions, choices, default=NOT_SIGNIFICANT)
+    return table
+
+
+def _add_missing_seeds(
+    table: pd.DataFrame, done: pd.DataFrame, not_done: pd.DataFrame
+) -> pd.DataFrame:
+    """missing_seeds: registered seeds of the group that are not done; named in the note, so
+    a mean over a subset of the planned seeds is visible (design: "make selection visible")."""
+    wanted = not_done[["_key", "seed"]].drop_duplicates()
+    wanted = wanted.merge(done[["_key", "seed"]], how="left", indicator=True)
+    wanted = wanted[wanted["_merge"] == "left_only"].sort_values(["_key", "seed"])
+    by_key = dict(
+        zip(
+            wanted["_key"].drop_duplicates().tolist(),
+            split_lists(wanted["seed"].to_numpy(), wanted["_key"].to_numpy()),
+            strict=True,
+        )
+    )
+    missing = [by_key.get(key, []) for key in table["_key"].tolist()]
+    table["missing_seeds"] = missing
+    extra = ["seeds not done: " + ", ".join(map(str, m)) if m else "" for m in missing]
+    pairs = zip(render.texts(table, "note"), extra, strict=True)
+    table["note"] = ["; ".join(part for part in pair if part) for pair in pairs]
+    return table
+
+
+# --- rendering the compare table ---
+
+
+def compare_sections(table: pd.DataFrame) -> list[Section]:
+    """One Section per (sweep, lane), titled "sweep / lane", in the table's row order.
+
+    Cells are formatted a column at a time (render's column formatters): a 100,000-run
+    store has tens of thousands of compare rows.
+    """
+    cells = _cell_columns(table)
+    rows = list(zip(*(cells[name] for name in _SHOWN), strict=True))
+    size_flag, no_flag = frozenset({"artifact_bytes"}), frozenset()
+    flagged = [size_flag if over else no_flag for over in table["over_cap_runs"].tolist()]
+    keys = list(zip(render.texts(table, "sweep"), render.texts(table, "lane"), strict=True))
+    return [
+        Section(f"{sweep} / {lane}", _SHOWN, rows[part], _RIGHT, flagged[part])
+        for (sweep, lane), part in render.blocks(keys)
+    ]
+
+
+def _cell_columns(table: pd.DataFrame) -> dict[str, list[str]]:
+    """The shown cells of the compare table, column by column (see _SHOWN)."""
+    col = functools.partial(render.column, table)
+    verdicts = render.texts(table, "verdict")
+    untested = [v in (NO_TEST_N1, NO_TEST_FLAT) for v in verdicts]
+    return {
+        "match": render.texts(table, "match"),
+        "arm": render.texts(table, "arm"),
+        "variant": render.texts(table, "variant"),
+        "val_bpb": render.bpb_column(col("val_bpb_mean"), col("val_bpb_std"), col("n")),
+        "delta_bpb": render.delta_column(col("delta_bpb"), col("delta_bpb_std")),
+        "delta_loss_nats": render.delta_column(col("delta_loss_nats"), col("delta_loss_std")),
+        # An arm that cannot be tested says why in place of its p-value (`n=1: no test`).
+        "p_welch": _untested(
+            render.p_column(col("p_welch"), col("p_welch_holm")), untested, verdicts
+        ),
+        "p_paired": _untested(render.p_column(col("p_paired"), col("p_paired")), untested),
+        "p_margin": _untested(render.p_column(col("p_margin"), col("p_margin_holm")), untested),
+        "verdict": verdicts,
+        "artifact_bytes": render.bytes_column(
+            col("artifact_bytes"), col("over_cap_runs"), col("n")
+        ),
+        "per seed": render.seed_values_column(col("seeds"), col("val_bpb_values")),
+        "note": render.texts(table, "note"),
+    }
+
+
+def _untested(cells: list[str], untested: list[bool], why: list[str] | None = None) -> list[str]:
+    return [
+        (render.MISSING if why is None else reason) if skip else cell
+        for cell, skip, reason in zip(cells, untested, why or untested, strict=True)
+    ]
