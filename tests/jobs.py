@@ -11,7 +11,8 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from jepardy.launch.rundir import collect, job_environment
+from jepardy.launch.rundir import collect
+from jepardy.launch.torchrun import job_environment
 from jepardy.spec.identity import RunIdentity
 from jepardy.store.models import RunOutcome
 from jepardy.store.transitions import Store

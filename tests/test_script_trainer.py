@@ -18,7 +18,8 @@ import pytest
 
 from jepardy.errors import UserError
 from jepardy.launch.command import script_argv, script_environment, write_run_config
-from jepardy.launch.rundir import STDOUT_LOG, write_script_result
+from jepardy.launch.rundir import STDOUT_LOG
+from jepardy.launch.torchrun import write_script_result
 from jepardy.spec.challenge_env import PARAMS, script_env
 from jepardy.spec.expand import expand_runs
 from jepardy.spec.parse import load_spec

@@ -24,8 +24,9 @@ from test_sweep_e2e import tiny_spec
 from jepardy.errors import UserError
 from jepardy.launch import tracker as tracker_module
 from jepardy.launch.command import trainer_schema
-from jepardy.launch.rundir import TorchrunLauncher, prepare_run_dir
+from jepardy.launch.rundir import prepare_run_dir
 from jepardy.launch.slurm import SlurmExecutor, SlurmOptions, job_status, node_torchrun_argv
+from jepardy.launch.torchrun import TorchrunLauncher
 from jepardy.launch.tracker import JobTracker
 from jepardy.spec.expand import expand_runs
 from jepardy.spec.identity import RunIdentity

@@ -21,9 +21,9 @@ from jepardy.errors import UserError
 from jepardy.launch.command import trainer_schema
 from jepardy.launch.executor import Executor
 from jepardy.launch.local_executor import LOCAL, LocalExecutor
-from jepardy.launch.rundir import TorchrunLauncher
 from jepardy.launch.slots import DevicePool, detect_gpus
 from jepardy.launch.slurm import SLURM, SlurmExecutor, SlurmOptions
+from jepardy.launch.torchrun import TorchrunLauncher
 from jepardy.launch.tracker import JobTracker, SweepObserver
 from jepardy.spec.expand import expand_runs
 from jepardy.spec.identity import RunIdentity

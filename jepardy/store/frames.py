@@ -175,18 +175,23 @@ def tidy_runs(
     frame = runs.copy()
     if "seq" in frame.columns:
         frame = frame.sort_values("seq", kind="stable")
-    frame = frame.reset_index(drop=True)
-    for name in CATEGORY_COLUMNS:
-        if name in frame.columns and not isinstance(frame[name].dtype, pd.CategoricalDtype):
+    frame = _typed_columns(frame.reset_index(drop=True))
+    if expand and "params" in frame.columns:
+        frame = _expand_params(frame, params)
+    return frame
+
+
+def _typed_columns(frame: pd.DataFrame) -> pd.DataFrame:
+    """The dtype rules of `tidy_runs`, on whichever of their columns `frame` has."""
+    present = set(frame.columns)
+    for name in present.intersection(CATEGORY_COLUMNS):
+        if not isinstance(frame[name].dtype, pd.CategoricalDtype):
             # Categories (sorted, so ordering stays lexical): a sweep's 100,000 runs share a
             # few hundred keys, and every report groups and joins on them repeatedly.
             frame[name] = frame[name].astype(str).astype("category")
-    for name in FLOAT_COLUMNS:
-        if name in frame.columns:
-            frame[name] = pd.to_numeric(frame[name], errors="coerce").astype("float64")
-    for name in INT_COLUMNS:
-        if name in frame.columns:
-            frame[name] = pd.to_numeric(frame[name], errors="coerce").astype("Int64")
+    for names, dtype in ((FLOAT_COLUMNS, "float64"), (INT_COLUMNS, "Int64")):
+        for name in present.intersection(names):
+            frame[name] = pd.to_numeric(frame[name], errors="coerce").astype(dtype)
     if "seed" in frame.columns:
         frame["seed"] = pd.to_numeric(frame["seed"]).astype("int64")
     if "ema" in frame.columns:
@@ -196,11 +201,8 @@ def tidy_runs(
         # Recomputed rather than trusted: the cap is the challenge's rule, not the trainer's.
         frame["under_cap"] = (frame["artifact_bytes"] <= ARTIFACT_CAP_BYTES).fillna(False)
         frame["under_cap"] = frame["under_cap"].astype(bool)
-    for name in DATETIME_COLUMNS:
-        if name in frame.columns:
-            frame[name] = pd.to_datetime(frame[name], utc=True).astype("datetime64[us, UTC]")
-    if expand and "params" in frame.columns:
-        frame = _expand_params(frame, params)
+    for name in present.intersection(DATETIME_COLUMNS):
+        frame[name] = pd.to_datetime(frame[name], utc=True).astype("datetime64[us, UTC]")
     return frame
 
 
