@@ -20,18 +20,12 @@ import sqlalchemy as sa
 
 from jepardy.errors import UserError
 from jepardy.store.engine import Database, open_reader
-from jepardy.store.models import Run, RunStatus
+from jepardy.store.models import IDENTITY_COLUMNS, Run, RunStatus
 from jepardy.trainer.config import ARTIFACT_CAP_BYTES
 
 # The runs columns every report reads; provenance blobs (result, log_tail, command) stay in SQL.
 RUN_COLUMNS = [
-    "id",
-    "sweep",
-    "lane",
-    "arm",
-    "variant",
-    "match",
-    "seed",
+    *IDENTITY_COLUMNS,
     "seq",
     "status",
     "params",

@@ -244,6 +244,10 @@ class Metric(Base):
     kind: Mapped[str] = mapped_column(sa.String(8))
 
 
+# The runs columns that say which run a row is (RunIdentity's fields, id for run_id); every
+# table of runs starts with them.
+IDENTITY_COLUMNS = ("id", "sweep", "lane", "arm", "variant", "match", "seed")
+
 # result.json field -> column type it is coerced to.
 RESULT_FIELDS: dict[str, type] = {
     "val_bpb": float,

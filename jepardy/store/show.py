@@ -12,15 +12,10 @@ import pandas as pd
 
 from jepardy.errors import UserError
 from jepardy.store.engine import Database
+from jepardy.store.models import IDENTITY_COLUMNS, RESULT_FIELDS
 
 _IDENTITY = (
-    "id",
-    "sweep",
-    "lane",
-    "arm",
-    "variant",
-    "match",
-    "seed",
+    *IDENTITY_COLUMNS,
     "kind",
     "nproc",
     "status",
@@ -38,22 +33,7 @@ _IDENTITY = (
     "run_dir",
     "git_commit",
 )
-_OUTCOME = (
-    "val_bpb",
-    "val_loss",
-    "prequant_val_bpb",
-    "prequant_val_loss",
-    "artifact_bytes",
-    "model_bytes",
-    "code_bytes",
-    "under_cap",
-    "steps",
-    "train_time_s",
-    "eval_time_s",
-    "tokens_per_s",
-    "jepa_loss",
-    "jepa_pred_std",
-)
+_OUTCOME = tuple(name for name in RESULT_FIELDS if name != "code_sha256")  # code: its own section
 _RUNTIME = (
     "python_version",
     "torch_version",

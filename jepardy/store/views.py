@@ -9,17 +9,11 @@ from datetime import UTC, datetime
 
 import pandas as pd
 
-from jepardy.store.models import RunStatus
+from jepardy.store.models import IDENTITY_COLUMNS, RunStatus
 
 STATES = [s.value for s in RunStatus]
 RUNS_COLUMNS = [
-    "id",
-    "sweep",
-    "lane",
-    "arm",
-    "variant",
-    "match",
-    "seed",
+    *IDENTITY_COLUMNS,
     "status",
     "reason",
     "val_bpb",
