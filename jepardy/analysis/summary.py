@@ -1,4 +1,4 @@
-"""Runs as a tidy pandas DataFrame, and per-group summaries: the pandas API of the reports.
+"""Per-group summaries of tidy runs (`jepardy.store.frames`): the pandas API of the reports.
 
     from jepardy.store.frames import load_runs
     from jepardy.analysis.summary import summarize
