@@ -344,7 +344,7 @@ def test_second_open_changes_nothing(store_url: str) -> None:
 
 def test_early_v1_store_without_later_columns(store_url: str) -> None:
     """A v1 database last opened before parent_run and the Slurm columns existed: absent
-    columns read NULL, and the additive step adds parent_run after the upgrade."""
+    columns read NULL, and the upgrade adds parent_run, which v1 gained during its life."""
     without = ("parent_run", "slurm_job_id", "slurm_nodes", "slurm_state")
     _create_v1(store_url, without=without)
     open_store(store_url).close()

@@ -11,10 +11,10 @@ stored version is judged: a newer version, or one no step starts from, is refuse
 one-line UserError.
 
 A step is written against the layout of the version it starts from (what that version's
-`create_all` made, plus what its additive `_add_missing_columns` may have added), never against
-the models in store.py, which describe the newest layout only; so v1 -> v2 -> v3 stays valid
-when the models move on. Columns that later code adds without a version change are the
-store's `_add_missing_columns` business, which runs after an upgrade.
+`create_all` made, in any of the shapes that version's releases wrote), never against the
+models in store/models.py, which describe the newest layout only; so v1 -> v2 -> v3 stays
+valid when the models move on. This is the only way a table changes: a column the models gain
+needs a new schema version and a step here.
 
 SQLite and PostgreSQL take different routes to the same layout: PostgreSQL alters `runs` in
 place (add, fill, drop columns; drop and add a constraint), while SQLite, which cannot alter a
@@ -131,6 +131,8 @@ _V2_JOB_COLUMNS = {
     "job_nodes": "TEXT",
     "job_state": "VARCHAR(32)",
 }
+# Columns that v1 gained during its life (an early v1 database lacks them), as v2 declares them.
+_V1_LATE_COLUMNS = {"parent_run": "VARCHAR(16)"}
 # v2's RunStatus values, frozen here: v1's CHECK refuses the new "cancelled".
 _V2_STATUSES = ("pending", "running", "done", "failed", "timeout", "interrupted", "cancelled")
 _V2_STATUS_CHECK = "CONSTRAINT run_status CHECK (status IN ({}))".format(
@@ -172,7 +174,9 @@ def _v1_to_v2_in_place(connection: sa.Connection) -> None:
     transactional there, so a failure rolls all of it back."""
     present = {column["name"] for column in sa.inspect(connection).get_columns("runs")}
     values = _v2_job_values(present)
-    adds = ", ".join(f"ADD COLUMN {name} {type_}" for name, type_ in _V2_JOB_COLUMNS.items())
+    late = {name: type_ for name, type_ in _V1_LATE_COLUMNS.items() if name not in present}
+    added = {**_V2_JOB_COLUMNS, **late}
+    adds = ", ".join(f"ADD COLUMN {name} {type_}" for name, type_ in added.items())
     connection.exec_driver_sql(f"ALTER TABLE runs {adds}")
     sets = ", ".join(f"{name} = {expression}" for name, expression in values.items())
     connection.exec_driver_sql(f"UPDATE runs SET {sets}")
@@ -207,6 +211,7 @@ def _v1_to_v2_sqlite(connection: sa.Connection) -> None:
             kept.append(quote(column.name))
     if "job_pid" not in present:
         definitions += jobs
+    definitions += [f"{n} {type_}" for n, type_ in _V1_LATE_COLUMNS.items() if n not in present]
     definitions += [
         "PRIMARY KEY (id)",
         "FOREIGN KEY(sweep) REFERENCES sweeps (name)",
