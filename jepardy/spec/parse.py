@@ -26,6 +26,7 @@ from typing import Any, NoReturn
 
 from jepardy.errors import UserError
 from jepardy.spec.challenge_env import script_param_type
+from jepardy.spec.slurm import SLURM_KEYS, slurm_value_problem
 from jepardy.trainer.config import coerce_value
 
 Scalar = bool | int | float | str
@@ -39,9 +40,6 @@ NAME_PATTERN = re.compile(r"[a-z0-9][a-z0-9_.-]*")
 MAX_GRID_POINTS = 10_000
 
 _TOP_KEYS = ("sweep", "trainer", "params", "axes", "lanes", "slurm")
-# [slurm]: sbatch settings of `jepardy sweep --executor slurm` (its options override them).
-_SLURM_TEXT_KEYS = ("partition", "account", "qos", "constraint")
-_SLURM_INT_KEYS = ("nodes", "gpus_per_node", "time")  # time: minutes per run
 _SWEEP_KEYS = ("name", "description", "seeds", "zip")
 _TRAINER_KEYS = ("kind", "nproc", "path")
 _LANE_KEYS = ("description", "after", "params", "axes", "control", "arms")
@@ -96,7 +94,7 @@ class Spec:
     lanes: tuple[Lane, ...]
     # kind "script": the script's absolute path; code_digest is then its sha256.
     script: Path | None = None
-    # [slurm]: partition, account, qos, constraint (str); nodes, gpus_per_node, time (int >= 1).
+    # [slurm]: SlurmOptions' fields (jepardy/spec/slurm.py).
     slurm: dict[str, str | int] = field(default_factory=dict)
 
 
@@ -408,14 +406,12 @@ class _Parser:
         )
 
     def slurm(self, table: dict[str, Any]) -> dict[str, str | int]:
-        """The [slurm] table: text keys are strings, count keys are ints >= 1."""
-        self.check_keys(table, "slurm", (*_SLURM_TEXT_KEYS, *_SLURM_INT_KEYS))
+        """The [slurm] table: sbatch settings of `jepardy sweep --executor slurm` (its options
+        override them), checked against SlurmOptions."""
+        self.check_keys(table, "slurm", SLURM_KEYS)
         for key, value in table.items():
-            if key in _SLURM_TEXT_KEYS and not (isinstance(value, str) and value):
-                self.fail(f"slurm.{key}", f"{_describe(value)}; expected a non-empty string")
-            is_int = isinstance(value, int) and not isinstance(value, bool)
-            if key in _SLURM_INT_KEYS and not (is_int and value >= 1):
-                self.fail(f"slurm.{key}", f"{_describe(value)}; expected an integer >= 1")
+            if problem := slurm_value_problem(key, value):
+                self.fail(f"slurm.{key}", f"{_describe(value)}; {problem}")
         return dict(table)
 
     def check_keys(self, table: dict[str, Any], prefix: str, allowed: Sequence[str]) -> None:
