@@ -33,6 +33,7 @@ from jepardy.launch.command import SCRIPT, run_argv, script_environment
 from jepardy.launch.executor import JobState
 from jepardy.launch.rundir import STDOUT_LOG
 from jepardy.spec.identity import RunIdentity
+from jepardy.spec.slurm import SlurmOptions
 from jepardy.store.models import Claim, JobRecord, RunStatus
 
 SLURM = "slurm"
@@ -154,20 +155,6 @@ def _multi_node(argv: list[str], nnodes: str, node_rank: str, endpoint: str, job
         f"--rdzv_id={job}",
     ]
     return [*argv[:at], *multi_node, *argv[at + 1 :]]
-
-
-@dataclass(frozen=True)
-class SlurmOptions:
-    """sbatch settings of every job of a sweep (None: the cluster's default)."""
-
-    partition: str | None = None
-    nodes: int = 1
-    gpus_per_node: int | None = None  # None: run.nproc on a GPU partition is the user's call
-    time: int | None = None  # minutes; None: from the run's budget (sweep.run_timeout_s)
-    account: str | None = None
-    qos: str | None = None
-    constraint: str | None = None
-    cpus_per_task: int | None = None  # None: run.nproc (one core per rank)
 
 
 @dataclass(frozen=True)
@@ -354,7 +341,7 @@ class SlurmExecutor:
             "job_name": job_name(run),
             "nodes": o.nodes,
             "ntasks_per_node": 1,
-            "cpus_per_task": o.cpus_per_task or run.nproc,
+            "cpus_per_task": run.nproc,  # one core per rank
             "time": minutes,
             "additional_parameters": {"requeue": True},
         }

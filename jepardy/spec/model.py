@@ -67,5 +67,5 @@ class Spec:
     lanes: tuple[Lane, ...]
     # kind "script": the script's absolute path; code_digest is then its sha256.
     script: Path | None = None
-    # [slurm]: partition, account, qos, constraint (str); nodes, gpus_per_node, time (int >= 1).
+    # [slurm]: SlurmOptions' fields (jepardy/spec/slurm.py).
     slurm: dict[str, str | int] = field(default_factory=dict)

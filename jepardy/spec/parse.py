@@ -35,11 +35,10 @@ from jepardy.spec.model import (
     Scalar,
     Spec,
 )
+from jepardy.spec.slurm import SLURM_KEYS, slurm_value_problem
 from jepardy.trainer.config import coerce_value
 
 _TOP_KEYS = ("sweep", "trainer", "params", "axes", "lanes", "slurm")
-_SLURM_TEXT_KEYS = ("partition", "account", "qos", "constraint")
-_SLURM_INT_KEYS = ("nodes", "gpus_per_node", "time")  # time: minutes per run
 _SWEEP_KEYS = ("name", "description", "seeds", "zip")
 _TRAINER_KEYS = ("kind", "nproc", "path")
 _LANE_KEYS = ("description", "after", "params", "axes", "control", "arms")
@@ -159,14 +158,12 @@ class _Parser:
         )
 
     def slurm(self, table: dict[str, Any]) -> dict[str, str | int]:
-        """The [slurm] table: text keys are strings, count keys are ints >= 1."""
-        self.check_keys(table, "slurm", (*_SLURM_TEXT_KEYS, *_SLURM_INT_KEYS))
+        """The [slurm] table: sbatch settings of `jepardy sweep --executor slurm` (its options
+        override them), checked against SlurmOptions."""
+        self.check_keys(table, "slurm", SLURM_KEYS)
         for key, value in table.items():
-            if key in _SLURM_TEXT_KEYS and not (isinstance(value, str) and value):
-                self.fail(f"slurm.{key}", f"{_describe(value)}; expected a non-empty string")
-            is_int = isinstance(value, int) and not isinstance(value, bool)
-            if key in _SLURM_INT_KEYS and not (is_int and value >= 1):
-                self.fail(f"slurm.{key}", f"{_describe(value)}; expected an integer >= 1")
+            if problem := slurm_value_problem(key, value):
+                self.fail(f"slurm.{key}", f"{_describe(value)}; {problem}")
         return dict(table)
 
     def check_keys(self, table: dict[str, Any], prefix: str, allowed: Sequence[str]) -> None:

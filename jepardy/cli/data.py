@@ -1,0 +1,139 @@
+"""`jepardy data build|fetch|check`: the token shards a sweep trains on."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from jepardy.cli.output import console, tagged
+
+app = typer.Typer(help="Build, fetch and check token shards.", no_args_is_help=True)
+
+
+@app.command("build")
+def data_build(
+    root: Annotated[Path, typer.Option(help="Where to write the embedded corpus.")] = Path(
+        "data/embedded"
+    ),
+    force: Annotated[bool, typer.Option(help="Rebuild even if intact.")] = False,
+) -> None:
+    """Build the embedded corpus (CPython's help texts).
+
+    Writes sp1024 and byte260 shards and the tokenizer.
+    """
+    from jepardy.data.corpus import build_embedded
+
+    corpus = build_embedded(root, force=force)
+    verb = "built" if corpus.rebuilt else "up to date"
+    console.print(
+        f"{verb}: {corpus.root}  sp1024 train/val tokens {corpus.sp1024_tokens['train']:,}/"
+        f"{corpus.sp1024_tokens['val']:,}  byte260 {corpus.byte260_tokens['train']:,}/"
+        f"{corpus.byte260_tokens['val']:,}"
+    )
+
+
+@app.command("fetch")
+def data_fetch(
+    variant: Annotated[str, typer.Option(help="sp1024, another sp<N>, or byte260.")] = "sp1024",
+    train_shards: Annotated[
+        int, typer.Option(help="Training shards to fetch (every validation shard is fetched).")
+    ] = 80,
+    out: Annotated[Path, typer.Option(help="Where the data goes.")] = Path("data/fineweb"),
+    source: Annotated[
+        Path | None,
+        typer.Option(help="A local folder laid out like the hub repo, instead of the hub."),
+    ] = None,
+    repo: Annotated[str, typer.Option(help="The Hugging Face dataset repo.")] = (
+        "willdepueoai/parameter-golf"
+    ),
+    revision: Annotated[str | None, typer.Option(help="A branch, tag or commit.")] = None,
+) -> None:
+    """Download the challenge's FineWeb shards and tokenizer.
+
+    Resumable; every file's size is checked.
+    """
+    from rich.progress import DownloadColumn, TransferSpeedColumn
+
+    from jepardy.data.fetch import DirSource, HubSource, fetch
+
+    origin = DirSource(source) if source is not None else HubSource(repo, revision)
+    with Progress(
+        TextColumn("{task.description}", style="bold", markup=False),
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+    ) as progress:
+        result = fetch(variant, train_shards, out, origin, RichFetchObserver(progress))
+    console.print(
+        f"{result.dataset}: {len(result.fetched)} files fetched "
+        f"({result.fetched_bytes / 1e6:,.1f} MB), {len(result.kept)} already here; "
+        f"tokenizer {result.tokenizer}",
+        highlight=False,
+        soft_wrap=True,
+    )
+
+
+class RichFetchObserver:
+    """One bar over the bytes to fetch, naming the file under way."""
+
+    def __init__(self, progress: Progress) -> None:
+        self.progress = progress
+        self.task: TaskID | None = None  # no bar before the fetch knows what it fetches
+
+    def planned(self, files: int, total_bytes: int) -> None:
+        self.task = self.progress.add_task(f"{files} files", total=total_bytes)
+
+    def started(self, name: str, size: int) -> None:
+        if self.task is not None:
+            self.progress.update(self.task, description=name.rsplit("/", 1)[-1])
+
+    def finished(self, name: str, size: int) -> None:
+        if self.task is not None:
+            self.progress.update(self.task, advance=size)
+
+
+@app.command("check")
+def data_check(
+    path: Annotated[Path, typer.Argument(help="A dataset folder, or a data root with datasets/.")],
+    vocab_size: Annotated[
+        int | None, typer.Option(help="Vocabulary size (default: tokenizer, manifest, name).")
+    ] = None,
+    tokenizer: Annotated[
+        Path | None, typer.Option(help="SentencePiece model whose vocabulary the tokens use.")
+    ] = None,
+) -> None:
+    """Verify shard headers, sizes and token ids.
+
+    Every token id must be in the vocabulary.
+    """
+    from jepardy.data.check import check_data
+
+    checks = check_data(path, vocab_size, tokenizer)
+    table = Table(title="data check")
+    for column in ("dataset", "vocab", "split", "files", "tokens", "documents", "max id"):
+        table.add_column(column)
+    for check in checks:
+        vocab = f"{check.vocab_size} ({check.vocab_source})"
+        for split, found in check.splits.items():
+            table.add_row(
+                str(check.path),
+                vocab,
+                split,
+                str(found.files),
+                f"{found.tokens:,}",
+                f"{found.documents:,}",
+                str(found.max_token),
+            )
+    console.print(table)
+    problems = [p for check in checks for p in check.problems]
+    for problem in problems:
+        console.print(tagged("problem:", "red", problem), soft_wrap=True)
+    if problems:
+        raise typer.Exit(1)
+    console.print("ok: headers, sizes and token ids all check out", highlight=False)

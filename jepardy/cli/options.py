@@ -1,0 +1,64 @@
+"""Option and argument types shared by several commands, and the Slurm options."""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from jepardy.spec.slurm import SLURM_FIELDS
+
+DbOption = Annotated[
+    str, typer.Option("--db", envvar="JEPARDY_DB", help="SQLAlchemy URL or SQLite file path.")
+]
+SpecArg = Annotated[Path, typer.Argument(help="Sweep spec (TOML), e.g. experiments/smoke.toml.")]
+RunIdArg = Annotated[str, typer.Argument(help="A run id or a unique prefix of one.")]
+SweepFilterOption = Annotated[str | None, typer.Option("--sweep", help="Only this sweep.")]
+RunsDirOption = Annotated[Path, typer.Option(help="Where run directories go.")]
+GpusOption = Annotated[
+    str | None,
+    typer.Option(help="GPU ids to pack runs onto, e.g. 0,1,2,3 (default: detected)."),
+]
+SlotsOption = Annotated[int, typer.Option(help="Concurrent runs when there are no GPUs.")]
+TimeoutOption = Annotated[
+    float | None,
+    typer.Option("--timeout-s", help="Per-run limit (default: wallclock_s + 900 s, else none)."),
+]
+ExecutorOption = Annotated[str, typer.Option(help="local (this machine) or slurm.")]
+
+SlurmOverrides = dict[str, str | int]  # SlurmOptions' fields given on the command line
+
+
+def with_slurm_options(command: Callable[..., None]) -> Callable[..., None]:
+    """`command` with one option per field of SlurmOptions after its own parameters.
+
+    Typer reads a command's parameters with `inspect.signature` (which honours
+    `__signature__`) and `typing.get_type_hints` (`__annotations__`), so both are replaced.
+    `command` takes a `slurm: SlurmOverrides` parameter instead: the options given, which
+    override the spec's [slurm] table.
+    """
+    signature = inspect.signature(command, eval_str=True)
+    own = [p for p in signature.parameters.values() if p.name != "slurm"]
+    added = [
+        inspect.Parameter(
+            f.name,
+            inspect.Parameter.KEYWORD_ONLY,
+            default=None,
+            annotation=Annotated[f.kind | None, typer.Option(help=f.help)],
+        )
+        for f in SLURM_FIELDS
+    ]
+
+    @functools.wraps(command)
+    def with_slurm(**kwargs: Any) -> None:
+        given = {f.name: kwargs.pop(f.name) for f in SLURM_FIELDS}
+        command(**kwargs, slurm={k: v for k, v in given.items() if v is not None})
+
+    parameters = [*own, *added]
+    with_slurm.__signature__ = signature.replace(parameters=parameters)  # type: ignore[attr-defined]
+    with_slurm.__annotations__ = {p.name: p.annotation for p in parameters} | {"return": None}
+    return with_slurm

@@ -1,0 +1,227 @@
+"""`jepardy report|export|export-submission|ingest`: results in and out of the store."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+from rich.table import Table
+
+from jepardy.cli.options import DbOption, RunsDirOption, SweepFilterOption
+from jepardy.cli.output import console, err_console, frame_table, tagged
+
+if TYPE_CHECKING:
+    from jepardy.ingest.ingest import IngestReport
+
+app = typer.Typer()
+
+
+@app.command()
+def report(
+    db: DbOption = "results.db",
+    sweep_name: SweepFilterOption = None,
+    compare: Annotated[bool, typer.Option(help="Each arm against its matched control.")] = True,
+    curve: Annotated[
+        str | None, typer.Option(help="A numeric param: the metric over it, e.g. jepa_weight.")
+    ] = None,
+    horizons: Annotated[
+        str | None, typer.Option(help="A budget param: rankings at each value, e.g. wallclock_s.")
+    ] = None,
+    metric: Annotated[str, typer.Option(help="Metric of --curve and --horizons.")] = "val_bpb",
+    noise: Annotated[
+        float | None, typer.Option(help="Noise floor of single-seed curves (metric units).")
+    ] = None,
+    resamples: Annotated[
+        int, typer.Option(help="Bootstrap resamples of the curves' monotonicity test; 0 = off.")
+    ] = 0,
+    fmt: Annotated[str, typer.Option("--format", help="table | markdown | csv | json")] = "table",
+    plot: Annotated[
+        Path | None, typer.Option(help="Write the curves and horizons as a PNG here.")
+    ] = None,
+    health: Annotated[
+        bool, typer.Option(help="First, flag frozen groups, JEPA collapse, gradient trouble.")
+    ] = False,
+) -> None:
+    """Report a sweep.
+
+    Arms against their matched control (tests, margin, cap), curves over a param, and
+    rankings across budgets.
+    """
+    from jepardy.analysis.report import ReportRequest, run_report
+
+    if health:
+        from jepardy.analysis.flags import health_table
+        from jepardy.store.engine import open_reader
+
+        flagged = health_table(open_reader(db).runs_frame(sweep_name), only_flagged=True)
+        title = f"health: {len(flagged)} runs flagged" if len(flagged) else "health: no flags"
+        console.print(frame_table(flagged, title))
+
+    request = ReportRequest(
+        sweep=sweep_name,
+        compare=compare,
+        curve=curve,
+        horizons=horizons,
+        metric=metric,
+        noise=noise,
+        resamples=resamples,
+        fmt=fmt,
+        plot=plot,
+    )
+    output = run_report(db, request)
+    if isinstance(output.rendered, str):
+        sys.stdout.write(output.rendered)
+    else:
+        console.print(output.rendered, soft_wrap=True)
+    if output.plot is not None:
+        err_console.print(f"plot: {output.plot}", highlight=False, soft_wrap=True)
+
+
+@app.command("export")
+def export_run(
+    run_id: Annotated[str, typer.Argument(help="A done run of the jepardy trainer.")],
+    db: DbOption = "results.db",
+    quant_bits: Annotated[int, typer.Option(help="Bits per quantized weight (2..8).")] = 6,
+    zstd_level: Annotated[int, typer.Option(help="zstd compression level.")] = 19,
+    runs_dir: RunsDirOption = Path("runs"),
+    device: Annotated[
+        str | None, typer.Option(help="auto, cpu or cuda (default: the run's device).")
+    ] = None,
+) -> None:
+    """Re-export a run's final weights with other settings.
+
+    Quantizes and compresses RUN_ID's final weights again (no training) and records the
+    new artifact as a new run linked to it.
+    """
+    from jepardy.launch.reexport import reexport
+    from jepardy.store.transitions import open_store
+
+    done = reexport(open_store(db), run_id, quant_bits, zstd_level, runs_dir, device)
+    result = done.result or {}
+    figures = (
+        f"val_bpb {result['val_bpb']:.5f}, artifact {result['artifact_bytes']:,} bytes"
+        if done.status == "done" and "val_bpb" in result
+        else done.reason
+    )
+    said = "exists" if done.existed else done.status
+    console.print(
+        f"export {done.run.run_id} of {run_id} ({done.run.variant}): {said}: {figures}; "
+        f"{done.run_dir}",
+        highlight=False,
+        soft_wrap=True,
+    )
+    if done.status == "failed":
+        raise typer.Exit(1)
+
+
+@app.command("export-submission")
+def export_submission(
+    run_ids: Annotated[list[str], typer.Argument(help="The runs to submit, one per seed.")],
+    db: DbOption = "results.db",
+    out: Annotated[Path, typer.Option(help="Submission folder to write.")] = Path("submission"),
+    name: Annotated[str, typer.Option(help="Submission name.")] = "jepardy submission",
+    author: Annotated[str, typer.Option(help="Author's name.")] = "",
+    github_id: Annotated[str, typer.Option(help="Author's GitHub id.")] = "",
+    script: Annotated[
+        Path | None, typer.Option(help="The train_gpt.py to ship; must be the code that ran.")
+    ] = None,
+) -> None:
+    """Write a challenge submission from runs.
+
+    Writes submission.json and a README results table (per seed, mean, std, bytes).
+    """
+    from jepardy.analysis.submission import SubmissionInfo
+    from jepardy.analysis.submission import export_submission as export
+
+    info = SubmissionInfo(name=name, author=author, github_id=github_id, script=script)
+    done = export(db, run_ids, out, info)
+    std = "n/a" if done.val_bpb_std is None else f"{done.val_bpb_std:.5f}"
+    console.print(
+        f"{done.submission_json}, {done.readme}: val_bpb {done.val_bpb:.5f} ± {std} "
+        f"over {done.n} seeds",
+        highlight=False,
+        soft_wrap=True,
+    )
+    if done.selection_note:
+        console.print(tagged("selection:", "yellow", done.selection_note), soft_wrap=True)
+
+
+@app.command()
+def ingest(
+    paths: Annotated[
+        list[Path],
+        typer.Argument(help="Logs (.log, .txt), tables (.csv, .tsv, .md) or record folders."),
+    ],
+    db: DbOption = "results.db",
+    sweep_name: Annotated[
+        str | None, typer.Option("--sweep", help="Sweep name (default: ingested:<folder>).")
+    ] = None,
+    lane: Annotated[str | None, typer.Option(help="Lane (default: logs, or table).")] = None,
+    sets: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--set", help="KEY=VALUE for what the source leaves out (a param, seed, arm, ...)."
+        ),
+    ] = None,
+    maps: Annotated[
+        list[str] | None,
+        typer.Option("--map", help="COLUMN=FIELD for a table column; FIELD - drops it."),
+    ] = None,
+) -> None:
+    """Bring challenge logs and results into the store.
+
+    Logs, record folders and results tables become runs. Ingesting the same files again adds
+    nothing. A log without a final metric becomes a failed run with its reason;
+    submission.json is checked against the logs, not trusted.
+    """
+    from jepardy.ingest.ingest import ingest as ingest_paths
+    from jepardy.ingest.labels import Labels, parse_assignments
+    from jepardy.store.transitions import open_store
+
+    labels = Labels(
+        sweep=sweep_name,
+        lane=lane,
+        sets=parse_assignments(sets or [], "--set"),
+        maps=parse_assignments(maps or [], "--map"),
+    )
+    done = ingest_paths(paths, open_store(db), labels)
+    if done.added:
+        console.print(_added_table(done))
+    for note in done.notes:
+        console.print(tagged("note:", "dim", note), soft_wrap=True)
+    for check in done.checks:
+        tag, style = ("ok:", "green") if check.ok else ("flag:", "yellow")
+        console.print(tagged(tag, style, check.text), soft_wrap=True)
+    failed = sum(1 for r in done.added if r.outcome.status != "done")
+    sweeps = ", ".join(done.sweeps[:3]) or "none"
+    if len(done.sweeps) > 3:
+        sweeps += f", ... ({len(done.sweeps)} sweeps)"
+    console.print(
+        f"ingested {len(done.added)} new runs ({failed} failed), "
+        f"{len(done.existing)} already in the store; sweeps: {sweeps}; db {db}",
+        highlight=False,
+        soft_wrap=True,
+    )
+
+
+def _added_table(done: IngestReport) -> Table:
+    table = Table(title=f"{len(done.added)} runs added")
+    for column in ("id", "sweep", "lane", "arm", "seed", "status", "val_bpb", "bytes", "from"):
+        table.add_column(column, no_wrap=column == "id")
+    for added in done.added:
+        run, outcome, result = added.identity, added.outcome, added.outcome.result or {}
+        bpb, size = result.get("val_bpb"), result.get("artifact_bytes")
+        table.add_row(
+            run.run_id,
+            run.sweep,
+            run.lane,
+            "/".join(p for p in (run.arm, run.variant) if p),
+            str(run.seed),
+            outcome.status if outcome.status == "done" else f"failed: {outcome.reason}",
+            "" if bpb is None else f"{bpb:.4f}",
+            "" if size is None else f"{size:,}",
+            result.get("metric") or added.source,
+        )
+    return table

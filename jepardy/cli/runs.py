@@ -1,0 +1,92 @@
+"""`jepardy status|runs|show|logs`: what the store holds about runs."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from rich.text import Text
+
+from jepardy.cli.options import DbOption, RunIdArg, SweepFilterOption
+from jepardy.cli.output import console, frame_table
+
+app = typer.Typer()
+
+
+@app.command()
+def status(db: DbOption = "results.db") -> None:
+    """Runs per state and sweep, and the running runs.
+
+    For each running run: its orchestrator, its job (executor, id, state, nodes, devices),
+    elapsed time and heartbeat age.
+    """
+    from jepardy.store.engine import open_reader
+    from jepardy.store.views import running_jobs, status_counts
+
+    runs = open_reader(db).runs_frame()
+    console.print(frame_table(status_counts(runs, every_state=False), "runs per state"))
+    running = running_jobs(runs)
+    if len(running):
+        console.print(frame_table(running, "running"))
+
+
+@app.command()
+def runs(
+    db: DbOption = "results.db",
+    sweep_name: SweepFilterOption = None,
+    state: Annotated[str | None, typer.Option("--status", help="Only this state.")] = None,
+    lane: Annotated[str | None, typer.Option(help="Only this lane.")] = None,
+    arm: Annotated[str | None, typer.Option(help="Only this arm.")] = None,
+) -> None:
+    """The recorded runs, filtered.
+
+    Shows each run's id, labels, status, reason, val_bpb and bytes.
+    """
+    from jepardy.store.engine import open_reader
+    from jepardy.store.views import filter_runs
+
+    frame = filter_runs(open_reader(db).runs_frame(sweep_name), status=state, lane=lane, arm=arm)
+    console.print(frame_table(frame, f"{len(frame)} runs"))
+
+
+@app.command()
+def show(run_id: RunIdArg, db: DbOption = "results.db") -> None:
+    """One run's identity, outcome and provenance.
+
+    Provenance: code hashes, git, versions, GPU, data.
+    """
+    from rich.pretty import Pretty
+
+    from jepardy.store.engine import open_reader
+    from jepardy.store.show import describe_run
+
+    for title, section in describe_run(open_reader(db), run_id).items():
+        console.print(Text(title, style="bold"))
+        console.print(Pretty(section, expand_all=True), soft_wrap=True)
+
+
+@app.command()
+def logs(
+    run_id: RunIdArg,
+    db: DbOption = "results.db",
+    lines: Annotated[int, typer.Option("--lines", "-n", help="Lines from each log's end.")] = 40,
+) -> None:
+    """The end of each log of a run's job.
+
+    Running or ended: each node's log, and submitit's for a Slurm job; for a run without files,
+    the log tail the store kept.
+    """
+    from jepardy.launch.joblogs import log_files
+    from jepardy.launch.rundir import log_tail
+    from jepardy.store.engine import open_reader
+    from jepardy.store.show import find_run
+
+    row = find_run(open_reader(db), run_id, "logs")
+    files = log_files(row)
+    for path in files:
+        console.print(f"==> {path} <==", highlight=False, soft_wrap=True)
+        console.print(log_tail(path, lines), highlight=False, soft_wrap=True)
+    if not files:
+        kept = row["log_tail"] if isinstance(row["log_tail"], str) else ""
+        console.print(f"==> run {row['id']}: no log files; the store's tail <==", highlight=False)
+        console.print("\n".join(kept.splitlines()[-lines:]), soft_wrap=True)

@@ -1,0 +1,104 @@
+"""The CLI's own text: user text printed literally (never read as rich markup), help that
+shows `[slurm]` and fits 80 columns, the Slurm options from their one declaration, and
+`--version`."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+import jepardy
+import jepardy.launch.tracker
+from jepardy.cli.app import app, main
+from jepardy.errors import UserError
+from jepardy.spec.slurm import SLURM_FIELDS
+
+runner = CliRunner()
+
+SPEC = """\
+[sweep]
+name = "text"
+seeds = [1]
+
+[params]
+"[/red]" = 1
+"""
+
+COMMANDS = [
+    ["plan"],
+    ["sweep"],
+    ["cancel"],
+    ["rerun"],
+    ["status"],
+    ["runs"],
+    ["show"],
+    ["logs"],
+    ["report"],
+    ["export"],
+    ["export-submission"],
+    ["ingest"],
+    ["data"],
+    ["data", "build"],
+    ["data", "fetch"],
+    ["data", "check"],
+]
+
+
+def test_a_user_error_prints_verbatim(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    message = "lanes: [lanes.x] is not a table; see [/x] and :smile:"
+
+    def refuse(store: object, sweep: str) -> list[str]:
+        raise UserError(message)
+
+    monkeypatch.setattr(jepardy.launch.tracker, "cancel_sweep", refuse)
+    monkeypatch.setattr(sys, "argv", ["jepardy", "cancel", "s", "--db", "sqlite://"])
+    with pytest.raises(SystemExit) as exited:
+        main()
+    assert exited.value.code == 2
+    assert capsys.readouterr().err == f"error: {message}\n"
+
+
+def test_a_spec_key_like_a_closing_tag_is_refused_in_one_line(cli, tmp_path: Path) -> None:
+    spec = tmp_path / "spec.toml"
+    spec.write_text(SPEC)
+    line = cli.refused("plan", spec, cwd=tmp_path)
+    assert "params.[/red]" in line
+    assert "MarkupError" not in line
+
+
+def test_sweep_help_shows_the_slurm_table_literally() -> None:
+    result = runner.invoke(app, ["sweep", "--help"])
+    assert result.exit_code == 0, result.output
+    assert "[slurm] table" in " ".join(result.output.split())
+
+
+@pytest.mark.parametrize("command", ["plan", "sweep", "rerun"])
+def test_the_slurm_options_come_from_slurm_options(command: str) -> None:
+    result = runner.invoke(app, [command, "--help"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    for field in SLURM_FIELDS:
+        option = f"--{field.name.replace('_', '-')}"
+        kind = "<int>" if field.kind is int else "<str>"
+        assert f"{option} {kind}" in result.output and field.help in result.output, option
+
+
+@pytest.mark.parametrize("command", [[], *COMMANDS], ids=lambda c: " ".join(c) or "jepardy")
+def test_help_fits_80_columns(command: list[str]) -> None:
+    result = runner.invoke(app, [*command, "--help"], env={"COLUMNS": "80"})
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert max(len(line) for line in lines) <= 80, result.output
+    # No command's summary cut short in a command list (click ends it with "...").
+    cut = [line for line in lines if line.endswith("...") and not line.startswith("Usage:")]
+    assert cut == [], result.output
+
+
+def test_version() -> None:
+    result = runner.invoke(app, ["--version"])
+    assert result.exit_code == 0, result.output
+    assert result.output == f"jepardy {jepardy.__version__}\n"
