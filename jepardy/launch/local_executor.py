@@ -36,6 +36,9 @@ KILL_AFTER_S = 10.0
 # Every process of a job inherits this variable (its run directory) from the job's first
 # one: it finds the job's processes that left its process tree (see job_processes).
 JOB_ENV = "JEPARDY_JOB"
+# How often a job that is ending is looked for in /proc (a scan costs milliseconds; a
+# SIGKILLed rank may take seconds to release its GPU).
+RESCAN_S = 0.1
 
 
 @dataclass
@@ -46,6 +49,7 @@ class _Job:
     started_s: float
     deadline_s: float | None  # stop at this monotonic time (a timeout)
     kill_at_s: float | None = None  # SIGKILL what is left at this monotonic time (stopping)
+    next_scan_s: float = 0.0  # look for its processes again at this monotonic time
     ending: str = ""  # the state a job being stopped ends in: TIMEOUT or CANCELLED
     state: str = "RUNNING"
     reason: str = ""
@@ -109,18 +113,18 @@ class LocalExecutor:
         if not job.ending and job.deadline_s is not None and now > job.deadline_s:
             _stop(job, "TIMEOUT", now)
             job.reason = f"timeout after {job.deadline_s - job.started_s:.0f}s"
-        if job.kill_at_s is not None and now > job.kill_at_s:
-            _signal_all(job_processes(job.run_dir), signal.SIGKILL)
-        code = job.proc.poll()
-        if code is None:
+        graced = job.kill_at_s is not None and now > job.kill_at_s
+        if (job.proc.poll() is None and not graced) or now < job.next_scan_s:
             return
-        if left := job_processes(job.run_dir):
-            # Processes it left behind (a worker whose torchrun died) would hold its GPUs:
-            # those of a job that ended by itself are killed now, else after the grace.
-            if not job.ending:
-                _signal_all(left, signal.SIGKILL)
+        job.next_scan_s = now + RESCAN_S
+        left = job_processes(job.run_dir)
+        # What a job that ended by itself left behind (a worker whose torchrun died) would
+        # hold its GPUs: killed now; a stopped job's, after its grace.
+        if left and (graced or not job.ending):
+            _signal_all(left, signal.SIGKILL)
+        if left or job.proc.poll() is None:
             return
-        job.state = job.ending or _exit_state(code)
+        job.state = job.ending or _exit_state(job.proc.returncode)
         self.pool.release(job.devices)
 
     def exit_code(self, job_id: str, run_dir: Path) -> int | None:
