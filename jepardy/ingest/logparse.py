@@ -306,9 +306,9 @@ def _apply(run: ParsedRun, event: Event) -> None:
                 run.settings.setdefault(key, Setting(value, event.line))
     elif event.kind == "exception":
         # torchrun re-raises a rank's failure as its own ChildFailedError after the rank's
-        # traceback; the rank's exception is the reason, the wrapper only when it is alone.
-        wrapper = "torch.distributed.elastic" in str(event.value)
-        if not wrapper or run.exception is None:
+        # traceback; it only says that a rank failed (alone, the rank exited without one),
+        # so it is never the reason: the rank's exception is, or how far the log got.
+        if "torch.distributed.elastic" not in str(event.value):
             run.exception = Setting(event.value, event.line)
     else:
         setattr(run, event.kind, Setting(event.value, event.line))

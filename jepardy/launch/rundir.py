@@ -9,15 +9,16 @@ import math
 from pathlib import Path
 from typing import Any
 
-from jepardy.launch.command import (
-    run_argv,
-    write_run_config,
-)
+from jepardy.ingest.logparse import parse_log
+from jepardy.launch.command import run_argv, write_run_config
 from jepardy.spec.identity import RunIdentity
 from jepardy.store.models import RunOutcome, RunStatus
 
 STDOUT_LOG = "stdout.log"
 LOG_TAIL_LINES = 40
+# result.json fields a done run must have, finite: its score (on the round-tripped artifact).
+SCORE_FIELDS = ("val_bpb", "val_loss")
+REASON_CHARS = 200  # a reason is one line of a table
 # Files a previous attempt of the same run may have left; removed so that an old
 # result.json can never be read as the new attempt's.
 _ATTEMPT_FILES = ("result.json", "metrics.jsonl", "train.log", STDOUT_LOG)
@@ -33,7 +34,8 @@ def prepare_run_dir(run: RunIdentity, run_dir: Path) -> None:
 
 
 def collect(run_dir: Path, exit_code: int | None) -> RunOutcome:
-    """Turn the run directory's files into an outcome; a missing result.json is a failure.
+    """Turn the run directory's files into an outcome: done only with a done result.json
+    that has a finite score; anything else is a failure with a one-line reason.
 
     `exit_code` None means the job's exit was not seen (a resumed sweep adopting the files
     of a job whose orchestrator died): a done result.json then counts as done.
@@ -42,14 +44,49 @@ def collect(run_dir: Path, exit_code: int | None) -> RunOutcome:
     metrics = read_metrics(run_dir)
     tail = log_tail(run_dir / STDOUT_LOG)
     if exit_code in (0, None) and result is not None and result.get("status") == "done":
-        return RunOutcome(RunStatus.DONE, "", exit_code, result, metrics, tail)
-    if result is not None and result.get("reason"):
-        reason = str(result["reason"])
-    elif exit_code is not None and exit_code < 0:
-        reason = f"killed by signal {-exit_code}"
-    else:
-        reason = f"exit code {exit_code}" + ("" if result else ", no result.json")
+        unscored = score_problem(result)
+        status = RunStatus.FAILED if unscored else RunStatus.DONE
+        return RunOutcome(status, unscored, exit_code, result, metrics, tail)
+    reason = failure_reason(run_dir, result, exit_code)
     return RunOutcome(RunStatus.FAILED, reason, exit_code, result, metrics, tail)
+
+
+def score_problem(result: dict[str, Any]) -> str:
+    """Why a done result.json has no usable score ("" when it has one): a report cannot
+    rank a run whose score is missing or not finite, so such a run is failed, not done."""
+    for field in SCORE_FIELDS:
+        value = result.get(field)
+        if value is None:
+            return f"{field} is missing from result.json"
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return f"{field} is {value!r} in result.json, not a number"
+        if not math.isfinite(value):
+            return f"{field} is {value} after the artifact round trip"
+    return ""
+
+
+def failure_reason(run_dir: Path, result: dict[str, Any] | None, exit_code: int | None) -> str:
+    """A failed job's reason: its result.json's own, else the error its process printed
+    last, else how it exited."""
+    if result is not None and result.get("reason"):
+        return str(result["reason"])
+    if printed := last_error(run_dir / STDOUT_LOG):
+        return printed
+    if exit_code is not None and exit_code < 0:
+        return f"killed by signal {-exit_code}"
+    return f"exit code {exit_code}" + ("" if result else ", no result.json")
+
+
+def last_error(log: Path) -> str:
+    """The last exception a worker printed to `log` ("" for none), with its line: torchrun's
+    own ChildFailedError, which only says that a worker failed, is never it (the log parser
+    that `jepardy ingest` uses decides, so both read a traceback alike)."""
+    if not log.exists():
+        return ""
+    error = parse_log(log.read_bytes().decode("utf-8", errors="replace")).runs[-1].exception
+    if error is None:
+        return ""
+    return f"crashed (line {error.line}): {error.value}"[:REASON_CHARS]
 
 
 def read_result(run_dir: Path) -> dict[str, Any] | None:

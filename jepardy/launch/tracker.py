@@ -26,7 +26,7 @@ from pathlib import Path
 
 from jepardy.errors import UserError
 from jepardy.launch.executor import Executor, JobState, Launcher
-from jepardy.launch.local_executor import LOCAL, signal_job
+from jepardy.launch.local_executor import LOCAL, kill_jobs
 from jepardy.launch.slurm import SLURM, scancel
 from jepardy.spec.identity import RunIdentity
 from jepardy.store.models import Claim, JobRecord, RunOutcome, RunStatus
@@ -339,8 +339,9 @@ def _pid_alive(pid: int) -> bool:
 
 def cancel_sweep(store: Store, sweep: str) -> list[str]:
     """Cancel a sweep's running runs: mark them cancelled (first, in one transaction, so no
-    outcome of theirs can land after), then stop their jobs: scancel the Slurm ones, SIGTERM
-    the local ones on this machine. A local job on another machine is stopped by its own
+    outcome of theirs can land after), then stop their jobs: scancel the Slurm ones; on this
+    machine, every process of the local ones (SIGTERM, SIGKILL after a grace), returning
+    when none is left. A local job on another machine is stopped by its own
     orchestrator at its next heartbeat. Returns the cancelled run ids; UserError when the
     store has no such sweep."""
     if sweep not in (names := store.sweep_names()):
@@ -351,7 +352,5 @@ def cancel_sweep(store: Store, sweep: str) -> list[str]:
     claims = store.cancel_running(store.runs_frame(sweep)["id"].tolist())
     scancel(sorted({c.job_id for c in claims if c.executor == SLURM and c.job_id}))
     host = socket.gethostname()
-    for claim in claims:
-        if claim.executor == LOCAL and claim.host == host and claim.job_id and claim.run_dir:
-            signal_job(claim.job_id, claim.run_dir, signal.SIGTERM)
+    kill_jobs([c.run_dir for c in claims if c.executor == LOCAL and c.host == host and c.run_dir])
     return [c.run_id for c in claims]
