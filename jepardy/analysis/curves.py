@@ -40,6 +40,7 @@ from jepardy.analysis.summary import (
     require_metric,
     split_pairs,
     summarize,
+    too_few_values,
 )
 from jepardy.errors import UserError
 from jepardy.store.models import RunStatus
@@ -117,6 +118,9 @@ def curve_table(
     points = _points(_curve_rows(runs, axis, metric), axis, metric, level)
     sizes = points.groupby(CURVE_KEYS, sort=False, observed=True)[axis].transform("size")
     skipped = int(points[sizes < 2].groupby(CURVE_KEYS, sort=False, observed=True).ngroups)
+    if not (sizes >= 2).any():
+        needs = "a curve needs two or more"
+        raise too_few_values(f"--curve {axis}", points[axis], points["sweep"], needs)
     points = points[sizes >= 2].reset_index(drop=True)
     curve_id = points.groupby(CURVE_KEYS, sort=False, observed=True).ngroup().to_numpy()
     # Points are sorted by curve, so each curve is one contiguous slice [start, end).

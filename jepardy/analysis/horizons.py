@@ -27,7 +27,13 @@ from scipy import stats
 
 from jepardy.analysis import render
 from jepardy.analysis.render import Section
-from jepardy.analysis.summary import axis_values, drop_key, require_metric, summarize
+from jepardy.analysis.summary import (
+    axis_values,
+    drop_key,
+    require_metric,
+    summarize,
+    too_few_values,
+)
 from jepardy.store.models import RunStatus
 
 SET_KEYS = ["sweep", "lane", "match"]
@@ -78,6 +84,9 @@ def horizon_table(runs: pd.DataFrame, axis: str, *, metric: str = "val_bpb") -> 
     arms = summarize(rows, by=[*SET_KEYS, *ARM, "_budget"], metric=metric, level=LEVEL)
     budgets = arms.groupby(SET_KEYS, sort=False, observed=True)["_budget"].transform("nunique")
     skipped = int(arms[budgets < 2].groupby(SET_KEYS, sort=False, observed=True).ngroups)
+    if not (budgets >= 2).any():
+        needs = "horizons need two or more budgets"
+        raise too_few_values(f"--horizons {axis}", arms["_budget"], arms["sweep"], needs)
     arms = arms[budgets >= 2].rename(columns={"_budget": axis}).reset_index(drop=True)
     arms = _rank(arms, axis)
     taus, flips = [], []

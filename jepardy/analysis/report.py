@@ -26,8 +26,10 @@ from jepardy.analysis.horizons import Horizons, horizon_sections, horizon_table
 from jepardy.analysis.render import Section
 from jepardy.analysis.summary import paused_gc
 from jepardy.errors import UserError
+from jepardy.store.engine import open_reader
 from jepardy.store.frames import MIRRORED_PARAMS, load_runs, tidy_runs
 from jepardy.store.models import RunStatus
+from jepardy.store.views import require_sweep
 
 
 def render_compare(table: pd.DataFrame, fmt: str) -> str | Group:
@@ -207,10 +209,17 @@ def run_report(db: str | Path, request: ReportRequest) -> ReportOutput:
     # The cyclic GC finds nothing to free in a report (no reference cycles), but the many
     # small lists and tuples it builds trigger full collections: about 0.15 s of 2 for
     # 100,000 runs (bench/report.py).
+    database = open_reader(db)
+    require_sweep(database, request.sweep)
     with paused_gc():
         runs = load_runs(
-            db, sweep=request.sweep, status=None, details=request.compare, params=wanted or False
+            database,
+            sweep=request.sweep,
+            status=None,
+            details=request.compare,
+            params=wanted or False,
         )
+        _require_done(runs, f"sweep {request.sweep}" if request.sweep else database.name)
         report = build_report(runs, request)
         rendered = render_report(report, request.fmt)
     plot = None
@@ -219,6 +228,16 @@ def run_report(db: str | Path, request: ReportRequest) -> ReportOutput:
 
         plot = plot_report(report.curves, report.horizons, request.plot)
     return ReportOutput(rendered, plot)
+
+
+def _require_done(runs: pd.DataFrame, where: str) -> None:
+    """UserError when no run is done: every part of the report would be empty. Says how many
+    runs there are in each state instead."""
+    counts = runs["status"].astype(str).value_counts()
+    if counts.get(RunStatus.DONE.value, 0):
+        return
+    states = ", ".join(f"{n} {state}" for state, n in counts.items() if n) or "no runs"
+    raise UserError(f"report: no done runs in {where} ({states}); nothing to report yet")
 
 
 def rendered_text(rendered: str | Group, width: int = 200) -> str:

@@ -45,6 +45,21 @@ def require_metric(runs: pd.DataFrame, metric: str) -> None:
         raise UserError(f"no column {metric!r} in the runs; a metric is a result column")
 
 
+def too_few_values(option: str, values: pd.Series, sweeps: pd.Series, needs: str) -> UserError:
+    """The one-line error of a curve or horizon request with no series of two or more axis
+    values: which values the done runs have and in which sweeps, and what is needed."""
+    found = sorted(pd.unique(values.dropna()))
+    where = ", ".join(sorted({str(name) for name in sweeps.unique()})) or "the store"
+    shown = ", ".join(f"{value:g}" for value in found[:10])
+    if not found:
+        return UserError(f"{option}: no done run with a value of it in sweep {where}")
+    if len(found) == 1:
+        return UserError(f"{option}: one value ({shown}) in sweep {where}; {needs}")
+    return UserError(
+        f"{option}: no arm ran two or more of its values ({shown}) in {where}; {needs}"
+    )
+
+
 def axis_values(runs: pd.DataFrame, axis: str) -> pd.Series:
     """The numeric values of param `axis` for every run (NaN where a run lacks it).
 

@@ -54,8 +54,11 @@ def report(
     if health:
         from jepardy.analysis.flags import health_table
         from jepardy.store.engine import open_reader
+        from jepardy.store.views import require_sweep
 
-        flagged = health_table(open_reader(db).runs_frame(sweep_name), only_flagged=True)
+        database = open_reader(db)
+        require_sweep(database, sweep_name)
+        flagged = health_table(database.runs_frame(sweep_name), only_flagged=True)
         title = f"health: {len(flagged)} runs flagged" if len(flagged) else "health: no flags"
         console.print(frame_table(flagged, title))
 

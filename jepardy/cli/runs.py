@@ -43,10 +43,15 @@ def runs(
     Shows each run's id, labels, status, reason, val_bpb and bytes.
     """
     from jepardy.store.engine import open_reader
-    from jepardy.store.views import filter_runs
+    from jepardy.store.views import empty_selection, filter_runs, require_sweep
 
-    frame = filter_runs(open_reader(db).runs_frame(sweep_name), status=state, lane=lane, arm=arm)
-    console.print(frame_table(frame, f"{len(frame)} runs"))
+    database = open_reader(db)
+    require_sweep(database, sweep_name)
+    frame = filter_runs(database.runs_frame(sweep_name), status=state, lane=lane, arm=arm)
+    if len(frame):
+        console.print(frame_table(frame, f"{len(frame)} runs"))
+    else:
+        console.print(empty_selection(sweep_name, state, lane, arm), highlight=False)
 
 
 @app.command()

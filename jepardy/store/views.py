@@ -5,10 +5,14 @@ Plain pandas over `Database.runs_frame()`; the CLI's `status` and `runs` print t
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Sequence
 from datetime import UTC, datetime
 
 import pandas as pd
 
+from jepardy.errors import UserError
+from jepardy.store.engine import Database
 from jepardy.store.models import IDENTITY_COLUMNS, RunStatus
 
 STATES = [s.value for s in RunStatus]
@@ -59,6 +63,29 @@ def running_jobs(runs: pd.DataFrame, now: datetime | None = None) -> pd.DataFram
     )
 
 
+def unknown_value(
+    kind: str, value: str, known: Sequence[str], where: str, plural: str | None = None
+) -> UserError:
+    """The one-line error for a name that selects nothing because it does not exist: the
+    closest known name (a typo is the usual cause) and every known one."""
+    close = difflib.get_close_matches(value, known, n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else ";"
+    listed = ", ".join(known[:20]) + (f", ... ({len(known)})" if len(known) > 20 else "")
+    return UserError(
+        f"no {kind} {value!r} in {where}{hint} {plural or kind + 's'}: {listed or 'none'}"
+    )
+
+
+def require_sweep(database: Database, name: str | None) -> None:
+    """UserError unless `name` is None or a sweep of `database` (an unknown name would
+    otherwise select nothing, silently)."""
+    if name is None:
+        return
+    names = database.sweep_names()
+    if name not in names:
+        raise unknown_value("sweep", name, names, database.name)
+
+
 def filter_runs(
     runs: pd.DataFrame,
     *,
@@ -67,9 +94,33 @@ def filter_runs(
     lane: str | None = None,
     arm: str | None = None,
 ) -> pd.DataFrame:
-    """The runs matching every given field, RUNS_COLUMNS only, in registration order."""
+    """The runs matching every given field, RUNS_COLUMNS only, in registration order.
+
+    UserError for a status that is not a RunStatus, and for a lane or arm no run has (the
+    closest named): a typo must not read as "no such runs"."""
+    if status is not None and status not in STATES:
+        raise unknown_value("status", status, STATES, "jepardy's run states", "statuses")
     mask = pd.Series(True, index=runs.index)
     for column, value in (("sweep", sweep), ("status", status), ("lane", lane), ("arm", arm)):
-        if value is not None:
-            mask &= runs[column] == value
+        if value is None:
+            continue
+        if column in ("lane", "arm"):
+            known = sorted({str(name) for name in runs[column].unique()})
+            if value not in known:
+                raise unknown_value(column, value, known, _where(sweep))
+        mask &= runs[column] == value
     return runs.loc[mask, RUNS_COLUMNS]
+
+
+def empty_selection(
+    sweep: str | None, status: str | None, lane: str | None, arm: str | None
+) -> str:
+    """The one line that says a valid selection holds no runs, naming the selection."""
+    fields = [f"{name} {value}" for name, value in (("lane", lane), ("arm", arm)) if value]
+    which = f"{status} runs" if status else "runs"
+    with_fields = f" with {', '.join(fields)}" if fields else ""
+    return f"no {which}{with_fields} in {_where(sweep)}"
+
+
+def _where(sweep: str | None) -> str:
+    return f"sweep {sweep}" if sweep else "the store"
