@@ -18,11 +18,16 @@ import pandas as pd
 from jepardy.analysis import render
 from jepardy.analysis.render import Section
 from jepardy.analysis.significance import ALPHA, compare_pairs, holm, margin_in_metric, pack
-from jepardy.analysis.summary import group_codes, split_lists, summarize
+from jepardy.analysis.summary import (
+    EXPORT_KIND,
+    group_codes,
+    is_control,
+    split_lists,
+    summarize,
+)
 from jepardy.store.frames import ARM_KEYS, tidy_runs
 from jepardy.store.models import RunStatus
 
-CONTROL_ARM = "control"
 FORMATS = ("table", "markdown", "csv", "json")
 METRICS = ("val_bpb", "val_loss", "prequant_val_bpb", "prequant_val_loss")
 NO_CONTROL = "no matched control"
@@ -52,7 +57,11 @@ MATCH_PARAMS = (
 MATCH_COLUMNS = ("code_sha256", "kind", "nproc", "wallclock_s")
 BEATS_MARGIN = "beats margin"
 SIGNIFICANT = "significant, under margin"
+WORSE = "significantly worse"  # the one-sided Welch test the other way (p_worse_holm < ALPHA)
 NOT_SIGNIFICANT = "not significant"
+# An export's kind and nproc describe the export process (kind "export", one process); its
+# training, which ran in the arm it reports under, is its parent's.
+_EXPORT_OWN = ("kind", "nproc")
 
 COLUMNS = [
     "sweep",
@@ -79,6 +88,8 @@ COLUMNS = [
     "df_welch",
     "p_welch",
     "p_welch_holm",
+    "p_worse",
+    "p_worse_holm",
     "t_paired",
     "p_paired",
     "margin_bpb",
@@ -126,13 +137,16 @@ def compare_table(runs: pd.DataFrame) -> pd.DataFrame:
     sweep, lane and match: delta_bpb and delta_loss_nats (difference of means; 0 on control
     rows), their per-seed std (paired differences; only when the seeds match), the
     two-sided 95% Welch interval of delta_bpb, one-sided Welch (t, df, p; H1: the arm is
-    lower), the paired t-test (same seeds only), the margin test (margin_bpb: 0.005 nats in
-    bpb at the runs' val_bpb / val_loss ratio; H1: the arm is lower by more than that), Holm
-    adjusted p-values over the arms sharing a control, beats_margin and verdict.
+    lower) and its other side (p_worse; H1: the arm is higher), the paired t-test (same
+    seeds only), the margin test (margin_bpb: 0.005 nats in bpb at the runs' val_bpb /
+    val_loss ratio; H1: the arm is lower by more than that), Holm adjusted p-values over the
+    arms sharing a control, beats_margin and verdict.
     artifact_bytes is the group's largest, over_cap_runs counts runs over the cap and
     under_cap is True only when every size is known and within it. missing_seeds lists seeds
     registered for the group that are not done. note: "no matched control", "seeds differ
-    from control", and which seeds are not done.
+    from control", and which seeds are not done. A re-export (kind "export") is never a
+    control nor a seed of its source's group: its variant makes it a group of its own,
+    tested against the control like an arm.
 
     Rows: sweeps by name; within a sweep, lanes and matches in order of first appearance;
     within a match the control first, then arms in order of first appearance (registration
@@ -211,7 +225,9 @@ def _arm_summary(done: pd.DataFrame) -> pd.DataFrame:
     first = done.drop_duplicates("_g").set_index("_g")
     keys = first[[*ARM_KEYS, "_key", "_m", "_lane_rank", "_match_rank", "_arm_rank"]]
     table = keys.join(table).join(extra).sort_index()
-    table["_is_arm"] = table["arm"] != CONTROL_ARM
+    table["_is_arm"] = ~is_control(first).reindex(table.index)
+    exports = first["kind"].astype(str) == EXPORT_KIND if "kind" in first else False
+    table["_export"] = pd.Series(exports, index=first.index).reindex(table.index)
     table["under_cap"] = table.pop("_under").astype(bool) & table["artifact_bytes"].notna()
     return table
 
@@ -252,6 +268,7 @@ def _add_tests(table: pd.DataFrame, done: pd.DataFrame) -> pd.DataFrame:
         "t_welch": tests.t_welch,
         "df_welch": tests.df_welch,
         "p_welch": tests.p_welch,
+        "p_worse": tests.p_worse,
         "delta_bpb_ci_low": tests.ci_low,
         "delta_bpb_ci_high": tests.ci_high,
         "t_paired": tests.t_paired,
@@ -265,6 +282,7 @@ def _add_tests(table: pd.DataFrame, done: pd.DataFrame) -> pd.DataFrame:
         table[name] = column
     table["p_welch_holm"] = holm(table["p_welch"], table["_ctl"])
     table["p_margin_holm"] = holm(table["p_margin"], table["_ctl"])
+    table["p_worse_holm"] = holm(table["p_worse"], table["_ctl"])
     return table.join(_paired_spread(done, table))
 
 
@@ -272,9 +290,9 @@ def _paired_spread(done: pd.DataFrame, table: pd.DataFrame) -> pd.DataFrame:
     """delta_bpb_std and delta_loss_std: sd (ddof=1) of the per-seed differences arm - control,
     for arm groups whose seeds match their control's (NaN otherwise)."""
     columns = ["_m", "seed", "val_bpb", "val_loss"]
-    is_control = done["arm"] == CONTROL_ARM
-    pairs = done.loc[~is_control, ["_g", *columns]].merge(
-        done.loc[is_control, columns], on=["_m", "seed"], suffixes=("", "_c")
+    control = is_control(done)
+    pairs = done.loc[~control, ["_g", *columns]].merge(
+        done.loc[control, columns], on=["_m", "seed"], suffixes=("", "_c")
     )
     spread = (
         pairs.assign(
@@ -302,6 +320,8 @@ def _add_matching(table: pd.DataFrame, done: pd.DataFrame) -> pd.DataFrame:
         other = first[field].reindex(ctl).to_numpy()
         varies = (count[field] > 1).to_numpy() | (count[field].reindex(ctl).to_numpy() > 1)
         differs[field] = has.to_numpy() & ((first[field].to_numpy() != other) | varies)
+        if field in _EXPORT_OWN:
+            differs[field] &= ~table["_export"].to_numpy(dtype=bool)
     names = pd.Series("", index=table.index)
     for field in fields:
         names = names.where(~differs[field], names + ", " + field)
@@ -324,6 +344,7 @@ def _add_verdicts(table: pd.DataFrame) -> pd.DataFrame:
         ~table["matched_seeds"],
         table["beats_margin"],
         table["p_welch_holm"] < ALPHA,
+        table["p_worse_holm"] < ALPHA,
     ]
     unmatched = UNMATCHED + ": " + table["unmatched"].astype(str)
     choices = [
@@ -335,6 +356,7 @@ def _add_verdicts(table: pd.DataFrame) -> pd.DataFrame:
         UNPAIRED,
         BEATS_MARGIN,
         SIGNIFICANT,
+        WORSE,
     ]
     table["verdict"] = np.select(conditions, choices, default=NOT_SIGNIFICANT)
     return table

@@ -36,6 +36,7 @@ from jepardy.analysis.summary import (
     axis_values,
     drop_key,
     group_codes,
+    is_control,
     map_unique,
     require_metric,
     split_pairs,
@@ -48,7 +49,6 @@ from jepardy.store.models import RunStatus
 MONOTONIC = "monotonic"
 SINGLE_MINIMUM = "single-minimum"
 NON_MONOTONIC = "non-monotonic"
-CONTROL_ARM = "control"
 CURVE_KEYS = ["sweep", "lane", "match", "arm", "variant"]
 # Names a curve's axis may not take: they are columns of the points table.
 _RESERVED = {*CURVE_KEYS, "source", "n", "mean", "std", "sem", "ci_low", "ci_high", "seeds"}
@@ -157,15 +157,15 @@ def _curve_rows(runs: pd.DataFrame, axis: str, metric: str) -> pd.DataFrame:
     x = axis_values(runs, axis)
     keep = x.notna() & runs[metric].notna()
     columns = [*CURVE_KEYS, "seed", metric]
-    columns += [name for name in ("artifact_bytes", "seq") if name in runs.columns]
+    columns += [name for name in ("artifact_bytes", "seq", "kind") if name in runs.columns]
     rows = runs.loc[keep, columns].assign(_x=x[keep], source=runs.loc[keep, "arm"])
     rows["_in_variant"] = map_unique(rows["variant"], lambda v: axis in split_pairs(v))
     rows["match"] = map_unique(rows["match"], lambda m: drop_key(m, axis))
     rows["variant"] = map_unique(rows["variant"], lambda v: drop_key(v, axis))
     rows["_place"] = group_codes(rows, ["sweep", "lane", "match"])
     rows["_curve"] = group_codes(rows, ["_place", "arm", "variant"])
-    is_control = rows["arm"] == CONTROL_ARM
-    controls, arms = rows[is_control], rows[~is_control]
+    control = is_control(rows)
+    controls, arms = rows[control], rows[~control]
     curves = arms.loc[arms["_in_variant"], ["_curve", "_place", "arm", "variant"]]
     curves = curves.drop_duplicates("_curve")
     joined = curves.merge(controls.drop(columns=["_curve", "arm", "variant"]), on="_place")

@@ -50,13 +50,15 @@ def pack(groups: pd.Series, values: pd.Series, n_groups: int) -> Samples:
 
 @dataclass(frozen=True)
 class PairTests:
-    """Per pair (arm i vs control j): Welch t, df, one-sided p (H1: arm mean < control mean),
-    the two-sided CI_LEVEL interval of arm - control, the margin test's p, and the paired
-    t and one-sided p (NaN where seeds differ or n < 2)."""
+    """Per pair (arm i vs control j): Welch t, df, one-sided p (H1: arm mean < control mean)
+    and p_worse (the other side, H1: arm mean > control mean), the two-sided CI_LEVEL
+    interval of arm - control, the margin test's p, and the paired t and one-sided p (NaN
+    where seeds differ or n < 2)."""
 
     t_welch: np.ndarray
     df_welch: np.ndarray
     p_welch: np.ndarray
+    p_worse: np.ndarray
     ci_low: np.ndarray
     ci_high: np.ndarray
     p_margin: np.ndarray
@@ -102,6 +104,9 @@ def _welch_bucket(
     with warnings.catch_warnings(), np.errstate(all="ignore"):
         warnings.simplefilter("ignore", RuntimeWarning)
         one_sided = stats.ttest_ind(a, c, axis=1, equal_var=False, alternative="less")
+        # The other direction, so that a significant loss is named as one (not computed as
+        # 1 - p_welch, which loses every digit of a p-value near 1).
+        worse = stats.ttest_ind(a, c, axis=1, equal_var=False, alternative="greater")
         two_sided = stats.ttest_ind(a, c, axis=1, equal_var=False)
         interval = two_sided.confidence_interval(CI_LEVEL)
         shifted = stats.ttest_ind(
@@ -110,6 +115,7 @@ def _welch_bucket(
     out["t_welch"][idx] = one_sided.statistic
     out["df_welch"][idx] = one_sided.df
     out["p_welch"][idx] = one_sided.pvalue
+    out["p_worse"][idx] = worse.pvalue
     out["ci_low"][idx] = interval.low
     out["ci_high"][idx] = interval.high
     out["p_margin"][idx] = np.where(np.isnan(margin), np.nan, shifted.pvalue)

@@ -25,6 +25,9 @@ from jepardy.errors import UserError
 from jepardy.store.frames import ARM_KEYS, is_param_column
 from jepardy.trainer.config import ARTIFACT_CAP_BYTES
 
+CONTROL_ARM = "control"
+EXPORT_KIND = "export"  # a re-export of a run's final weights (`jepardy export`)
+
 SUMMARY_COLUMNS = [
     "n",
     "mean",
@@ -37,6 +40,16 @@ SUMMARY_COLUMNS = [
     "artifact_bytes",
     "over_cap_runs",
 ]
+
+
+def is_control(runs: pd.DataFrame) -> pd.Series:
+    """Which runs are their lane's control. A re-export of a control run is not one: it is
+    another artifact of a training already counted, so as a control it would pair with each
+    arm as an extra seed; it is reported as a variant of its own instead."""
+    control = runs["arm"].astype(str) == CONTROL_ARM
+    if "kind" in runs.columns:
+        control &= runs["kind"].astype(str) != EXPORT_KIND
+    return control
 
 
 def require_metric(runs: pd.DataFrame, metric: str) -> None:

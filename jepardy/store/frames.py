@@ -27,6 +27,7 @@ from jepardy.trainer.config import ARTIFACT_CAP_BYTES
 RUN_COLUMNS = [
     *IDENTITY_COLUMNS,
     "seq",
+    "kind",  # a re-export ("export") is never a control (analysis.summary.is_control)
     "status",
     "params",
     "jepa_weight",
