@@ -84,7 +84,9 @@ def report(
 
 @app.command("export")
 def export_run(
-    run_id: Annotated[str, typer.Argument(help="A done run of the jepardy trainer.")],
+    run_id: Annotated[
+        str, typer.Argument(help="A done run of the jepardy trainer (id or unique prefix).")
+    ],
     db: DbOption = "results.db",
     quant_bits: Annotated[int, typer.Option(help="Bits per quantized weight (2..8).")] = 6,
     zstd_level: Annotated[int, typer.Option(help="zstd compression level.")] = 19,
@@ -99,9 +101,12 @@ def export_run(
     new artifact as a new run linked to it.
     """
     from jepardy.launch.reexport import reexport
+    from jepardy.store.show import resolve_run_id
     from jepardy.store.transitions import open_store
 
-    done = reexport(open_store(db), run_id, quant_bits, zstd_level, runs_dir, device)
+    store = open_store(db)
+    run_id = resolve_run_id(store, run_id, "export")
+    done = reexport(store, run_id, quant_bits, zstd_level, runs_dir, device)
     result = done.result or {}
     figures = (
         f"val_bpb {result['val_bpb']:.5f}, artifact {result['artifact_bytes']:,} bytes"
@@ -121,7 +126,9 @@ def export_run(
 
 @app.command("export-submission")
 def export_submission(
-    run_ids: Annotated[list[str], typer.Argument(help="The runs to submit, one per seed.")],
+    run_ids: Annotated[
+        list[str], typer.Argument(help="The runs to submit, one per seed (ids or prefixes).")
+    ],
     db: DbOption = "results.db",
     out: Annotated[Path, typer.Option(help="Submission folder to write.")] = Path("submission"),
     name: Annotated[str, typer.Option(help="Submission name.")] = "jepardy submission",
@@ -137,9 +144,12 @@ def export_submission(
     """
     from jepardy.analysis.submission import SubmissionInfo
     from jepardy.analysis.submission import export_submission as export
+    from jepardy.store.engine import open_reader
+    from jepardy.store.show import resolve_run_ids
 
+    full_ids = resolve_run_ids(open_reader(db), run_ids, "export-submission")
     info = SubmissionInfo(name=name, author=author, github_id=github_id, script=script)
-    done = export(db, run_ids, out, info)
+    done = export(db, full_ids, out, info)
     std = "n/a" if done.val_bpb_std is None else f"{done.val_bpb_std:.5f}"
     console.print(
         f"{done.submission_json}, {done.readme}: val_bpb {done.val_bpb:.5f} ± {std} "

@@ -138,7 +138,9 @@ def cancel(
 @app.command()
 @with_slurm_options
 def rerun(
-    run_ids: Annotated[list[str], typer.Argument(help="Run ids (see `jepardy runs`).")],
+    run_ids: Annotated[
+        list[str], typer.Argument(help="Run ids or unique prefixes (see `jepardy runs`).")
+    ],
     db: DbOption = "results.db",
     runs_dir: RunsDirOption = Path("runs"),
     gpus: GpusOption = None,
@@ -154,12 +156,14 @@ def rerun(
     override the [slurm] table of the spec its sweep last ran with.
     """
     from jepardy.launch.sweep import rerun as rerun_runs
+    from jepardy.store.show import resolve_run_ids
     from jepardy.store.transitions import open_store
 
     options = _sweep_options(runs_dir, gpus, slots, timeout_s, False, executor, slurm)
     store = open_store(db)
+    full_ids = resolve_run_ids(store, run_ids, "rerun")
     with sweep_progress() as progress:
-        summary = rerun_runs(run_ids, store, options, observer=RichSweepObserver(progress))
+        summary = rerun_runs(full_ids, store, options, observer=RichSweepObserver(progress))
     _print_summary(summary, db)
 
 
