@@ -18,14 +18,15 @@ def status(db: DbOption = "results.db") -> None:
     """Runs per state and sweep, and the running runs.
 
     For each running run: its orchestrator, its job (executor, id, state, nodes, devices),
-    elapsed time and heartbeat age.
+    elapsed time and heartbeat age; a run whose orchestrator stopped beating shows as stale.
     """
     from jepardy.store.engine import open_reader
-    from jepardy.store.views import running_jobs, status_counts
+    from jepardy.store.views import running_jobs, status_counts, sweep_specs
 
-    runs = open_reader(db).runs_frame()
+    database = open_reader(db)
+    runs = database.runs_frame()
     console.print(frame_table(status_counts(runs, every_state=False), "runs per state"))
-    running = running_jobs(runs)
+    running = running_jobs(runs, specs=sweep_specs(database))
     if len(running):
         console.print(frame_table(running, "running"))
 

@@ -29,12 +29,15 @@ from jepardy.launch.executor import Executor, JobState, Launcher
 from jepardy.launch.local_executor import LOCAL, kill_jobs
 from jepardy.launch.slurm import SLURM, scancel
 from jepardy.spec.identity import RunIdentity
-from jepardy.store.models import Claim, JobRecord, RunOutcome, RunStatus
+from jepardy.store.models import (
+    HEARTBEAT_S,
+    STALE_AFTER_S,
+    Claim,
+    JobRecord,
+    RunOutcome,
+    RunStatus,
+)
 from jepardy.store.transitions import Store, TransitionError
-
-HEARTBEAT_S = 10.0
-# A running run whose heartbeat is older than this belongs to an orchestrator that is gone.
-STALE_AFTER_S = 6 * HEARTBEAT_S
 
 
 class SweepObserver:

@@ -246,6 +246,12 @@ class Metric(Base):
 
 # The runs columns that say which run a row is (RunIdentity's fields, id for run_id); every
 # table of runs starts with them.
+# An orchestrator refreshes its runs' heartbeat this often; a running run whose heartbeat is
+# older than STALE_AFTER_S belongs to an orchestrator that is gone (the tracker takes such
+# runs over; `jepardy status` says so). Here, not in launch, because readers need it too.
+HEARTBEAT_S = 10.0
+STALE_AFTER_S = 6 * HEARTBEAT_S
+
 IDENTITY_COLUMNS = ("id", "sweep", "lane", "arm", "variant", "match", "seed")
 
 # result.json field -> column type it is coerced to.

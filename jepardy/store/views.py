@@ -6,14 +6,15 @@ Plain pandas over `Database.runs_frame()`; the CLI's `status` and `runs` print t
 from __future__ import annotations
 
 import difflib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 
 import pandas as pd
+import sqlalchemy as sa
 
 from jepardy.errors import UserError
 from jepardy.store.engine import Database
-from jepardy.store.models import IDENTITY_COLUMNS, RunStatus
+from jepardy.store.models import IDENTITY_COLUMNS, STALE_AFTER_S, RunStatus, Sweep
 
 STATES = [s.value for s in RunStatus]
 RUNS_COLUMNS = [
@@ -37,15 +38,25 @@ def status_counts(runs: pd.DataFrame, every_state: bool = True) -> pd.DataFrame:
     return counts.reset_index()
 
 
-def running_jobs(runs: pd.DataFrame, now: datetime | None = None) -> pd.DataFrame:
-    """The running runs: who holds them (host and pid of the orchestrator), their job (its
-    executor, id there, state in the executor's words, nodes, local GPUs), for how long, and
-    seconds since their last heartbeat."""
+def running_jobs(
+    runs: pd.DataFrame, now: datetime | None = None, specs: Mapping[str, str] | None = None
+) -> pd.DataFrame:
+    """The running runs: their state (`running`, or stale: see `running_state`), who holds
+    them (host and pid of the orchestrator), their job (its executor, id there, state in the
+    executor's words, nodes, local GPUs), for how long, and seconds since their last
+    heartbeat. `specs`: each sweep's spec path, named in the stale state's advice."""
     now = now or datetime.now(UTC)
     running = runs[runs["status"] == RunStatus.RUNNING.value]
+    age = (now - running["heartbeat_at"]).dt.total_seconds().round(1)
+    specs = specs or {}
+    states = [
+        running_state(None if pd.isna(a) else a, specs.get(str(sweep), "SPEC"))
+        for a, sweep in zip(age.tolist(), running["sweep"].tolist(), strict=True)
+    ]
     return pd.DataFrame(
         {
             "id": running["id"],
+            "state": pd.Series(states, index=running.index, dtype=object),
             "sweep": running["sweep"],
             "lane": running["lane"],
             "arm": running["arm"],
@@ -58,9 +69,28 @@ def running_jobs(runs: pd.DataFrame, now: datetime | None = None) -> pd.DataFram
             "job_nodes": running["job_nodes"],
             "devices": running["devices"],
             "elapsed_s": (now - running["started_at"]).dt.total_seconds().round(1),
-            "heartbeat_age_s": (now - running["heartbeat_at"]).dt.total_seconds().round(1),
+            "heartbeat_age_s": age,
         }
     )
+
+
+def running_state(heartbeat_age_s: float | None, spec: str) -> str:
+    """`running`, or, when the run's orchestrator stopped beating (heartbeat older than
+    STALE_AFTER_S, or none), that it is stale and how to take it over: the store still says
+    running, but nothing will finish it until a sweep of its spec resumes it."""
+    if heartbeat_age_s is not None and heartbeat_age_s <= STALE_AFTER_S:
+        return "running"
+    since = (
+        "no heartbeat" if heartbeat_age_s is None else f"no heartbeat for {heartbeat_age_s:.0f} s"
+    )
+    return f"running (stale: {since}; resume with jepardy sweep {spec})"
+
+
+def sweep_specs(database: Database) -> dict[str, str]:
+    """Each sweep's spec path, as its last `jepardy sweep` gave it."""
+    with database.engine.connect() as connection:
+        rows = connection.execute(sa.select(Sweep.name, Sweep.spec_path)).all()
+    return {name: path for name, path in rows}
 
 
 def unknown_value(
