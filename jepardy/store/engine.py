@@ -28,6 +28,7 @@ from __future__ import annotations
 import json
 import logging
 import random
+import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -60,6 +61,10 @@ _BACKOFF_S = 0.1
 _PG_WRITE_LOCK = int.from_bytes(b"jepardy", "big")
 # PostgreSQL SQLSTATEs worth another try: serialization failure, deadlock, lock timeout.
 _PG_TRANSIENT = frozenset({"40001", "40P01", "55P03"})
+# A writer still waiting for the write lock after this many seconds says so on stderr (a
+# warning of this module's logger; Python prints it there unless logging is configured),
+# once per Database: a wait of minutes behind another sweep must not look like a hang.
+_LOCK_NOTICE_S = 2.0
 
 _log = logging.getLogger(__name__)
 
@@ -147,6 +152,7 @@ class Database:
         self.name = name  # what error messages call the database (file path or URL)
         self._busy_timeout_ms = busy_timeout_ms
         self._write_engine = engine.execution_options(**{_WRITE_OPTION: True})
+        self._said_waiting = False
 
     # --- plumbing ---
 
@@ -177,20 +183,43 @@ class Database:
         one is raised.
         """
         bind = self._write_engine if write else self.engine
-        for attempt in range(1, _LOCK_ATTEMPTS + 1):
-            session = Session(bind, expire_on_commit=False)
-            try:
-                session.begin()
-                session.connection()  # runs the "begin" hooks: BEGIN IMMEDIATE, advisory lock
-                return session
-            except OperationalError as exc:
-                session.close()
-                if attempt == _LOCK_ATTEMPTS or not _is_transient(exc):
-                    raise
-                delay = _backoff_s(attempt)
-                _log.info("database %s busy (try %d); again in %.2f s", self.name, attempt, delay)
-                time.sleep(delay)
+        with self._lock_wait_notice(write):
+            for attempt in range(1, _LOCK_ATTEMPTS + 1):
+                session = Session(bind, expire_on_commit=False)
+                try:
+                    session.begin()
+                    session.connection()  # runs the "begin" hooks: BEGIN IMMEDIATE, advisory lock
+                    return session
+                except OperationalError as exc:
+                    session.close()
+                    if attempt == _LOCK_ATTEMPTS or not _is_transient(exc):
+                        raise
+                    delay = _backoff_s(attempt)
+                    _log.info(
+                        "database %s busy (try %d); again in %.2f s", self.name, attempt, delay
+                    )
+                    time.sleep(delay)
         raise AssertionError("unreachable")
+
+    @contextmanager
+    def _lock_wait_notice(self, write: bool) -> Iterator[None]:
+        """Within the block, a write that has waited _LOCK_NOTICE_S for the lock is told
+        about, once per Database (the wait happens inside SQLite's busy handler or
+        PostgreSQL's lock wait, so a timer thread speaks)."""
+        if not write or self._said_waiting:
+            yield
+            return
+        timer = threading.Timer(_LOCK_NOTICE_S, self._say_waiting)
+        timer.daemon = True
+        timer.start()
+        try:
+            yield
+        finally:
+            timer.cancel()
+
+    def _say_waiting(self) -> None:
+        self._said_waiting = True
+        _log.warning("waiting for the write lock on %s, held by another process...", self.name)
 
     def close(self) -> None:
         """Close every pooled connection."""
