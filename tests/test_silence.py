@@ -1,0 +1,214 @@
+"""Nothing is silent: a name that selects nothing says why (the closest name suggested), a
+one-value curve or one-budget horizon says what is missing, an empty valid selection says
+so, a dead orchestrator's runs show as stale, a lock wait is announced, and every command
+that takes run ids resolves them one way (exact id or unique prefix, candidates listed)."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import sqlite3
+import threading
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import runsets
+from conftest import Cli
+from runsets import R
+
+from jepardy.errors import UserError
+from jepardy.store import engine
+from jepardy.store.models import STALE_AFTER_S
+from jepardy.store.show import resolve_run_id
+from jepardy.store.transitions import open_store
+from jepardy.store.views import running_jobs
+
+SWEEP = "smoke"
+LANE = "isolation"
+
+
+@pytest.fixture(scope="module")
+def db(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A sweep with a control and one JEPA weight, at one wallclock_s; ids chosen so that
+    "ab" names three runs and "abc" one."""
+    path = tmp_path_factory.mktemp("silence") / "results.db"
+    store = open_store(path)
+    match = {"wallclock_s": 180}
+    runs = [R(LANE, "control", s, 1.30 + s / 100, match=match) for s in (1, 2)]
+    runs += [R(LANE, "jepa", s, 1.29 + s / 100, {"jepa_weight": 0.1}, match) for s in (1, 2)]
+    ids = ["ab" + "0" * 14, "abc" + "1" * 13, "ab" + "2" * 14, "ff" + "3" * 14]
+    plans = [
+        dataclasses.replace(runsets.planned(run, SWEEP), run_id=run_id)
+        for run, run_id in zip(runs, ids, strict=True)
+    ]
+    store.upsert_sweep(SWEEP, "experiments/smoke.toml", "[sweep]\nname = 'smoke'\n")
+    store.register_runs(plans, git_commit="abc123")
+    for run, plan in zip(runs, plans, strict=True):
+        outcome = runsets.RunOutcome(status="done", result=runsets.result(run), metrics=[])
+        store.record_result(plan.run_id, outcome)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("args", "said"),
+    [
+        (
+            ["report", "--sweep", "smok"],
+            "error: no sweep 'smok' in {db}; did you mean 'smoke'? sweeps: smoke",
+        ),
+        (
+            ["runs", "--sweep", "smok"],
+            "error: no sweep 'smok' in {db}; did you mean 'smoke'? sweeps: smoke",
+        ),
+        (
+            ["runs", "--status", "faild"],
+            "error: no status 'faild' in jepardy's run states; did you mean 'failed'? "
+            "statuses: pending, running, done, failed, timeout, interrupted, cancelled",
+        ),
+        (["runs", "--lane", "iso"], "error: no lane 'iso' in the store; lanes: isolation"),
+        (
+            ["report", "--no-compare", "--curve", "wallclock_s", "--sweep", "smoke"],
+            "error: --curve wallclock_s: one value (180) in sweep smoke; a curve needs two or more",
+        ),
+        (
+            ["report", "--horizons", "wallclock_s"],
+            "error: --horizons wallclock_s: one value (180) in sweep smoke; horizons need two "
+            "or more budgets",
+        ),
+    ],
+)
+def test_nothing_to_show_says_why(cli: Cli, db: Path, args: list[str], said: str) -> None:
+    assert cli.refused(*args, "--db", db, cwd=db.parent) == said.format(db=db)
+
+
+def test_a_curve_joined_by_the_control_draws(cli: Cli, db: Path) -> None:
+    # One arm value, but the control joins the curve at its own (jepa_weight 0).
+    proc = cli.run("report", "--curve", "jepa_weight", "--db", db, cwd=db.parent)
+    assert proc.returncode == 0 and "best: 0.1" in proc.stdout, proc.stderr
+
+
+def test_an_empty_valid_selection_says_so(cli: Cli, db: Path) -> None:
+    proc = cli.run("runs", "--status", "failed", "--sweep", SWEEP, "--db", db, cwd=db.parent)
+    assert proc.returncode == 0 and proc.stdout == "no failed runs in sweep smoke\n"
+
+
+def test_a_report_without_done_runs_says_so(cli: Cli, tmp_path: Path) -> None:
+    runsets.write(open_store(tmp_path / "r.db"), [R(LANE, "control", 1, None, status="pending")])
+    said = cli.refused("report", "--db", "r.db", cwd=tmp_path)
+    assert said == "error: report: no done runs in r.db (1 pending); nothing to report yet"
+
+
+# --- run ids ---
+
+
+def test_resolver_exact_prefix_ambiguous_unknown(store_url: str) -> None:
+    store = open_store(store_url)
+    runs = [R(LANE, "control", s, 1.3) for s in (1, 2, 3)]
+    plans = [runsets.planned(run) for run in runs]
+    ids = ["ab" + "0" * 14, "ab", "ab_" + "1" * 13]  # "ab" is an id and a prefix; "_" literal
+    plans = [dataclasses.replace(p, run_id=i) for p, i in zip(plans, ids, strict=True)]
+    store.upsert_sweep(runsets.SWEEP, "s.toml", "")
+    store.register_runs(plans, git_commit="abc123")
+    assert resolve_run_id(store, "ab", "show") == "ab"
+    assert resolve_run_id(store, "ab0", "show") == ids[0]
+    assert resolve_run_id(store, "ab_", "show") == ids[2]
+    with pytest.raises(UserError, match=r"no run with id or id prefix 'a%'"):
+        resolve_run_id(store, "a%", "show")
+    with pytest.raises(UserError, match=r"ambiguous run id 'a': 3 runs: ab \(isolation"):
+        resolve_run_id(store, "a", "show")
+
+
+AMBIGUOUS = (
+    "error: {command}: ambiguous run id 'ab': 3 runs: "
+    "ab00000000000000 (isolation/control seed 1), "
+    "ab22222222222222 (isolation/jepa/jepa_weight=0.1 seed 1), "
+    "abc1111111111111 (isolation/control seed 2); give more of the id"
+)
+
+
+@pytest.mark.parametrize(
+    "command", ["show", "logs", "rerun", "export", "export-submission"], ids=str
+)
+def test_every_command_resolves_run_ids_one_way(cli: Cli, db: Path, command: str) -> None:
+    said = cli.refused(command, "ab", "--db", db, cwd=db.parent)
+    assert said == AMBIGUOUS.format(command=command)
+    said = cli.refused(command, "zz", "--db", db, cwd=db.parent)
+    assert said == f"error: {command}: no run with id or id prefix 'zz' in {db}"
+
+
+def test_a_unique_prefix_is_the_run(cli: Cli, db: Path, tmp_path: Path) -> None:
+    shown = cli.run("show", "abc", "--db", db, cwd=db.parent)
+    assert shown.returncode == 0 and "abc1111111111111" in shown.stdout
+    # export-submission gets the full id: the submission lists it.
+    out = tmp_path / "sub"
+    done = cli.run("export-submission", "ff", "--out", out, "--db", db, cwd=db.parent)
+    assert done.returncode == 0, done.stderr
+    assert "ff33333333333333" in (out / "submission.json").read_text()
+    # export resolves before it looks at the run (a run without a directory is refused).
+    said = cli.refused("export", "abc", "--db", db, cwd=db.parent)
+    assert said == "error: run abc1111111111111: no run directory recorded"
+
+
+# --- a dead orchestrator's runs ---
+
+
+def test_stale_running_runs_say_so() -> None:
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    beats = [now - timedelta(seconds=5), now - timedelta(seconds=STALE_AFTER_S + 15), pd.NaT]
+    runs = pd.DataFrame(
+        {
+            "id": ["a", "b", "c"],
+            "status": "running",
+            "sweep": ["smoke", "smoke", "other"],
+            **{k: None for k in ("lane", "arm", "seed", "host", "pid", "executor", "job_id")},
+            **{k: None for k in ("job_state", "job_nodes", "devices")},
+            "started_at": pd.Series([now] * 3, dtype="datetime64[ns, UTC]"),
+            "heartbeat_at": pd.Series(beats, dtype="datetime64[ns, UTC]"),
+        }
+    )
+    states = running_jobs(runs, now, {"smoke": "experiments/smoke.toml"})["state"].tolist()
+    assert states == [
+        "running",
+        "running (stale: no heartbeat for 75 s; resume with jepardy sweep experiments/smoke.toml)",
+        "running (stale: no heartbeat; resume with jepardy sweep SPEC)",
+    ]
+
+
+def test_status_shows_a_dead_orchestrators_run_as_stale(cli: Cli, tmp_path: Path) -> None:
+    path = tmp_path / "results.db"
+    store = open_store(path)
+    [run_id] = runsets.write(store, [R(LANE, "control", 1, None, status="pending")])
+    store.mark_running(run_id, "gone-host", 1, "runs/x", ["torchrun"])
+    old = (datetime.now(UTC) - timedelta(minutes=5)).strftime("%Y-%m-%d %H:%M:%S")
+    with sqlite3.connect(path) as connection:
+        connection.execute("UPDATE runs SET heartbeat_at = ? WHERE id = ?", (old, run_id))
+    proc = cli.run("status", "--db", path, cwd=tmp_path)
+    assert proc.returncode == 0
+    assert "running (stale: no heartbeat for 30" in proc.stdout
+    assert "resume with jepardy sweep study.toml)" in proc.stdout
+
+
+# --- the write lock ---
+
+
+def test_a_long_lock_wait_is_announced_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(engine, "_LOCK_NOTICE_S", 0.2)
+    path = tmp_path / "results.db"
+    store = open_store(path)
+    caplog.set_level(logging.WARNING, logger=engine.__name__)
+    for name in ("one", "two"):  # two waits, one line
+        holder = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        holder.execute("BEGIN IMMEDIATE")
+        release = threading.Timer(0.6, holder.execute, ["ROLLBACK"])
+        release.start()
+        store.upsert_sweep(name, f"{name}.toml", "")
+        release.join()
+        holder.close()
+    said = [r.getMessage() for r in caplog.records if r.name == engine.__name__]
+    assert said == [f"waiting for the write lock on {path}, held by another process..."]
+    store.upsert_sweep("three", "three.toml", "")  # no wait: nothing said
+    assert len(caplog.records) == 1
