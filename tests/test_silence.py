@@ -212,3 +212,18 @@ def test_a_long_lock_wait_is_announced_once(
     assert said == [f"waiting for the write lock on {path}, held by another process..."]
     store.upsert_sweep("three", "three.toml", "")  # no wait: nothing said
     assert len(caplog.records) == 1
+
+
+def test_values_spread_over_arms_are_no_curve(tmp_path: Path) -> None:
+    from jepardy.analysis.curves import curve_table
+    from jepardy.store.frames import load_runs
+
+    store = open_store(tmp_path / "results.db")
+    runs = [R(LANE, arm, 1, 1.3, {"jepa_weight": w}) for arm, w in (("a", 0.1), ("b", 0.2))]
+    runsets.write(store, [dataclasses.replace(run, seed=s) for run in runs for s in (1, 2)])
+    with pytest.raises(UserError) as raised:
+        curve_table(load_runs(store), "jepa_weight")
+    assert str(raised.value) == (
+        "--curve jepa_weight: no arm ran two or more of its values (0.1, 0.2) in sweep study; "
+        "a curve needs two or more"
+    )

@@ -69,7 +69,7 @@ def too_few_values(option: str, values: pd.Series, sweeps: pd.Series, needs: str
     if len(found) == 1:
         return UserError(f"{option}: one value ({shown}) in sweep {where}; {needs}")
     return UserError(
-        f"{option}: no arm ran two or more of its values ({shown}) in {where}; {needs}"
+        f"{option}: no arm ran two or more of its values ({shown}) in sweep {where}; {needs}"
     )
 
 
