@@ -155,4 +155,4 @@ def test_jepardy_export_records_a_linked_run(cli, source_run, tmp_path):
     assert len(store.runs_frame("toy")) == 2
 
     line = cli.refused("export", "nosuchrun0000000", "--db", db, cwd=tmp_path)
-    assert line == f"error: run nosuchrun0000000: not in database {db}"
+    assert line == f"error: export: no run with id or id prefix 'nosuchrun0000000' in {db}"
