@@ -214,6 +214,17 @@ def test_a_long_lock_wait_is_announced_once(
     assert len(caplog.records) == 1
 
 
+def test_the_demos_curve_says_one_value(cli: Cli, tmp_path: Path) -> None:
+    # As experiments/smoke.toml: jepa_weight a scalar of the arm, not an arm axis.
+    runs = [R(LANE, "control", s, 1.3, extra={"jepa_weight": 0.0}) for s in (1, 2)]
+    runs += [R(LANE, "jepa", s, 1.4, extra={"jepa_weight": 0.1}) for s in (1, 2)]
+    runsets.write(open_store(tmp_path / "results.db"), runs)
+    said = cli.refused("report", "--curve", "jepa_weight", cwd=tmp_path)
+    assert said == (
+        "error: --curve jepa_weight: one value (0.1) in sweep study; a curve needs two or more"
+    )
+
+
 def test_values_spread_over_arms_are_no_curve(tmp_path: Path) -> None:
     from jepardy.analysis.curves import curve_table
     from jepardy.store.frames import load_runs

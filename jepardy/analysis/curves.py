@@ -31,8 +31,8 @@ from scipy import optimize, stats
 
 from jepardy.analysis import render
 from jepardy.analysis.render import Section
-from jepardy.analysis.summary import SUMMARY_COLUMNS as SUMMARY_STATS
 from jepardy.analysis.summary import (
+    CONTROL_ARM,
     axis_values,
     drop_key,
     group_codes,
@@ -43,6 +43,7 @@ from jepardy.analysis.summary import (
     summarize,
     too_few_values,
 )
+from jepardy.analysis.summary import SUMMARY_COLUMNS as SUMMARY_STATS
 from jepardy.errors import UserError
 from jepardy.store.models import RunStatus
 
@@ -119,8 +120,11 @@ def curve_table(
     sizes = points.groupby(CURVE_KEYS, sort=False, observed=True)[axis].transform("size")
     skipped = int(points[sizes < 2].groupby(CURVE_KEYS, sort=False, observed=True).ngroups)
     if not (sizes >= 2).any():
+        # The arms' values say what is missing (the control's own value joins their curves).
+        arms = points[points["arm"].astype(str) != CONTROL_ARM]
+        named = arms if len(arms) else points
         needs = "a curve needs two or more"
-        raise too_few_values(f"--curve {axis}", points[axis], points["sweep"], needs)
+        raise too_few_values(f"--curve {axis}", named[axis], named["sweep"], needs)
     points = points[sizes >= 2].reset_index(drop=True)
     curve_id = points.groupby(CURVE_KEYS, sort=False, observed=True).ngroup().to_numpy()
     # Points are sorted by curve, so each curve is one contiguous slice [start, end).
