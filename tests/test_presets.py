@@ -100,7 +100,9 @@ def test_unknown_preset_is_one_line_naming_the_presets():
 
 
 def test_choice_fields_are_checked_and_listed_in_the_schema():
-    with pytest.raises(UserError, match=r"optimizer: 'sgd' invalid; must be one of 'adamw'"):
+    with pytest.raises(
+        UserError, match=r"config: optimizer = 'sgd': must be one of 'adamw', 'muon'"
+    ):
         config_from_params({"optimizer": "sgd"})
     fields = schema()
     assert fields["preset"]["choices"] == ["", *PRESETS]
