@@ -19,7 +19,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
-from jepardy.errors import UserError
+from jepardy.errors import UserError, clipped_repr
 from jepardy.trainer.presets import PRESETS
 
 # The challenge's artifact cap: code bytes + compressed model bytes, decimal bytes.
@@ -163,8 +163,6 @@ _TYPE_NAMES = {int: "int", float: "float", bool: "bool", str: "str"}
 
 # Ints pass through torch, numpy and the store's BIGINT columns.
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
-# A value shown in a message is cut to this many characters (a spec value can be megabytes).
-_SHOWN_CHARS = 40
 
 
 @dataclass(frozen=True)
@@ -273,9 +271,10 @@ class ConfigProblem:
 
 
 def shown(value: Any) -> str:
-    """A value as a message shows it: TOML's true/false, repr otherwise, cut short."""
-    text = ("true" if value else "false") if isinstance(value, bool) else repr(value)
-    return text if len(text) <= _SHOWN_CHARS else f"{text[: _SHOWN_CHARS - 3]}..."
+    """A value as a message shows it: TOML's true/false, a repr cut short otherwise."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return clipped_repr(value)
 
 
 @dataclass(frozen=True)
@@ -422,7 +421,9 @@ def coerce_value(name: str, value: Any, type_name: str) -> Any:
     if isinstance(value, bool) and expected is not bool:
         raise ValueError(f"{name}: {value!r} is a bool; expected {type_name}")
     if not isinstance(value, expected):
-        raise ValueError(f"{name}: {value!r} is a {type(value).__name__}; expected {type_name}")
+        raise ValueError(
+            f"{name}: {clipped_repr(value)} is a {type(value).__name__}; expected {type_name}"
+        )
     return value
 
 
@@ -431,7 +432,9 @@ def preset_params(name: str, source: str = "config") -> dict[str, Any]:
     if name == "":
         return {}
     if name not in PRESETS:
-        raise UserError(f"{source}: preset: {name!r} is not a preset; known: {', '.join(PRESETS)}")
+        raise UserError(
+            f"{source}: preset: {clipped_repr(name)} is not a preset; known: {', '.join(PRESETS)}"
+        )
     return dict(PRESETS[name])
 
 
