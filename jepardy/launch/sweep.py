@@ -112,12 +112,21 @@ def check_paths(source: Path | str, runs: list[RunIdentity]) -> None:
             value = str(run.params.get(name, defaults[name]))
             if not value or value in checked:
                 continue
-            if not Path(value).exists():
-                hint = "; run `jepardy data build`" if "embedded" in value else ""
+            if problem := _path_problem(value):
                 raise UserError(
-                    f"{run_where(source, run)}: {name} = {clipped_repr(value)}: not found{hint}"
+                    f"{run_where(source, run)}: {name} = {clipped_repr(value)}: {problem}"
                 )
             checked.add(value)
+
+
+def _path_problem(value: str) -> str | None:
+    """Why a data path cannot be read, or None when it exists."""
+    try:
+        if Path(value).exists():
+            return None
+    except OSError as err:  # e.g. a name too long for the filesystem
+        return f"cannot be looked up ({err.strerror})"
+    return "not found; run `jepardy data build`" if "embedded" in value else "not found"
 
 
 def check_runs_dir(runs_root: Path, sweep: str) -> None:
