@@ -311,6 +311,24 @@ def test_every_numeric_param_has_declared_bounds() -> None:
     assert numeric - set(BOUNDS) == set()
 
 
+@pytest.mark.parametrize(
+    ("bits", "level", "expected"),
+    [
+        (1, 3, "export: --quant-bits 1: must be in [2, 8]"),
+        (8, 23, "export: --zstd-level 23: must be in [-131072, 22]"),
+    ],
+)
+def test_export_flags_are_held_to_the_trainer_ranges(
+    tmp_path: Path, bits: int, level: int, expected: str
+) -> None:
+    from jepardy.launch.reexport import reexport
+
+    store = open_store(tmp_path / "r.db")
+    with pytest.raises(UserError) as caught:
+        reexport(store, "0123456789abcdef", bits, level)  # refused before the run is looked up
+    assert str(caught.value) == expected
+
+
 # --- sweep: what is tried before the database, and before any run is claimed --------------
 
 RUNNABLE = spec_text('data_dir = "."\ntokenizer_path = ""')
