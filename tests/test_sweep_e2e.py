@@ -305,9 +305,10 @@ def test_a_crashing_arm_is_recorded_failed_and_retried_once_fixed(
     shard = corrupt / "fineweb_train_000000.bin"
     shard.write_bytes(shard.read_bytes()[:5000])
     jepa_arm = f'[lanes.main.arms.jepa]\njepa_weight = 0.1\ndata_dir = "{corrupt}"\n'
-    # Weights drawn at std 1e20 overflow the logits, so the loss is NaN from the first step:
-    # the trainer ends the run as failed with reason "nan".
-    nan_arm = "[lanes.main.arms.nan]\ninit_std = 1e20\n"
+    # A RoPE base of 1e-300 passes the rules (> 0) but is 0 in float32, so the rotary
+    # frequencies are infinite and the loss is NaN from the first step: the trainer ends the
+    # run as failed with reason "nan".
+    nan_arm = "[lanes.main.arms.nan]\nrope_base = 1e-300\n"
     spec = tmp_path / "spec.toml"
     spec.write_text(tiny_spec("crash", corpus, arms=f"{jepa_arm}\n{nan_arm}"))
     sweep = ("sweep", "spec.toml", "--db", "results.db", "--runs-dir", "runs")
