@@ -18,6 +18,7 @@ import pytest
 from jepardy.errors import UserError
 from jepardy.launch.command import trainer_schema
 from jepardy.spec.expand import count_runs, expand_runs
+from jepardy.spec.model import DEFAULT_MAX_RUNS
 from jepardy.spec.parse import load_spec
 from jepardy.store.transitions import open_store
 from jepardy.trainer.config import BOUNDS, CHOICES, TrainConfig, check_params, config_from_params
@@ -242,6 +243,22 @@ def test_max_runs_allows_exactly_its_count(tmp_path: Path) -> None:
     loaded = load_spec(spec, trainer_schema())
     assert loaded.max_runs == 4
     assert count_runs(loaded) == len(expand_runs(loaded)) == 4
+
+
+def test_the_default_limit_is_ten_thousand(tmp_path: Path) -> None:
+    spec = tmp_path / "spec.toml"
+    spec.write_text(spec_text())
+    assert load_spec(spec, trainer_schema()).max_runs == DEFAULT_MAX_RUNS == 10_000
+
+
+def test_a_spec_over_the_limit_is_refused_before_expansion(tmp_path: Path) -> None:
+    spec = tmp_path / "spec.toml"
+    spec.write_text(HOSTILE_BY_ID["product-of-grids"])  # 4e16 runs
+    schema = trainer_schema()
+    started = time.perf_counter()
+    with pytest.raises(UserError, match=r"sweep\.max_runs: the spec expands to 4\.00e\+16 runs"):
+        load_spec(spec, schema)
+    assert time.perf_counter() - started < 1.0
 
 
 def test_counting_matches_expansion_with_zip_groups_and_arm_axes(tmp_path: Path) -> None:
