@@ -100,7 +100,9 @@ def test_unknown_preset_is_one_line_naming_the_presets():
 
 
 def test_choice_fields_are_checked_and_listed_in_the_schema():
-    with pytest.raises(UserError, match=r"optimizer: 'sgd' invalid; must be one of 'adamw'"):
+    with pytest.raises(
+        UserError, match=r"config: optimizer = 'sgd': must be one of 'adamw', 'muon'"
+    ):
         config_from_params({"optimizer": "sgd"})
     fields = schema()
     assert fields["preset"]["choices"] == ["", *PRESETS]
@@ -145,10 +147,11 @@ def test_every_preset_trains_a_few_steps_at_toy_size(name, corpus, tmp_path):
 
 
 def test_plan_accepts_a_spec_that_names_a_preset(cli, tmp_path):
+    # 4 layers: the preset's XSA covers its last 4 blocks (n_layers 2 is refused at plan time).
     spec = tmp_path / "spec.toml"
     spec.write_text(
         "[sweep]\nname = 'presets'\nseeds = [1]\n\n"
-        "[params]\npreset = 'leader_stack'\nn_layers = 2\n\n"
+        "[params]\npreset = 'leader_stack'\nn_layers = 4\n\n"
         "[lanes.main]\ncontrol = { jepa_weight = 0.0 }\n\n"
         "[lanes.main.arms.jepa]\njepa_weight = 0.1\n"
     )

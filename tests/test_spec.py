@@ -225,7 +225,8 @@ control = { mode = "a" }
 mode = "b"
 alpha = [1, 2.5]
 """
-    runs = expand_runs(load_spec(write(tmp_path, text), small))
+    # Not the jepardy trainer's schema, so not its rules either.
+    runs = expand_runs(load_spec(write(tmp_path, text), small, trainer_rules=False))
     assert [(r.arm, r.variant, r.seed) for r in runs] == [
         ("control", "", 3),
         ("control", "", 1),

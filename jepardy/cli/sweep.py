@@ -48,12 +48,17 @@ def plan(
     Each run with its status in the store. With --sbatch, also the sbatch script of every run as
     `jepardy sweep --executor slurm` with the same Slurm options would submit it.
     """
-    from jepardy.launch.command import run_argv
+    from jepardy.launch.command import run_argv, trainer_schema
+    from jepardy.spec.parse import load_spec
+
+    checked = load_spec(spec, trainer_schema())  # a bad spec is refused before the imports below
     from jepardy.launch.sweep import load_plan, sbatch_scripts
     from jepardy.spec.expand import describe_plan
     from jepardy.store.engine import open_reader
 
-    loaded, entries = load_plan(spec, open_reader(db) if Path(db).exists() or "://" in db else None)
+    loaded, entries = load_plan(
+        checked, open_reader(db) if Path(db).exists() or "://" in db else None
+    )
     console.print(_plan_table(f"{loaded.name}: {len(entries)} runs", entries))
     counts = describe_plan([e.run for e in entries])
     console.print({k: v for k, v in counts.items() if k != "runs"})
@@ -107,13 +112,14 @@ def sweep(
     and a Slurm job still queued or running is re-attached to, never submitted twice. Ctrl-C
     stops cleanly; a second Ctrl-C kills at once.
     """
-    from jepardy.launch.sweep import run_sweep
+    from jepardy.launch.sweep import prepare_sweep, run_sweep
     from jepardy.store.transitions import open_store
 
     options = _sweep_options(runs_dir, gpus, slots, timeout_s, retry_failed, executor, slurm)
+    prepared = prepare_sweep(spec, options)  # before the database: a bad spec creates none
     store = open_store(db)
     with sweep_progress() as progress:
-        summary = run_sweep(spec, store, options, observer=RichSweepObserver(progress))
+        summary = run_sweep(prepared, store, options, observer=RichSweepObserver(progress))
     _print_summary(summary, db)
 
 

@@ -30,6 +30,7 @@ from jepardy.spec.identity import RunIdentity, trainer_code_digest
 from jepardy.spec.identity import run_id as make_run_id
 from jepardy.store.models import RunOutcome, RunStatus
 from jepardy.store.transitions import Store
+from jepardy.trainer.config import BOUNDS
 
 KIND = "export"
 CHECKPOINT_FILE = "final.pt"  # the trainer's checkpoint.CHECKPOINT_FILE (a file contract)
@@ -128,8 +129,13 @@ def reexport(
 ) -> ExportOutcome:
     """Re-export run `source_id`, recording the new run row; an identical export already
     done is returned as it is (`existed`)."""
-    if not 2 <= quant_bits <= 8:
-        raise UserError(f"export: --quant-bits {quant_bits}; must be between 2 and 8")
+    # The trainer's own ranges (trainer/config.py), before anything is recorded.
+    for flag, name, value in (
+        ("--quant-bits", "quant_bits", quant_bits),
+        ("--zstd-level", "zstd_level", zstd_level),
+    ):
+        if not BOUNDS[name].holds(value):
+            raise UserError(f"export: {flag} {value}: must be {BOUNDS[name]}")
     source_dir = source_run_dir(store, source_id)
     run = plan_export(store, source_id, quant_bits, zstd_level)
     out_dir = runs_root / run.sweep / run.run_id

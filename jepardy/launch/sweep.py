@@ -10,14 +10,16 @@ their run directory.
 
 from __future__ import annotations
 
+import errno
 import os
 import subprocess
+import tempfile
 import time
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from jepardy.errors import UserError
+from jepardy.errors import UserError, clipped_repr
 from jepardy.launch.command import trainer_schema
 from jepardy.launch.executor import Executor
 from jepardy.launch.local_executor import LOCAL, LocalExecutor
@@ -29,6 +31,7 @@ from jepardy.spec.expand import expand_runs
 from jepardy.spec.identity import RunIdentity
 from jepardy.spec.model import Spec
 from jepardy.spec.parse import load_spec
+from jepardy.spec.validate import run_where
 from jepardy.store.engine import Database
 from jepardy.store.models import RunStatus
 from jepardy.store.transitions import Store
@@ -71,28 +74,75 @@ class PlanEntry:
     status: str  # the store's status, or "new" for a run the store has not seen
 
 
-def load_plan(spec_path: Path, store: Database | None) -> tuple[Spec, list[PlanEntry]]:
+@dataclass(frozen=True)
+class PreparedSweep:
+    """A spec checked for launching (`prepare_sweep`) and its runs."""
+
+    spec: Spec
+    runs: list[RunIdentity]
+
+
+def load_plan(spec: Path | Spec, store: Database | None) -> tuple[Spec, list[PlanEntry]]:
     """The spec's runs with their status in the store (when one is given)."""
-    spec = load_spec(spec_path, trainer_schema())
+    if not isinstance(spec, Spec):
+        spec = load_spec(spec, trainer_schema())
     runs = expand_runs(spec)
     statuses = store.statuses([r.run_id for r in runs]) if store else {}
     return spec, [PlanEntry(r, str(statuses.get(r.run_id, "new"))) for r in runs]
 
 
-def check_paths(source: str, runs: list[RunIdentity]) -> None:
+def prepare_sweep(spec_path: Path, options: SweepOptions) -> PreparedSweep:
+    """The spec, checked for launching before any database is opened or run claimed: the
+    spec itself (`load_spec`), the data paths its runs read, and the run directories."""
+    spec = load_spec(spec_path, trainer_schema())
+    runs = expand_runs(spec)
+    check_paths(spec.path, runs)
+    check_runs_dir(options.runs_root, spec.name)
+    return PreparedSweep(spec, runs)
+
+
+def check_paths(source: Path | str, runs: list[RunIdentity]) -> None:
     """Refuse to launch when a data path a run needs does not exist (one line, naming it)."""
     defaults = {name: trainer_schema()[name]["default"] for name in _PATH_PARAMS}
+    checked: set[str] = set()  # each path once: 10,000 runs usually share two
     for run in runs:
         if run.kind != "jepardy":
             continue  # other trainers' params are theirs to check
         for name in _PATH_PARAMS:
-            value = run.params.get(name, defaults[name])
-            if value and not Path(value).exists():
-                hint = "; run `jepardy data build`" if "embedded" in str(value) else ""
+            value = str(run.params.get(name, defaults[name]))
+            if not value or value in checked:
+                continue
+            if problem := _path_problem(value):
                 raise UserError(
-                    f"{source}: {name}: {value} not found (run {run.lane}/"
-                    f"{run.arm} seed {run.seed}){hint}"
+                    f"{run_where(source, run)}: {name} = {clipped_repr(value)}: {problem}"
                 )
+            checked.add(value)
+
+
+def _path_problem(value: str) -> str | None:
+    """Why a data path cannot be read, or None when it exists."""
+    try:
+        if Path(value).exists():
+            return None
+    except OSError as err:  # e.g. a name too long for the filesystem
+        return f"cannot be looked up ({err.strerror})"
+    return "not found; run `jepardy data build`" if "embedded" in value else "not found"
+
+
+def check_runs_dir(runs_root: Path, sweep: str) -> None:
+    """UserError unless the sweep's run directories can be made under `runs_root`, so a
+    sweep that could not write its runs' files stops before it claims one. Tried by writing
+    a temporary file into the nearest existing folder (os.access says yes to root on a
+    read-only mount); nothing is left behind."""
+    target = runs_root / sweep
+    existing = next(path for path in (target, *target.parents) if path.exists())
+    try:
+        if not existing.is_dir():
+            raise NotADirectoryError(errno.ENOTDIR, f"{existing} is not a directory")
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as err:
+        raise UserError(f"--runs-dir: {target}: cannot be written ({err.strerror})") from None
 
 
 def run_timeout_s(run: RunIdentity, override_s: float | None) -> float | None:
@@ -123,7 +173,7 @@ def git_commit() -> str | None:
 
 
 def run_sweep(
-    spec_path: Path,
+    spec: Path | PreparedSweep,
     store: Store,
     options: SweepOptions = SweepOptions(),
     observer: SweepObserver | None = None,
@@ -134,12 +184,11 @@ def run_sweep(
     followed, not submitted again). Ctrl-C stops every job cleanly (a second one at once),
     records them interrupted and re-raises KeyboardInterrupt."""
     observer = observer or SweepObserver()
-    spec = load_spec(spec_path, trainer_schema())
-    runs = expand_runs(spec)
-    check_paths(spec, runs)
-    waits_for = {lane.name: set(lane.after) for lane in spec.lanes}
-    tracker = _tracker(store, options, runs, spec.path, spec.slurm, observer, waits_for)
-    store.upsert_sweep(spec.name, str(spec_path), spec.text)
+    prepared = spec if isinstance(spec, PreparedSweep) else prepare_sweep(spec, options)
+    loaded, runs = prepared.spec, prepared.runs
+    waits_for = {lane.name: set(lane.after) for lane in loaded.lanes}
+    tracker = _tracker(store, options, runs, loaded.path, loaded.slurm, observer, waits_for)
+    store.upsert_sweep(loaded.name, str(loaded.path), loaded.text)
     store.register_runs(runs, git_commit())
     tracker.recover(runs)
     statuses = store.statuses([r.run_id for r in runs])
@@ -147,7 +196,7 @@ def run_sweep(
         {RunStatus.FAILED, RunStatus.TIMEOUT} if options.retry_failed else set()
     )
     queue = [r for r in runs if statuses[r.run_id] in runnable]
-    summary = SweepSummary(sweep=spec.name, total=len(runs))
+    summary = SweepSummary(sweep=loaded.name, total=len(runs))
     observer.planned(len(runs))
     for run in runs:
         if statuses[run.run_id] not in runnable and run.run_id not in tracker.active:
@@ -175,6 +224,8 @@ def rerun(
             )
     check_paths("rerun", runs)
     sweeps = sorted({run.sweep for run in runs})
+    for name in sweeps:
+        check_runs_dir(options.runs_root, name)
     # On Slurm: the [slurm] table of the spec the runs' sweep last ran with, when they
     # share one, under the command's options.
     table = tomllib.loads(store.spec_text(sweeps[0]) or "") if len(sweeps) == 1 else {}

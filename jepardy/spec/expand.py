@@ -7,6 +7,7 @@ advance together); seeds. Pure and deterministic; the run identity is docs/archi
 from __future__ import annotations
 
 import itertools
+import math
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
@@ -26,6 +27,19 @@ def expand_runs(spec: Spec) -> list[RunIdentity]:
     runs = [run for lane in spec.lanes for run in _expand_lane(spec, lane)]
     _check_duplicates(spec, runs)
     return runs
+
+
+def count_runs(spec: Spec) -> int:
+    """How many runs `expand_runs` gives, from the axis sizes alone: nothing is built, so a
+    spec of 10^12 runs is counted at once."""
+    return sum(_lane_count(spec, lane) for lane in spec.lanes)
+
+
+def _lane_count(spec: Spec, lane: Lane) -> int:
+    matches = math.prod(len(unit) for unit in _match_units(spec, lane))
+    arms = (lane.control, *lane.arms)
+    variants = sum(math.prod(len(values) for values in arm.axes.values()) for arm in arms)
+    return variants * matches * len(spec.seeds)
 
 
 def format_value(value: Scalar) -> str:

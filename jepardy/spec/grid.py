@@ -10,6 +10,7 @@ from collections.abc import Callable
 from decimal import Decimal, InvalidOperation
 from typing import Any, NoReturn
 
+from jepardy.errors import clipped_repr
 from jepardy.spec.model import MAX_GRID_POINTS
 
 GRID_KEYS = ("start", "stop", "step")
@@ -43,11 +44,11 @@ def exact_decimal(value: Any, where: str, fail: Fail) -> Decimal:
     # Numbers go through str() so a TOML 0.05 becomes Decimal("0.05"), not its binary value.
     if isinstance(value, bool) or not isinstance(value, int | float | str):
         kind = {dict: "table", list: "list"}.get(type(value), type(value).__name__)
-        fail(where, f"{value!r} is a {kind}; expected a decimal string or a number")
+        fail(where, f"{clipped_repr(value)} is a {kind}; expected a decimal string or a number")
     try:
         number = Decimal(str(value).strip())
     except InvalidOperation:
-        fail(where, f'{value!r} is not a number; expected a decimal string like "0.05"')
+        fail(where, f'{clipped_repr(value)} is not a number; expected a decimal string like "0.05"')
     if not number.is_finite():
-        fail(where, f"{value!r} is not finite; expected a finite number")
+        fail(where, f"{clipped_repr(value)} is not finite; expected a finite number")
     return number

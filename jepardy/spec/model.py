@@ -20,6 +20,9 @@ KINDS = ("jepardy", SCRIPT)  # trainer kinds that can be launched
 NAME_PATTERN = re.compile(r"[a-z0-9][a-z0-9_.-]*")
 # A grid of more points than this is almost surely a typo'd step (and would hang expansion).
 MAX_GRID_POINTS = 10_000
+# Runs a spec may expand to unless its [sweep] sets max_runs: past this, a spec is almost
+# surely a mistake (a grid times many seeds), and expanding it would take minutes and GBs.
+DEFAULT_MAX_RUNS = 10_000
 
 
 @dataclass(frozen=True)
@@ -59,6 +62,7 @@ class Spec:
     name: str
     description: str
     seeds: tuple[int, ...]
+    max_runs: int
     zip_groups: tuple[tuple[str, ...], ...]
     kind: str
     nproc: int

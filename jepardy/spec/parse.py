@@ -19,13 +19,14 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-from jepardy.errors import UserError
+from jepardy.errors import UserError, clipped_repr
 from jepardy.spec.challenge_env import script_param_type
 from jepardy.spec.expand import arm_field, expand_runs
 from jepardy.spec.grid import GRID_KEYS, float_grid
 from jepardy.spec.identity import trainer_code_digest
 from jepardy.spec.model import (
     CONTROL,
+    DEFAULT_MAX_RUNS,
     KINDS,
     NAME_PATTERN,
     SCRIPT,
@@ -36,27 +37,37 @@ from jepardy.spec.model import (
     Spec,
 )
 from jepardy.spec.slurm import SLURM_KEYS, slurm_value_problem
+from jepardy.spec.validate import check_run_count, check_runs
 from jepardy.trainer.config import coerce_value
 
 _TOP_KEYS = ("sweep", "trainer", "params", "axes", "lanes", "slurm")
-_SWEEP_KEYS = ("name", "description", "seeds", "zip")
+_SWEEP_KEYS = ("name", "description", "seeds", "zip", "max_runs")
 _TRAINER_KEYS = ("kind", "nproc", "path")
 _LANE_KEYS = ("description", "after", "params", "axes", "control", "arms")
+# Seeds reach torch.manual_seed and the store's BIGINT column.
+_INT64_MAX = 2**63 - 1
 _TOML_WHERE = re.compile(r"(?P<msg>.*) \(at (?P<where>line \d+, column \d+|end of document)\)")
 
 
-def load_spec(path: Path, schema: Mapping[str, Mapping[str, Any]]) -> Spec:
+def load_spec(
+    path: Path, schema: Mapping[str, Mapping[str, Any]], *, trainer_rules: bool = True
+) -> Spec:
     """Read, parse and fully validate a spec against the trainer's param schema.
 
     `schema` maps param name -> {"type": "int"|"float"|"bool"|"str", "default": ...}, as
     `jepardy.trainer.config.schema()` returns it. Raises `UserError` (one line) for any
-    mistake, including duplicate runs, so a returned Spec always expands cleanly.
+    mistake, including more runs than `max_runs`, duplicate runs and (unless `trainer_rules`
+    is False, for a schema that is not the jepardy trainer's) a run the trainer would refuse
+    (`jepardy.spec.validate`), so a returned Spec always expands to runnable runs.
     """
     data = _read_bytes(path)
     text = _decode(path, data)
     raw = _parse_toml(path, text)
     spec = _Parser(str(path), schema).spec(raw, path, text, hashlib.sha256(data).hexdigest())
-    expand_runs(spec)  # duplicate runs are only visible after expansion
+    check_run_count(spec)  # before a single run is built
+    runs = expand_runs(spec)  # duplicate runs are only visible after expansion
+    if trainer_rules:
+        check_runs(spec, runs)
     return spec
 
 
@@ -97,7 +108,7 @@ def _parse_toml(path: Path, text: str) -> dict[str, Any]:
 
 def _describe(value: Any) -> str:
     kind = {dict: "table", list: "list"}.get(type(value), type(value).__name__)
-    return f"{value!r} is a {kind}"
+    return f"{clipped_repr(value)} is a {kind}"
 
 
 def _unknown(found: str, allowed: Sequence[str], otherwise: str) -> str:
@@ -127,6 +138,7 @@ class _Parser:
         name = self.name(sweep.get("name"), "sweep.name")
         description = self.text(sweep, "description", "sweep")
         seeds = self.seeds(sweep)
+        max_runs = self.max_runs(sweep.get("max_runs", DEFAULT_MAX_RUNS))
         trainer = self.table(raw, "trainer", "")
         self.check_keys(trainer, "trainer", _TRAINER_KEYS)
         kind = self.kind(trainer.get("kind", KINDS[0]))
@@ -147,6 +159,7 @@ class _Parser:
             name=name,
             description=description,
             seeds=seeds,
+            max_runs=max_runs,
             zip_groups=zip_groups,
             kind=kind,
             nproc=nproc,
@@ -186,7 +199,10 @@ class _Parser:
         if value is None:
             self.fail(where, f"missing; a name matching {NAME_PATTERN.pattern} is required")
         if not isinstance(value, str) or not NAME_PATTERN.fullmatch(value):
-            self.fail(where, f"{value!r} is not a valid name; names match {NAME_PATTERN.pattern}")
+            self.fail(
+                where,
+                f"{clipped_repr(value)} is not a valid name; names match {NAME_PATTERN.pattern}",
+            )
         return value
 
     def text(self, table: dict[str, Any], key: str, prefix: str) -> str:
@@ -207,7 +223,7 @@ class _Parser:
                     allowed = ", ".join(earlier) or "none"
                     self.fail(
                         f"lanes.{lane.name}.after",
-                        f"{dep!r} is not an earlier lane; earlier lanes: {allowed}",
+                        f"{clipped_repr(dep)} is not an earlier lane; earlier lanes: {allowed}",
                     )
         return parsed
 
@@ -311,9 +327,13 @@ class _Parser:
         if not value:
             self.fail(where, "[] is empty; an axis needs at least one value")
         values = tuple(self.coerce(v, type_name, f"{where}[{i}]") for i, v in enumerate(value))
+        seen: dict[Scalar, int] = {}  # a dict, not a list scan: axes may hold 10^5 values
         for i, v in enumerate(values):
-            if v in values[:i]:
-                self.fail(f"{where}[{i}]", f"{v!r} appears twice; axis values must be distinct")
+            if seen.setdefault(v, i) != i:
+                self.fail(
+                    f"{where}[{i}]",
+                    f"{clipped_repr(v)} appears twice; axis values must be distinct",
+                )
         return values
 
     # sweep-wide rules
@@ -327,16 +347,30 @@ class _Parser:
             self.fail("sweep.seeds", f"{_describe(seeds)}; {allowed}")
         if not seeds:
             self.fail("sweep.seeds", f"[] is empty; {allowed}")
+        seen: set[int] = set()
         for i, seed in enumerate(seeds):
             if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-                self.fail(f"sweep.seeds[{i}]", f"{seed!r} is not an int >= 0; {allowed}")
-            if seed in seeds[:i]:
+                self.fail(
+                    f"sweep.seeds[{i}]", f"{clipped_repr(seed)} is not an int >= 0; {allowed}"
+                )
+            if seed > _INT64_MAX:
+                self.fail(f"sweep.seeds[{i}]", f"{clipped_repr(seed)} is over 2^63 - 1; {allowed}")
+            if seed in seen:
                 self.fail(f"sweep.seeds[{i}]", f"{seed} appears twice; {allowed}")
+            seen.add(seed)
         return tuple(seeds)
+
+    def max_runs(self, value: Any) -> int:
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            self.fail("sweep.max_runs", f"{_describe(value)}; expected an int >= 1")
+        return value
 
     def kind(self, value: Any) -> str:
         if value not in KINDS:
-            self.fail("trainer.kind", f"{value!r} is not supported; allowed: {', '.join(KINDS)}")
+            self.fail(
+                "trainer.kind",
+                f"{clipped_repr(value)} is not supported; allowed: {', '.join(KINDS)}",
+            )
         return str(value)
 
     def script(self, value: Any, spec_path: Path) -> Path | None:
@@ -344,18 +378,26 @@ class _Parser:
         folder), refused for other kinds."""
         if not self.script_kind:
             if value is not None:
-                self.fail("trainer.path", f'{value!r}: only kind "{SCRIPT}" takes a path')
+                self.fail(
+                    "trainer.path", f'{clipped_repr(value)}: only kind "{SCRIPT}" takes a path'
+                )
             return None
         if not isinstance(value, str) or not value:
-            self.fail("trainer.path", f'{value!r}: kind "{SCRIPT}" needs the path of its script')
+            self.fail(
+                "trainer.path",
+                f'{clipped_repr(value)}: kind "{SCRIPT}" needs the path of its script',
+            )
         script = (spec_path.parent / value).resolve()
         if not script.is_file():
-            self.fail("trainer.path", f"{value!r}: {script} is not a file")
+            self.fail("trainer.path", f"{clipped_repr(value)}: {script} is not a file")
         return script
 
     def nproc(self, value: Any) -> int:
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            self.fail("trainer.nproc", f"{value!r} is not an int >= 1; expected processes per run")
+            self.fail(
+                "trainer.nproc",
+                f"{clipped_repr(value)} is not an int >= 1; expected processes per run",
+            )
         return value
 
     def check_overlaps(self, axes: Axes, lanes: tuple[Lane, ...]) -> None:
@@ -405,11 +447,13 @@ class _Parser:
             self.fail(where, f"{_describe(group)}; {allowed}")
         for i, name in enumerate(group):
             if not isinstance(name, str) or name in group[:i]:
-                self.fail(f"{where}[{i}]", f"{name!r} is not a new axis name; {allowed}")
+                self.fail(
+                    f"{where}[{i}]", f"{clipped_repr(name)} is not a new axis name; {allowed}"
+                )
             if name not in known:
                 self.fail(
                     f"{where}[{i}]",
-                    f"{name!r} is not a sweep or lane axis; "
+                    f"{clipped_repr(name)} is not a sweep or lane axis; "
                     "zip names axes from [axes] or lanes.<name>.axes",
                 )
         return tuple(group)

@@ -157,6 +157,11 @@ class Store(Database):
             version = migrations.read_version(connection, self.name, SCHEMA_VERSION)
             if version is None:
                 session.add(SchemaInfo(version=SCHEMA_VERSION))
+            else:
+                # A write that changes nothing: a database this process cannot write (a
+                # read-only file, mount or replica, SQLite's mode=ro) fails here, when it is
+                # opened, not at the first run's claim.
+                connection.execute(sa.text("UPDATE schema_info SET version = version"))
         if version is not None and version < SCHEMA_VERSION:
             # Its own transaction: on SQLite it needs foreign keys off, which a connection
             # can only switch before its transaction begins.
