@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import difflib
 import hashlib
-import re
-import tomllib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
@@ -37,6 +35,7 @@ from jepardy.spec.model import (
     Spec,
 )
 from jepardy.spec.slurm import SLURM_KEYS, slurm_value_problem
+from jepardy.spec.tomlfile import decode, parse_toml, read_bytes
 from jepardy.spec.validate import check_run_count, check_runs
 from jepardy.trainer.config import coerce_value
 
@@ -46,7 +45,6 @@ _TRAINER_KEYS = ("kind", "nproc", "path")
 _LANE_KEYS = ("description", "after", "params", "axes", "control", "arms")
 # Seeds reach torch.manual_seed and the store's BIGINT column.
 _INT64_MAX = 2**63 - 1
-_TOML_WHERE = re.compile(r"(?P<msg>.*) \(at (?P<where>line \d+, column \d+|end of document)\)")
 
 
 def load_spec(
@@ -60,47 +58,15 @@ def load_spec(
     is False, for a schema that is not the jepardy trainer's) a run the trainer would refuse
     (`jepardy.spec.validate`), so a returned Spec always expands to runnable runs.
     """
-    data = _read_bytes(path)
-    text = _decode(path, data)
-    raw = _parse_toml(path, text)
+    data = read_bytes(path)
+    text = decode(path, data)
+    raw = parse_toml(path, text)
     spec = _Parser(str(path), schema).spec(raw, path, text, hashlib.sha256(data).hexdigest())
     check_run_count(spec)  # before a single run is built
     runs = expand_runs(spec)  # duplicate runs are only visible after expansion
     if trainer_rules:
         check_runs(spec, runs)
     return spec
-
-
-# --- reading -----------------------------------------------------------------------------
-
-
-def _read_bytes(path: Path) -> bytes:
-    try:
-        return path.read_bytes()
-    except FileNotFoundError:
-        raise UserError(f"{path}: file not found; expected a TOML spec file") from None
-    except OSError as err:
-        raise UserError(
-            f"{path}: cannot read ({err.strerror}); expected a TOML spec file"
-        ) from None
-
-
-def _decode(path: Path, data: bytes) -> str:
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as err:
-        raise UserError(f"{path}: byte {err.start} is not UTF-8; TOML files are UTF-8") from None
-
-
-def _parse_toml(path: Path, text: str) -> dict[str, Any]:
-    try:
-        return tomllib.loads(text)
-    except tomllib.TOMLDecodeError as err:
-        # Python 3.11's error carries its position only in the message: "... (at line 2,
-        # column 5)". Move it to the field slot so the line reads like every other error.
-        found = _TOML_WHERE.fullmatch(str(err))
-        where, msg = (found["where"], found["msg"]) if found else ("syntax", str(err))
-        raise UserError(f"{path}: {where}: {msg}; expected valid TOML") from None
 
 
 # --- validation --------------------------------------------------------------------------
