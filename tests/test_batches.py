@@ -12,6 +12,7 @@ from jepardy.data.corpus import EmbeddedCorpus, build_embedded
 from jepardy.errors import UserError
 from jepardy.trainer.config import TrainConfig
 from jepardy.trainer.data import TrainBatches, micro_steps
+from jepardy.trainer.distributed import Dist
 from jepardy.trainer.optim import assign_groups, build_optimizer, group_rules
 from jepardy.trainer.train import build_objective, train_step
 
@@ -27,7 +28,7 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> EmbeddedCorpus:
 def step_sequences(corpus, world: int, micro: int, steps: int = 3) -> list[list[tuple]]:
     """Per step, the sorted (input, target) rows every rank and micro-step of it sees."""
     loaders = [
-        TrainBatches(str(corpus.sp1024_dir), BATCH, SEQ, rank, world, CPU, micro)
+        TrainBatches(str(corpus.sp1024_dir), BATCH, SEQ, Dist(rank, world, CPU), micro)
         for rank in range(world)
     ]
     out = []
@@ -49,7 +50,7 @@ def test_every_split_sees_the_same_global_batch(corpus):
 
 
 def test_targets_are_the_next_tokens(corpus):
-    (x, y), *_ = TrainBatches(str(corpus.sp1024_dir), BATCH, SEQ, 0, 1, CPU, 0).next_step()
+    (x, y), *_ = TrainBatches(str(corpus.sp1024_dir), BATCH, SEQ, Dist.local(), 0).next_step()
     assert torch.equal(x.flatten()[1:], y.flatten()[:-1])
 
 
@@ -76,7 +77,7 @@ def test_two_micro_steps_match_one_big_step(corpus, optimizer):
         objective = copy.deepcopy(reference)
         groups = assign_groups(objective, group_rules(config))
         opt = build_optimizer(groups, config)
-        loader = TrainBatches(str(corpus.sp1024_dir), BATCH, SEQ, 0, 1, CPU, micro)
+        loader = TrainBatches(str(corpus.sp1024_dir), BATCH, SEQ, Dist.local(), micro)
         losses = [
             float(train_step(objective, loader.next_step(), opt, groups, config, CPU).total)
             for _ in range(3)

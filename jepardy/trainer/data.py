@@ -18,6 +18,7 @@ from torch import Tensor
 
 from jepardy.data.shards import list_shards, read_shard
 from jepardy.errors import UserError
+from jepardy.trainer.distributed import Dist
 
 
 class TokenStream:
@@ -68,16 +69,15 @@ class TrainBatches:
         data_dir: str,
         batch_tokens: int,
         seq_len: int,
-        rank: int,
-        world: int,
-        device: torch.device,
+        env: Dist,
         micro_batch_tokens: int = 0,
     ) -> None:
+        rank, world = env.rank, env.world
         self.micro_steps = micro_steps(batch_tokens, micro_batch_tokens, seq_len, world)
         self.stream = TokenStream(list_shards(Path(data_dir), "train"))
         self.batch_tokens, self.seq_len, self.rank, self.world = batch_tokens, seq_len, rank, world
         self.micro = batch_tokens // world // self.micro_steps
-        self.device = device
+        self.device = env.device
 
     def next_step(self) -> list[tuple[Tensor, Tensor]]:
         """This rank's micro-batches of the next global batch: (inputs, targets) pairs, each

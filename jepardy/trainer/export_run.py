@@ -36,11 +36,12 @@ from jepardy.errors import UserError
 from jepardy.trainer.checkpoint import CHECKPOINT_FILE, load_final
 from jepardy.trainer.config import ARTIFACT_CAP_BYTES, config_from_params
 from jepardy.trainer.data import load_val_tokens
+from jepardy.trainer.distributed import init_distributed
 from jepardy.trainer.eval import ByteCounter
 from jepardy.trainer.export import code_digest, loaded_code_files
 from jepardy.trainer.model import GPT, GPTShape
 from jepardy.trainer.scoring import Scorer, score_roundtrip
-from jepardy.trainer.train import byte_tables, init_distributed, uses_compile, write_result
+from jepardy.trainer.train import byte_tables, uses_compile, write_result
 
 # Fields of the parent's result.json that describe the trained weights, not the artifact.
 PARENT_FIELDS = (
@@ -120,7 +121,7 @@ def export(args: argparse.Namespace) -> dict[str, Any]:
     # Compiled on CUDA as in training: the sliding-window pass is ~seq_len/stride forwards.
     forward = torch.compile(gpt, dynamic=False) if uses_compile(config, env.device) else gpt
     log = print_line if env.is_main else (lambda _text: None)
-    scorer = Scorer(gpt, forward, val_tokens, counter, config, env.rank, env.world, env.device, log)
+    scorer = Scorer(gpt, forward, val_tokens, counter, config, env, log)
 
     start = time.perf_counter()
     scored = score_roundtrip(scorer, args.out)

@@ -14,9 +14,9 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.distributed as dist
 
 from jepardy.trainer.config import TrainConfig
+from jepardy.trainer.distributed import Dist
 from jepardy.trainer.eval import ByteCounter, EvalResult, Forward, evaluate, evaluate_sliding
 from jepardy.trainer.export import deserialize_model, serialize_model
 from jepardy.trainer.model import GPT
@@ -33,9 +33,7 @@ class Scorer:
     val_tokens: np.ndarray
     counter: ByteCounter
     config: TrainConfig
-    rank: int
-    world: int
-    device: torch.device
+    env: Dist
     log: Callable[[str], None]
 
     def plain(self, tag: str) -> EvalResult:
@@ -45,9 +43,7 @@ class Scorer:
             self.counter,
             self.config.seq_len,
             self.config.val_batch_tokens,
-            self.rank,
-            self.world,
-            self.device,
+            self.env,
             forward=self.forward,
         )
         self.log(f"{tag} val_loss:{result.val_loss:.6f} val_bpb:{result.val_bpb:.6f}")
@@ -65,9 +61,7 @@ class Scorer:
             self.config.seq_len,
             stride,
             self.config.val_batch_tokens,
-            self.rank,
-            self.world,
-            self.device,
+            self.env,
             forward=self.forward,
         )
         self.log(
@@ -77,18 +71,17 @@ class Scorer:
 
 
 def write_artifact(
-    state: dict[str, torch.Tensor], config: TrainConfig, out_dir: Path, rank: int, world: int
+    state: dict[str, torch.Tensor], config: TrainConfig, out_dir: Path, env: Dist
 ) -> Path:
     """Rank 0 serializes `state` with the config's bits and zstd level into
     out_dir/MODEL_FILE (atomically); every rank returns once the file is there."""
     path = out_dir / MODEL_FILE
-    if rank == 0:
+    if env.is_main:
         blob = serialize_model(state, config.quant_bits, config.zstd_level)
         tmp = out_dir / (MODEL_FILE + ".tmp")
         tmp.write_bytes(blob)
         tmp.replace(path)
-    if world > 1:
-        dist.barrier()
+    env.barrier()
     return path
 
 
@@ -97,7 +90,7 @@ def score_roundtrip(scorer: Scorer, out_dir: Path) -> dict[str, Any]:
     score it: the result fields val_loss, val_bpb, sliding_val_loss, sliding_val_bpb (None
     without eval_stride), val_tokens, val_bytes, model_bytes."""
     config = scorer.config
-    path = write_artifact(scorer.gpt.state_dict(), config, out_dir, scorer.rank, scorer.world)
+    path = write_artifact(scorer.gpt.state_dict(), config, out_dir, scorer.env)
     model_bytes = path.stat().st_size
     scorer.gpt.load_state_dict(deserialize_model(path.read_bytes()))
     tag = f"final_int{config.quant_bits}_zstd{config.zstd_level}_roundtrip"
