@@ -89,3 +89,39 @@ def test_two_micro_steps_match_one_big_step(corpus, optimizer):
         # Adam turns tiny rounding differences of near-zero gradients into ~1e-5 moves;
         # one step moves a weight by up to lr = 3e-3.
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+
+
+def accumulated_grads(objective, micro_batches) -> list[torch.Tensor]:
+    objective.zero_grad(set_to_none=True)
+    for x, y in micro_batches:
+        (objective(x, y).total / len(micro_batches)).backward()
+    return [p.grad.clone() for p in objective.parameters()]
+
+
+@pytest.mark.parametrize(("var_weight", "same"), [(0.0, True), (1.0, False)])
+def test_jepa_accumulation_equals_one_batch_only_without_the_variance_term(
+    corpus, var_weight, same
+):
+    """The JEPA error is a mean over equal chunks, so it splits like cross-entropy; its
+    variance term is a std over each micro-batch's patches, so it does not (data.py)."""
+    config = TrainConfig(
+        vocab_size=1024,
+        d_model=32,
+        n_heads=4,
+        n_kv_heads=2,
+        seq_len=SEQ,
+        jepa_weight=0.5,
+        jepa_var_weight=var_weight,
+        jepa_std_target=10.0,  # far above the prediction's std: the term is active
+    )
+    torch.manual_seed(0)
+    objective = build_objective(config, CPU)
+    whole = TrainBatches(str(corpus.sp1024_dir), BATCH, SEQ, Dist.local(), 0).next_step()
+    halves = TrainBatches(str(corpus.sp1024_dir), BATCH, SEQ, Dist.local(), BATCH // 2)
+    grads_whole = accumulated_grads(objective, whole)
+    grads_split = accumulated_grads(objective, halves.next_step())
+    close = all(
+        torch.allclose(a, b, rtol=1e-4, atol=1e-6)
+        for a, b in zip(grads_whole, grads_split, strict=True)
+    )
+    assert close is same
