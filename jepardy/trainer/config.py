@@ -121,6 +121,9 @@ class TrainConfig:
     log_every: int = 10
     quant_bits: int = 6  # per-row symmetric quantization of large float tensors
     zstd_level: int = 19
+    # Byte budget of the compressed model (budget.py picks the finest quantization that
+    # fits it); 0 = the challenge's cap minus the code bytes of the run.
+    export_target_bytes: int = 0
     # Sliding-window evaluation of the artifact: windows of seq_len advancing by this many
     # tokens, each target scored once with the longest context available; 0 = off.
     eval_stride: int = 0
@@ -156,6 +159,7 @@ class TrainConfig:
             (self.seq_len // self.jepa_patch_size >= 2, "seq_len", "at least 2 JEPA patches"),
             (self.jepa_weight >= 0, "jepa_weight", ">= 0"),
             (2 <= self.quant_bits <= 8, "quant_bits", "between 2 and 8"),
+            (self.export_target_bytes >= 0, "export_target_bytes", ">= 0 (0 = cap - code)"),
             (self.iterations >= 1, "iterations", ">= 1"),
             (self.wallclock_s >= 0, "wallclock_s", ">= 0"),
             (0 <= self.warmdown_frac <= 1, "warmdown_frac", "between 0 and 1"),

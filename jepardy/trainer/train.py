@@ -40,7 +40,7 @@ from jepardy.trainer.distributed import (
     synchronize,
 )
 from jepardy.trainer.eval import ByteCounter, Forward
-from jepardy.trainer.export import code_digest, loaded_code_files
+from jepardy.trainer.export import CodeFile, code_digest, loaded_code_files
 from jepardy.trainer.health import GradHealth, group_drift, module_drift
 from jepardy.trainer.jepa import TrainingObjective
 from jepardy.trainer.model import GPT, count_params
@@ -59,7 +59,7 @@ from jepardy.trainer.optim import (
 )
 from jepardy.trainer.provenance import data_provenance, runtime_provenance
 from jepardy.trainer.runlog import RunLog, write_result
-from jepardy.trainer.scoring import Scorer, score_roundtrip
+from jepardy.trainer.scoring import Scorer, model_budget_bytes, score_roundtrip
 from jepardy.trainer.step import StepStats, train_step
 from jepardy.trainer.throughput import flops_per_token, mfu
 
@@ -327,13 +327,15 @@ def finish(
     prequant = run.scorer.plain("pre-quantization")
     if env.is_main:
         save_final(out_dir / CHECKPOINT_FILE, gpt.state_dict(), config, run_id)
-    final = score_roundtrip(run.scorer, out_dir)
+    code_files = loaded_code_files()
+    budget = model_budget_bytes(config, sum(f.bytes_total for f in code_files))
+    final = score_roundtrip(run.scorer, out_dir, budget)
     eval_time_s = time.perf_counter() - eval_start
     for name, value in drift_by_module.items():
         log.line(f"drift:{name} {value:.6g}")
     return {
         **final,
-        **artifact_fields(config, final["model_bytes"], log),
+        **artifact_fields(config, code_files, final["model_bytes"], log),
         "prequant_val_loss": prequant.val_loss,
         "prequant_val_bpb": prequant.val_bpb,
         "eval_stride": config.eval_stride,
@@ -359,9 +361,10 @@ def finish(
     }
 
 
-def artifact_fields(config: TrainConfig, model_bytes: int, log: RunLog) -> dict[str, Any]:
+def artifact_fields(
+    config: TrainConfig, code_files: list[CodeFile], model_bytes: int, log: RunLog
+) -> dict[str, Any]:
     """The artifact's size: the exact code that ran plus the model bytes, against the cap."""
-    code_files = loaded_code_files()
     code_bytes = sum(f.bytes_total for f in code_files)
     artifact_bytes = code_bytes + model_bytes
     log.line(f"Serialized model int{config.quant_bits}+zstd: {model_bytes} bytes")
