@@ -57,6 +57,10 @@ class TrainConfig:
     n_kv_heads: int = 2  # grouped-query attention: n_heads must be a multiple
     mlp_mult: int = 2
     rope_base: float = 10000.0
+    # The context the RoPE base is set for: a longer sequence (training or evaluation)
+    # rescales the base to rope_base * (seq_len / this)^(d / (d - 2)), d the rotated dims, as
+    # the 2026-03-23 record's Rotary does (its train_seq_len 1024); 0 = never rescale.
+    rope_train_seq_len: int = 0
     logit_softcap: float = 30.0  # the challenge's baseline uses 30
     init_std: float = 0.02
     embed_init_std: float = 0.0  # token embedding init std; 0 = init_std
@@ -176,6 +180,7 @@ class TrainConfig:
                 "0 or even and at most head_dim",
             ),
             (self.qk_gain >= 0, "qk_gain", ">= 0"),
+            (self.rope_train_seq_len >= 0, "rope_train_seq_len", ">= 0"),
             (0 <= self.xsa_last_n <= self.n_layers, "xsa_last_n", "between 0 and n_layers"),
             (
                 0 <= self.value_embed_last_n <= self.n_layers,
