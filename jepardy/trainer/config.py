@@ -100,6 +100,11 @@ class TrainConfig:
     muon_momentum_warmup_steps: int = 500  # ... over this many steps; 0 = no warmup
     muon_ns_steps: int = 5  # Newton-Schulz iterations per Muon update
     grad_clip: float = 1.0  # on the model's own gradients; 0 disables
+    # Under several ranks, clip each rank's own gradient before averaging them, where the
+    # challenge's record and the study clip (their clip_grad_norm_ runs before their
+    # all-reduce); false: clip the averaged gradient (DDP's overlap of communication with
+    # backward kept). One rank: the same either way.
+    grad_clip_before_average: bool = True
     iterations: int = 200  # step cap
     wallclock_s: float = 0.0  # training-time budget in seconds (eval excluded); 0 = none
     warmup_steps: int = 10

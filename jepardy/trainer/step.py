@@ -6,7 +6,9 @@ import contextlib
 from dataclasses import dataclass
 
 import torch
+import torch.distributed as dist
 from torch import nn
+from torch._utils import _flatten_dense_tensors, _unflatten_dense_tensors
 from torch.nn.parallel import DistributedDataParallel
 
 from jepardy.trainer.config import TrainConfig
@@ -43,13 +45,19 @@ def train_step(
     device: torch.device,
     log_step: bool = False,
 ) -> StepStats:
-    """Forward/backward over the micro-batches (gradients averaged; DDP all-reduces on the
-    last one only), clip, step, zero. No host synchronisation."""
+    """Forward/backward over the micro-batches (gradients averaged), clip, step, zero. No
+    host synchronisation.
+
+    Under DDP the ranks' gradients are averaged by DDP's all-reduce in the last backward, or,
+    with `grad_clip_before_average` and clipping on, by one all-reduce after each rank has
+    clipped its own gradient, as the challenge's record and the study do (norms logged are
+    then rank 0's own)."""
     n = len(micro_batches)
+    ddp = isinstance(model, DistributedDataParallel)
+    clip_first = ddp and config.grad_clip > 0 and config.grad_clip_before_average
     parts: list[StepLosses] = []
     for i, (x, y) in enumerate(micro_batches):
-        last = i == n - 1
-        sync = model.no_sync() if isinstance(model, DistributedDataParallel) and not last else None
+        sync = model.no_sync() if ddp and (clip_first or i < n - 1) else None
         with sync or contextlib.nullcontext():
             with autocast(device):
                 losses = model(x, y)
@@ -57,6 +65,8 @@ def train_step(
         parts.append(losses)
     per_group = group_grad_norms(groups) if log_step else {}
     grad_norms = clip_grad_norms(groups, config.grad_clip)
+    if clip_first:
+        average_gradients([p for g in groups for p in g.params])
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
     return StepStats(
@@ -67,3 +77,16 @@ def train_step(
         grad_norms=grad_norms,
         group_grad_norms=per_group,
     )
+
+
+def average_gradients(params: list[nn.Parameter]) -> None:
+    """Average the gradients over the ranks in one flat all-reduce (SUM then divide: gloo has
+    no AVG)."""
+    grads = [p.grad for p in params if p.grad is not None]
+    if not grads:
+        return
+    flat = _flatten_dense_tensors(grads)
+    dist.all_reduce(flat)
+    flat /= dist.get_world_size()
+    for grad, averaged in zip(grads, _unflatten_dense_tensors(flat, grads), strict=True):
+        grad.copy_(averaged)
