@@ -60,12 +60,17 @@ class ExportOutcome:
     result: dict[str, Any] | None
 
 
-def export_variant(source_variant: str, quant_bits: int, zstd_level: int) -> str:
+def export_variant(
+    source_variant: str, quant_bits: int, zstd_level: int, target_bytes: int = 0
+) -> str:
     label = f"export:int{quant_bits}+zstd{zstd_level}"
+    label += f"+target{target_bytes}" if target_bytes else ""
     return f"{source_variant},{label}" if source_variant else label
 
 
-def plan_export(store: Store, source_id: str, quant_bits: int, zstd_level: int) -> ExportRun:
+def plan_export(
+    store: Store, source_id: str, quant_bits: int, zstd_level: int, target_bytes: int = 0
+) -> ExportRun:
     """The export run of `source_id` with these settings; UserError unless the source is a
     done run of the jepardy trainer."""
     source = store.stored_run(source_id)
@@ -75,7 +80,9 @@ def plan_export(store: Store, source_id: str, quant_bits: int, zstd_level: int) 
             "their final weights"
         )
     params = {**source.params, "quant_bits": quant_bits, "zstd_level": zstd_level}
-    variant = export_variant(source.variant, quant_bits, zstd_level)
+    if target_bytes:  # else the trainer's default budget: the cap minus the code bytes
+        params["export_target_bytes"] = target_bytes
+    variant = export_variant(source.variant, quant_bits, zstd_level, target_bytes)
     identity = {**params, "parent_run": source_id}
     new_id = make_run_id(
         sweep=source.sweep,
@@ -133,6 +140,8 @@ def export_argv(source_dir: Path, out_dir: Path, run: ExportRun, device: str | N
         "--run-id",
         run.run_id,
     ]
+    if run.params.get("export_target_bytes"):
+        argv += ["--target-bytes", str(run.params["export_target_bytes"])]
     return argv + (["--device", device] if device else [])
 
 
@@ -144,13 +153,16 @@ def reexport(
     runs_root: Path = Path("runs"),
     device: str | None = None,
     timeout_s: float | None = None,
+    target_bytes: int = 0,
 ) -> ExportOutcome:
     """Re-export run `source_id`, recording the new run row; an identical export already
     done is returned as it is ("exists")."""
     if not 2 <= quant_bits <= 8:
         raise UserError(f"export: --quant-bits {quant_bits}; must be between 2 and 8")
     source_dir = source_run_dir(store, source_id)
-    run = plan_export(store, source_id, quant_bits, zstd_level)
+    if target_bytes < 0:
+        raise UserError(f"export: --target-bytes {target_bytes}; must be >= 0")
+    run = plan_export(store, source_id, quant_bits, zstd_level, target_bytes)
     out_dir = runs_root / run.sweep / run.run_id
     if store.statuses([run.run_id]).get(run.run_id) == RunStatus.DONE:
         return ExportOutcome(run, out_dir, "exists", "", collect(out_dir, None).result)

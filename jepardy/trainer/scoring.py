@@ -15,7 +15,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from jepardy.trainer.budget import FittedExport, fit_export
+from jepardy.errors import UserError
+from jepardy.trainer.budget import BudgetError, FittedExport, fit_export
 from jepardy.trainer.config import ARTIFACT_CAP_BYTES, TrainConfig
 from jepardy.trainer.distributed import Dist
 from jepardy.trainer.eval import ByteCounter, EvalResult, Forward, evaluate, evaluate_sliding
@@ -85,7 +86,10 @@ def write_artifact(
     path = out_dir / MODEL_FILE
     fitted = None
     if env.is_main:
-        fitted = fit_export(state, config.quant_bits, config.zstd_level, budget_bytes)
+        try:
+            fitted = fit_export(state, config.quant_bits, config.zstd_level, budget_bytes)
+        except BudgetError as err:
+            raise UserError(f"export: {err} (budget: export_target_bytes or cap - code)") from None
         tmp = out_dir / (MODEL_FILE + ".tmp")
         tmp.write_bytes(fitted.blob)
         tmp.replace(path)
