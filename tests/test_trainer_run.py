@@ -147,17 +147,17 @@ def test_torchrun_two_ranks_matches_one_process(corpus, control_run, tmp_path):
 
 def test_clipping_each_rank_before_averaging_is_what_changes_a_two_rank_run(corpus, tmp_path):
     """The record clips each rank's gradient before the all-reduce. With clipping active
-    (a low threshold), that run differs from clipping the average; without clipping the
-    two orders are the same computation and agree."""
+    (a low threshold), that run differs from clipping the average (which equals one
+    process: test_torchrun_two_ranks_matches_one_process). Without clipping both orders are
+    the same code path."""
     bpb = {}
-    for clip in (0.05, 0.0):
-        for first in (True, False):
-            params = tiny_params(corpus, grad_clip=clip, grad_clip_before_average=first)
-            proc, result = run_trainer(tmp_path / f"c{clip}_{first}", params, nproc=2)
-            assert proc.returncode == 0, proc.stdout + proc.stderr
-            bpb[clip, first] = result["val_bpb"]
-    assert bpb[0.0, True] == pytest.approx(bpb[0.0, False], abs=1e-6)
-    assert bpb[0.05, True] != pytest.approx(bpb[0.05, False], abs=1e-6)
+    for first in (True, False):
+        params = tiny_params(corpus, grad_clip=0.05, grad_clip_before_average=first)
+        proc, result = run_trainer(tmp_path / f"first_{first}", params, nproc=2)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        assert result["status"] == "done"
+        bpb[first] = result["val_bpb"]
+    assert bpb[True] != pytest.approx(bpb[False], abs=1e-6)
 
 
 def test_non_finite_loss_fails_with_reason_nan(corpus, tmp_path):
