@@ -89,6 +89,7 @@ def measure_ours(config: Any, steps: int, warmup: int) -> dict[str, Any]:
     import torch
 
     from jepardy.trainer.data import TrainBatches
+    from jepardy.trainer.distributed import Dist, synchronize
     from jepardy.trainer.optim import (
         WeightEMA,
         assign_groups,
@@ -98,15 +99,9 @@ def measure_ours(config: Any, steps: int, warmup: int) -> dict[str, Any]:
         set_lr,
         set_muon_momentum,
     )
+    from jepardy.trainer.step import train_step
     from jepardy.trainer.throughput import mfu
-    from jepardy.trainer.train import (
-        Dist,
-        build_objective,
-        synchronize,
-        train_step,
-        uses_compile,
-        wrap_model,
-    )
+    from jepardy.trainer.train import build_objective, uses_compile, wrap_model
 
     env = Dist(0, 1, torch.device("cuda" if config.device == "cuda" else "cpu"))
     if env.device.type == "cuda":
@@ -117,15 +112,13 @@ def measure_ours(config: Any, steps: int, warmup: int) -> dict[str, Any]:
     torch.manual_seed(config.seed)
     objective = build_objective(config, env.device)
     groups = assign_groups(objective, group_rules(config))
-    optimizer = build_optimizer(groups, config, 0, 1, env.device)
+    optimizer = build_optimizer(groups, config, env)
     model = wrap_model(objective, config, env)
     batches = TrainBatches(
         config.data_dir,
         config.train_batch_tokens,
         config.seq_len,
-        0,
-        1,
-        env.device,
+        env,
         config.micro_batch_tokens,
     )
     ema = WeightEMA(objective.gpt, config.ema_decay) if config.ema else None

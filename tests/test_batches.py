@@ -12,6 +12,7 @@ from jepardy.data.corpus import EmbeddedCorpus, build_embedded
 from jepardy.errors import UserError
 from jepardy.trainer.config import TrainConfig
 from jepardy.trainer.data import TrainBatches, micro_steps
+from jepardy.trainer.distributed import Dist
 from jepardy.trainer.optim import assign_groups, build_optimizer, group_rules
 from jepardy.trainer.train import build_objective, train_step
 
@@ -27,7 +28,7 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> EmbeddedCorpus:
 def step_sequences(corpus, world: int, micro: int, steps: int = 3) -> list[list[tuple]]:
     """Per step, the sorted (input, target) rows every rank and micro-step of it sees."""
     loaders = [
-        TrainBatches(str(corpus.sp1024_dir), BATCH, SEQ, rank, world, CPU, micro)
+        TrainBatches(str(corpus.sp1024_dir), BATCH, SEQ, Dist(rank, world, CPU), micro)
         for rank in range(world)
     ]
     out = []
@@ -49,7 +50,7 @@ def test_every_split_sees_the_same_global_batch(corpus):
 
 
 def test_targets_are_the_next_tokens(corpus):
-    (x, y), *_ = TrainBatches(str(corpus.sp1024_dir), BATCH, SEQ, 0, 1, CPU, 0).next_step()
+    (x, y), *_ = TrainBatches(str(corpus.sp1024_dir), BATCH, SEQ, Dist.local(), 0).next_step()
     assert torch.equal(x.flatten()[1:], y.flatten()[:-1])
 
 
@@ -76,7 +77,7 @@ def test_two_micro_steps_match_one_big_step(corpus, optimizer):
         objective = copy.deepcopy(reference)
         groups = assign_groups(objective, group_rules(config))
         opt = build_optimizer(groups, config)
-        loader = TrainBatches(str(corpus.sp1024_dir), BATCH, SEQ, 0, 1, CPU, micro)
+        loader = TrainBatches(str(corpus.sp1024_dir), BATCH, SEQ, Dist.local(), micro)
         losses = [
             float(train_step(objective, loader.next_step(), opt, groups, config, CPU).total)
             for _ in range(3)
@@ -88,3 +89,39 @@ def test_two_micro_steps_match_one_big_step(corpus, optimizer):
         # Adam turns tiny rounding differences of near-zero gradients into ~1e-5 moves;
         # one step moves a weight by up to lr = 3e-3.
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+
+
+def accumulated_grads(objective, micro_batches) -> list[torch.Tensor]:
+    objective.zero_grad(set_to_none=True)
+    for x, y in micro_batches:
+        (objective(x, y).total / len(micro_batches)).backward()
+    return [p.grad.clone() for p in objective.parameters()]
+
+
+@pytest.mark.parametrize(("var_weight", "same"), [(0.0, True), (1.0, False)])
+def test_jepa_accumulation_equals_one_batch_only_without_the_variance_term(
+    corpus, var_weight, same
+):
+    """The JEPA error is a mean over equal chunks, so it splits like cross-entropy; its
+    variance term is a std over each micro-batch's patches, so it does not (data.py)."""
+    config = TrainConfig(
+        vocab_size=1024,
+        d_model=32,
+        n_heads=4,
+        n_kv_heads=2,
+        seq_len=SEQ,
+        jepa_weight=0.5,
+        jepa_var_weight=var_weight,
+        jepa_std_target=10.0,  # far above the prediction's std: the term is active
+    )
+    torch.manual_seed(0)
+    objective = build_objective(config, CPU)
+    whole = TrainBatches(str(corpus.sp1024_dir), BATCH, SEQ, Dist.local(), 0).next_step()
+    halves = TrainBatches(str(corpus.sp1024_dir), BATCH, SEQ, Dist.local(), BATCH // 2)
+    grads_whole = accumulated_grads(objective, whole)
+    grads_split = accumulated_grads(objective, halves.next_step())
+    close = all(
+        torch.allclose(a, b, rtol=1e-4, atol=1e-6)
+        for a, b in zip(grads_whole, grads_split, strict=True)
+    )
+    assert close is same

@@ -21,7 +21,8 @@ from jepardy.data.tokenizer import (
     load_sentencepiece,
     sentencepiece_byte_tables,
 )
-from jepardy.trainer.data import load_val_tokens
+from jepardy.trainer.data import TrainBatches, load_val_tokens
+from jepardy.trainer.distributed import Dist
 from jepardy.trainer.eval import ByteCounter, evaluate, evaluate_sliding, sliding_windows
 from jepardy.trainer.model import GPT, GPTShape
 
@@ -84,7 +85,7 @@ def test_sp1024_sums_match_an_independent_count(corpus, sp_tables):
     counter = ByteCounter(sp_tables, CPU)
     gpt.train()
     # 2 sequences per batch: batches of 2, 2 and 1 sequences.
-    result = evaluate(gpt, tokens, counter, seq_len, 2 * seq_len, 0, 1, CPU)
+    result = evaluate(gpt, tokens, counter, seq_len, 2 * seq_len, Dist.local())
     assert gpt.training  # evaluate restores the mode it found
     assert result.tokens == n_targets == 5 * seq_len
     assert result.bytes_total == n_bytes
@@ -94,7 +95,7 @@ def test_sp1024_sums_match_an_independent_count(corpus, sp_tables):
         result.val_loss * result.tokens / math.log(2) / result.bytes_total, rel=1e-12
     )
     # The batch size changes nothing.
-    one_batch = evaluate(gpt, tokens, counter, seq_len, 1 << 20, 0, 1, CPU)
+    one_batch = evaluate(gpt, tokens, counter, seq_len, 1 << 20, Dist.local())
     assert one_batch.bytes_total == result.bytes_total
     assert one_batch.val_bpb == pytest.approx(result.val_bpb, rel=1e-9)
 
@@ -108,7 +109,7 @@ def test_hand_counted_bytes_of_two_documents(corpus, sp_tables):
     )
     seq_len = len(tokens) - 1  # one sequence holds every target
     gpt = tiny_gpt(1024)
-    result = evaluate(gpt, tokens, ByteCounter(sp_tables, CPU), seq_len, 4096, 0, 1, CPU)
+    result = evaluate(gpt, tokens, ByteCounter(sp_tables, CPU), seq_len, 4096, Dist.local())
     assert result.tokens == len(tokens) - 1
     assert result.bytes_total == len("Hello world") + len("Hi there") == 19
     loss_sum, _, _ = expected_sums(gpt, tokens, seq_len, sp_tables)
@@ -121,14 +122,14 @@ def test_byte260_bytes_are_the_non_special_targets(corpus):
     gpt = tiny_gpt(260)
     # By hand: targets 'a', 'b', BOS, 'c' -> 3 bytes.
     tokens = np.array([BOS_ID, *encode_bytes("ab"), BOS_ID, *encode_bytes("c")], dtype=np.uint16)
-    assert evaluate(gpt, tokens, counter, 4, 4096, 0, 1, CPU).bytes_total == 3
+    assert evaluate(gpt, tokens, counter, 4, 4096, Dist.local()).bytes_total == 3
 
     # A window of the val shard across the first document boundary.
     seq_len = 64
     shard = read_shard(list_shards(corpus.byte260_dir, "val")[0])
     second_doc = int(np.flatnonzero(shard == BOS_ID)[1])
     tokens = shard[second_doc - 100 : second_doc - 100 + 8 * seq_len + 1]
-    result = evaluate(gpt, tokens, counter, seq_len, 3 * seq_len, 0, 1, CPU)
+    result = evaluate(gpt, tokens, counter, seq_len, 3 * seq_len, Dist.local())
     targets = tokens[1 : 8 * seq_len + 1]
     assert (targets < BYTE_OFFSET).any()  # a BOS is among them, so the case is not trivial
     assert result.bytes_total == int((targets >= BYTE_OFFSET).sum())
@@ -152,7 +153,7 @@ def test_whole_val_shard_bytes_equal_the_val_text_bytes(corpus, sp_tables, datas
     # The tables alone: every target after the first token, BOS targets worth 0.
     assert int(count_target_bytes(tokens[:-1], tokens[1:], tables).sum()) == text_bytes
     # evaluate() over every target (seq_len 1 leaves none out) counts the same bytes.
-    result = evaluate(tiny_gpt(vocab), tokens, ByteCounter(tables, CPU), 1, 8192, 0, 1, CPU)
+    result = evaluate(tiny_gpt(vocab), tokens, ByteCounter(tables, CPU), 1, 8192, Dist.local())
     assert result.tokens == len(tokens) - 1
     assert result.bytes_total == text_bytes
 
@@ -179,7 +180,6 @@ def test_sliding_windows_score_every_target_once_with_long_context(targets, seq_
 
 def trained_gpt(corpus: EmbeddedCorpus, steps: int = 60) -> GPT:
     """A tiny GPT trained briefly on the corpus: enough to use its context."""
-    from jepardy.trainer.data import TrainBatches
 
     torch.manual_seed(0)
     gpt = GPT(
@@ -196,7 +196,7 @@ def trained_gpt(corpus: EmbeddedCorpus, steps: int = 60) -> GPT:
         )
     )
     opt = torch.optim.AdamW(gpt.parameters(), lr=1e-2)
-    batches = TrainBatches(str(corpus.sp1024_dir), 2048, 64, 0, 1, CPU)
+    batches = TrainBatches(str(corpus.sp1024_dir), 2048, 64, Dist.local())
     for _ in range(steps):
         [(x, y)] = batches.next_step()
         gpt.token_losses(x, y).mean().backward()
@@ -214,8 +214,10 @@ def test_sliding_at_stride_seq_len_is_the_plain_evaluation(corpus, sp_tables, tr
     seq_len = 64
     tokens = load_val_tokens(str(corpus.sp1024_dir), seq_len, max_tokens=20 * seq_len)
     counter = ByteCounter(sp_tables, CPU)
-    plain = evaluate(trained, tokens, counter, seq_len, 4 * seq_len, 0, 1, CPU)
-    sliding = evaluate_sliding(trained, tokens, counter, seq_len, seq_len, 3 * seq_len, 0, 1, CPU)
+    plain = evaluate(trained, tokens, counter, seq_len, 4 * seq_len, Dist.local())
+    sliding = evaluate_sliding(
+        trained, tokens, counter, seq_len, seq_len, 3 * seq_len, Dist.local()
+    )
     assert (sliding.tokens, sliding.bytes_total) == (plain.tokens, plain.bytes_total)
     assert sliding.val_bpb == pytest.approx(plain.val_bpb, rel=1e-9)
 
@@ -224,14 +226,14 @@ def test_sliding_bpb_is_not_worse_than_plain_on_the_same_weights(corpus, sp_tabl
     seq_len = 64
     tokens = load_val_tokens(str(corpus.sp1024_dir), seq_len, max_tokens=40 * seq_len)
     counter = ByteCounter(sp_tables, CPU)
-    plain = evaluate(trained, tokens, counter, seq_len, 8 * seq_len, 0, 1, CPU)
-    sliding = evaluate_sliding(trained, tokens, counter, seq_len, 16, 8 * seq_len, 0, 1, CPU)
+    plain = evaluate(trained, tokens, counter, seq_len, 8 * seq_len, Dist.local())
+    sliding = evaluate_sliding(trained, tokens, counter, seq_len, 16, 8 * seq_len, Dist.local())
     # The same targets and bytes, each scored once ...
     assert (sliding.tokens, sliding.bytes_total) == (plain.tokens, plain.bytes_total)
     # ... with more context: a trained model does better.
     assert sliding.val_bpb <= plain.val_bpb
     # The batch size changes nothing.
-    other = evaluate_sliding(trained, tokens, counter, seq_len, 16, 1 << 20, 0, 1, CPU)
+    other = evaluate_sliding(trained, tokens, counter, seq_len, 16, 1 << 20, Dist.local())
     assert other.val_bpb == pytest.approx(sliding.val_bpb, rel=1e-9)
 
 
@@ -240,7 +242,7 @@ def test_sliding_matches_an_independent_count(corpus, sp_tables, trained):
     seq_len, stride = 32, 8
     tokens = load_val_tokens(str(corpus.sp1024_dir), seq_len, max_tokens=4 * seq_len)
     counter = ByteCounter(sp_tables, CPU)
-    result = evaluate_sliding(trained, tokens, counter, seq_len, stride, 2 * seq_len, 0, 1, CPU)
+    result = evaluate_sliding(trained, tokens, counter, seq_len, stride, 2 * seq_len, Dist.local())
     loss_sum, n_bytes, n = 0.0, 0, 0
     all_tokens = torch.from_numpy(tokens.astype(np.int64))
     for start, first in sliding_windows(len(tokens) - 1, seq_len, stride):

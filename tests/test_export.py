@@ -43,10 +43,11 @@ def sample_weight(rows: int = 8, cols: int = 64, seed: int = 0) -> torch.Tensor:
 def sample_state() -> dict[str, torch.Tensor]:
     g = torch.Generator().manual_seed(1)
     return {
-        "layer.weight": sample_weight(),
-        "conv.weight": torch.randn(4, 3, 5, generator=g),  # ndim 3: rows are dim 0
-        "layer.scale": torch.randn(16, generator=g),
-        "zero.weight": torch.zeros(2, 8),
+        "blocks.0.layer.weight": sample_weight(),
+        "blocks.0.conv.weight": torch.randn(4, 3, 5, generator=g),  # ndim 3: rows are dim 0
+        "blocks.0.layer.scale": torch.randn(16, generator=g),
+        "blocks.0.zero.weight": torch.zeros(2, 8),
+        "small.weight": torch.randn(3, 4, generator=g),  # outside the blocks, small: float16
     }
 
 
@@ -114,16 +115,22 @@ def test_round_trip_preserves_names_shapes_and_values():
         assert restored[name].dtype == torch.float32, name
     # Vectors are kept as float16.
     torch.testing.assert_close(
-        restored["layer.scale"], state["layer.scale"].half().float(), rtol=0, atol=0
+        restored["blocks.0.layer.scale"],
+        state["blocks.0.layer.scale"].half().float(),
+        rtol=0,
+        atol=0,
+    )
+    torch.testing.assert_close(
+        restored["small.weight"], state["small.weight"].half().float(), rtol=0, atol=0
     )
     # Matrices: the same codes and scales as quantize_rows, within half a step per row.
-    for name in ("layer.weight", "conv.weight"):
+    for name in ("blocks.0.layer.weight", "blocks.0.conv.weight"):
         q = quantize_rows(state[name], 6)
         torch.testing.assert_close(
             restored[name], dequantize_rows(q, tuple(state[name].shape)), rtol=0, atol=0
         )
         check_row_error(state[name], restored[name], q.scales, 31)
-    assert torch.equal(restored["zero.weight"], torch.zeros(2, 8))
+    assert torch.equal(restored["blocks.0.zero.weight"], torch.zeros(2, 8))
 
 
 def test_serialization_is_deterministic():
@@ -138,16 +145,45 @@ def read_header(blob: bytes) -> tuple[dict, bytes]:
     return json.loads(raw[4 : 4 + n]), raw[4 + n :]
 
 
-def test_header_lists_kinds_and_bits():
-    header, _ = read_header(serialize_model(sample_state(), bits=6, zstd_level=3))
-    assert header["format"] == FORMAT_TAG and header["bits"] == 6
-    kinds = {e["name"]: e["kind"] for e in header["tensors"]}
+def test_header_lists_kinds_code_ranges_and_floor():
+    blob = serialize_model(sample_state(), bits=6, zstd_level=3, floor_unit=0.25)
+    header, _ = read_header(blob)
+    assert header["format"] == FORMAT_TAG and header["floor_unit"] == 0.25
+    kinds = {e["name"]: (e["kind"], e["qmax"]) for e in header["tensors"]}
     assert kinds == {
-        "conv.weight": "q",
-        "layer.scale": "raw",
-        "layer.weight": "q",
-        "zero.weight": "q",
+        "blocks.0.conv.weight": ("q", 31),
+        "blocks.0.layer.scale": ("raw", 0),
+        "blocks.0.layer.weight": ("q", 31),
+        "blocks.0.zero.weight": ("q", 31),
+        "small.weight": ("raw", 0),
     }
+
+
+def test_embedding_tables_take_int8_codes_and_large_entries_outside_blocks_are_quantized():
+    g = torch.Generator().manual_seed(4)
+    state = {
+        "embed.weight": torch.randn(1024, 128, generator=g),  # > 65,536: int8 as the record
+        "bigram.proj.weight": torch.randn(512, 128, generator=g),  # 65,536: float16
+        "value_embed.proj.weight": torch.randn(256, 512, generator=g),  # larger: int6
+    }
+    header, _ = read_header(serialize_model(state, bits=6, zstd_level=3))
+    kinds = {e["name"]: (e["kind"], e["qmax"]) for e in header["tensors"]}
+    assert kinds == {
+        "bigram.proj.weight": ("raw", 0),
+        "embed.weight": ("q", 127),
+        "value_embed.proj.weight": ("q", 31),
+    }
+
+
+def test_scale_floor_sets_a_shared_step_for_small_rows():
+    """A row whose clip is under the floor is stored at scale floor_unit / qmax exactly."""
+    w = sample_weight(rows=16, cols=256, seed=5)  # |w| mostly ~0.02, row 5 ~100x larger
+    q = quantize_rows(w, 6, floor_unit=1.0)
+    small = w.abs().amax(dim=1) < 1.0
+    assert small.sum() >= 10
+    assert (q.scales.float()[small] == torch.tensor(1 / 31).half().float()).all()
+    assert (q.scales.float()[~small] > torch.tensor(1 / 31).half().float()).all()
+    check_row_error(w, dequantize_rows(q, tuple(w.shape)), q.scales, 31)
 
 
 def test_other_format_tag_is_refused():

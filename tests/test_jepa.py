@@ -184,25 +184,68 @@ def test_jepa_loss_by_hand(layout):
     pred = torch.tensor([[3.0, 4.0], [0.0, 2.0]]).view(*layout, 2)
     target = torch.tensor([[1.0, 0.0], [0.0, 5.0]]).view(*layout, 2)
     # unit(pred) = (0.6, 0.8), (0, 1); unit(target) = (1, 0), (0, 1)
-    # distances: 0.4^2 + 0.8^2 = 0.8 and 0; mean 0.4
+    # squared errors: 0.4^2, 0.8^2, 0, 0 -> mean over all 4 (rows and width) = 0.8 / 4 = 0.2
     # population std per dim: dim0 of (3, 0) = 1.5, dim1 of (4, 2) = 1.0; mean 1.25
     inactive = jepa_loss(pred, target, var_weight=0.02, std_target=0.5)
-    assert inactive.loss.item() == pytest.approx(0.4, abs=1e-6)
+    assert inactive.loss.item() == pytest.approx(0.2, abs=1e-6)
     assert inactive.pred_std.item() == pytest.approx(1.25, abs=1e-6)
     # std_target 2: relu(2 - 1.5) = 0.5, relu(2 - 1) = 1, mean 0.75
     active = jepa_loss(pred, target, var_weight=0.02, std_target=2.0)
-    assert active.loss.item() == pytest.approx(0.4 + 0.02 * 0.75, abs=1e-6)
-    assert jepa_loss(pred, target, 1.0, 2.0).loss.item() == pytest.approx(1.15, abs=1e-6)
+    assert active.loss.item() == pytest.approx(0.2 + 0.02 * 0.75, abs=1e-6)
+    assert jepa_loss(pred, target, 1.0, 2.0).loss.item() == pytest.approx(0.95, abs=1e-6)
+
+
+def test_jepa_loss_pinned_to_the_study_formula():
+    """The study's formula (its train_gpt.py, compute_jepa_loss), written out in plain
+    Python on a fixed input: mean over batch, patches and width of the squared difference
+    of the L2-normalised vectors, plus var_weight * mean over dims of relu(std_target -
+    population std). Here B = 1, N = 3, D = 4."""
+    rows_pred = [[1.0, 2.0, 2.0, 0.0], [0.0, -3.0, 4.0, 0.0], [2.0, 0.0, 0.0, 0.0]]
+    rows_target = [[0.0, 0.0, 1.0, 0.0], [1.0, 1.0, 1.0, 1.0], [0.0, 6.0, 0.0, 8.0]]
+
+    def unit(v):
+        n = math.sqrt(sum(x * x for x in v))
+        return [x / n for x in v]
+
+    errors = [
+        (a - b) ** 2
+        for p, t in zip(rows_pred, rows_target, strict=True)
+        for a, b in zip(unit(p), unit(t), strict=True)
+    ]
+    mse = sum(errors) / len(errors)  # 12 terms: the width is averaged, not summed
+    stds = []
+    for d in range(4):
+        col = [r[d] for r in rows_pred]
+        mean = sum(col) / 3
+        stds.append(math.sqrt(sum((x - mean) ** 2 for x in col) / 3))
+    variance = sum(max(0.0, 0.5 - s) for s in stds) / 4
+    expected = mse + 0.02 * variance
+    # The same figure, rounded, as a pin: a change of the formula moves it.
+    assert expected == pytest.approx(0.374722, abs=1e-6)
+
+    terms = jepa_loss(torch.tensor([rows_pred]), torch.tensor([rows_target]), 0.02, 0.5)
+    assert terms.loss.item() == pytest.approx(expected, abs=1e-6)
+    # What the study's own expression gives (F.mse_loss of the normalised vectors).
+    pred, target = torch.tensor([rows_pred]), torch.tensor([rows_target])
+    study = (
+        torch.nn.functional.mse_loss(
+            torch.nn.functional.normalize(pred, dim=-1),
+            torch.nn.functional.normalize(target, dim=-1),
+        )
+        + 0.02 * torch.relu(0.5 - pred.std(dim=(0, 1), correction=0)).mean()
+    )
+    assert terms.loss.item() == pytest.approx(study.item(), abs=1e-7)
 
 
 def test_jepa_loss_unit_vectors():
+    # Mean over the width: a squared distance of 4 (opposite) over 3 dims is 4 / 3.
     e = torch.eye(3)
     same = jepa_loss(e.view(1, 3, 3), (5 * e).view(1, 3, 3), 0.0, 0.0)
     assert same.loss.item() == pytest.approx(0.0, abs=1e-6)
     opposite = jepa_loss(e.view(1, 3, 3), (-e).view(1, 3, 3), 0.0, 0.0)
-    assert opposite.loss.item() == pytest.approx(4.0, abs=1e-6)
+    assert opposite.loss.item() == pytest.approx(4.0 / 3, abs=1e-6)
     orthogonal = jepa_loss(e.view(1, 3, 3), e.roll(1, dims=0).view(1, 3, 3), 0.0, 0.0)
-    assert orthogonal.loss.item() == pytest.approx(2.0, abs=1e-6)
+    assert orthogonal.loss.item() == pytest.approx(2.0 / 3, abs=1e-6)
     # Rows of the identity: each dim holds (1, 0, 0) in some order; std = sqrt(2)/3.
     assert same.pred_std.item() == pytest.approx(math.sqrt(2) / 3, abs=1e-6)
 

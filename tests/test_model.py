@@ -155,3 +155,25 @@ def test_matrix_init_and_zero_output_layers(init):
     with torch.no_grad():
         x = full.smear(F.rms_norm(full.embed(idx) + full.bigram(idx), (32,)))
         torch.testing.assert_close(full(idx), F.rms_norm(x, (32,)), atol=1e-5, rtol=0)
+
+
+def test_rope_base_rescales_past_its_training_context_as_the_record():
+    """The 2026-03-23 record's Rotary: base * (T / 1024)^(d / (d - 2)) past 1024 tokens."""
+    from jepardy.trainer.model import rope_base_for
+
+    assert rope_base_for(10000.0, 16, 1024, 1024) == 10000.0
+    assert rope_base_for(10000.0, 16, 512, 1024) == 10000.0
+    assert rope_base_for(10000.0, 16, 2048, 0) == 10000.0
+    rescaled = rope_base_for(10000.0, 16, 2048, 1024)
+    assert rescaled == pytest.approx(10000.0 * 2 ** (16 / 14))
+    cpu = torch.device("cpu")
+    ours = Rotary(16, 10000.0, train_seq_len=1024)(2048, cpu)
+    fixed = Rotary(16, rescaled)(2048, cpu)
+    for a, b in zip(ours, fixed, strict=True):
+        torch.testing.assert_close(a, b)
+    # At seq len 1024 the same module keeps base 10000: a spec that shortens the sequence
+    # trains the model the record would train at that length.
+    short = Rotary(16, 10000.0, train_seq_len=1024)(1024, cpu)
+    plain = Rotary(16, 10000.0)(1024, cpu)
+    for a, b in zip(short, plain, strict=True):
+        torch.testing.assert_close(a, b)

@@ -63,7 +63,7 @@ def test_leader_stack_is_the_studys_stack():
     assert (c.grad_clip, c.ema, c.ema_decay) == (0.3, True, 0.997)
     assert (c.seq_len, c.train_batch_tokens, c.wallclock_s) == (2048, 786_432, 600.0)
     assert c.eval_stride == 64
-    assert c.rope_base == pytest.approx(10000 * 2 ** (16 / 14))
+    assert c.rope_base == 10000.0 and c.rope_train_seq_len == 1024
 
 
 def test_isolation_byte_is_the_baseline_on_bytes():

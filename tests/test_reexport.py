@@ -92,6 +92,26 @@ def test_int8_changes_the_bytes_and_the_score(source_run, tmp_path):
     assert math.isfinite(int8["sliding_val_bpb"])
 
 
+def test_target_bytes_fits_the_artifact_to_a_budget(source_run, tmp_path):
+    """--target-bytes below what the run's export took: a coarser scale floor, the bytes
+    within the budget, a worse round-trip error; recorded in result.json."""
+    run_dir, source = source_run
+    budget = int(source["model_bytes"] * 0.95)  # at toy size most bytes are float16
+    code, fitted = reexport(run_dir, tmp_path / "fit", "--target-bytes", str(budget))
+    assert code == 0, fitted
+    assert fitted["export_budget_bytes"] == budget == fitted["export_target_bytes"]
+    assert fitted["model_bytes"] <= budget
+    assert fitted["export_floor_unit"] > source["export_floor_unit"] == 0.0
+    assert fitted["roundtrip_mse"] > source["roundtrip_mse"]
+
+
+def test_an_impossible_target_fails_in_one_line(source_run, tmp_path):
+    run_dir, _ = source_run
+    code, result = reexport(run_dir, tmp_path / "tiny", "--target-bytes", "1000")
+    assert code == 1 and result["status"] == "failed"
+    assert result["reason"].startswith("error: export: no quantization fits")
+
+
 def test_a_run_without_final_weights_fails_in_one_line(source_run, tmp_path):
     run_dir, _ = source_run
     empty = tmp_path / "old_run"

@@ -133,14 +133,31 @@ def test_control_run_has_no_jepa(control_run):
 
 
 def test_torchrun_two_ranks_matches_one_process(corpus, control_run, tmp_path):
+    """With the averaged gradient clipped (not each rank's own), 2 ranks = 1 process."""
     _, _, single = control_run
-    proc, result = run_trainer(tmp_path / "ddp", tiny_params(corpus, jepa_weight=0.0), nproc=2)
+    params = tiny_params(corpus, jepa_weight=0.0, grad_clip_before_average=False)
+    proc, result = run_trainer(tmp_path / "ddp", params, nproc=2)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert result["status"] == "done" and result["world_size"] == 2
     assert result["steps"] == single["steps"]
     assert result["val_tokens"] == single["val_tokens"]
     assert result["val_bytes"] == single["val_bytes"]
     assert result["val_bpb"] == pytest.approx(single["val_bpb"], abs=1e-4)
+
+
+def test_clipping_each_rank_before_averaging_is_what_changes_a_two_rank_run(corpus, tmp_path):
+    """The record clips each rank's gradient before the all-reduce. With clipping active
+    (a low threshold), that run differs from clipping the average (which equals one
+    process: test_torchrun_two_ranks_matches_one_process). Without clipping both orders are
+    the same code path."""
+    bpb = {}
+    for first in (True, False):
+        params = tiny_params(corpus, grad_clip=0.05, grad_clip_before_average=first)
+        proc, result = run_trainer(tmp_path / f"first_{first}", params, nproc=2)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        assert result["status"] == "done"
+        bpb[first] = result["val_bpb"]
+    assert bpb[True] != pytest.approx(bpb[False], abs=1e-6)
 
 
 def test_non_finite_loss_fails_with_reason_nan(corpus, tmp_path):

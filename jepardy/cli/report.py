@@ -90,6 +90,9 @@ def export_run(
     db: DbOption = "results.db",
     quant_bits: Annotated[int, typer.Option(help="Bits per quantized weight (2..8).")] = 6,
     zstd_level: Annotated[int, typer.Option(help="zstd compression level.")] = 19,
+    target_bytes: Annotated[
+        int, typer.Option(help="Model byte budget (default 0: the cap minus the code bytes).")
+    ] = 0,
     runs_dir: RunsDirOption = Path("runs"),
     device: Annotated[
         str | None, typer.Option(help="auto, cpu or cuda (default: the run's device).")
@@ -106,7 +109,9 @@ def export_run(
 
     store = open_store(db)
     run_id = resolve_run_id(store, run_id, "export")
-    done = reexport(store, run_id, quant_bits, zstd_level, runs_dir, device)
+    done = reexport(
+        store, run_id, quant_bits, zstd_level, runs_dir, device, target_bytes=target_bytes
+    )
     result = done.result or {}
     figures = (
         f"val_bpb {result['val_bpb']:.5f}, artifact {result['artifact_bytes']:,} bytes"

@@ -46,12 +46,17 @@ class ExportOutcome:
     existed: bool = False  # an earlier identical export was done: returned as it is
 
 
-def export_variant(source_variant: str, quant_bits: int, zstd_level: int) -> str:
+def export_variant(
+    source_variant: str, quant_bits: int, zstd_level: int, target_bytes: int = 0
+) -> str:
     label = f"export:int{quant_bits}+zstd{zstd_level}"
+    label += f"+target{target_bytes}" if target_bytes else ""
     return f"{source_variant},{label}" if source_variant else label
 
 
-def plan_export(store: Store, source_id: str, quant_bits: int, zstd_level: int) -> RunIdentity:
+def plan_export(
+    store: Store, source_id: str, quant_bits: int, zstd_level: int, target_bytes: int = 0
+) -> RunIdentity:
     """The export run of `source_id` with these settings; UserError unless the source is a
     done run of the jepardy trainer."""
     source = store.stored_run(source_id)
@@ -61,7 +66,9 @@ def plan_export(store: Store, source_id: str, quant_bits: int, zstd_level: int) 
             "their final weights"
         )
     params = {**source.params, "quant_bits": quant_bits, "zstd_level": zstd_level}
-    variant = export_variant(source.variant, quant_bits, zstd_level)
+    if target_bytes:  # else the trainer's default budget: the cap minus the code bytes
+        params["export_target_bytes"] = target_bytes
+    variant = export_variant(source.variant, quant_bits, zstd_level, target_bytes)
     identity = {**params, "parent_run": source_id}
     new_id = make_run_id(
         sweep=source.sweep,
@@ -115,6 +122,8 @@ def export_argv(source_dir: Path, out_dir: Path, run: RunIdentity, device: str |
         "--run-id",
         run.run_id,
     ]
+    if run.params.get("export_target_bytes"):
+        argv += ["--target-bytes", str(run.params["export_target_bytes"])]
     return argv + (["--device", device] if device else [])
 
 
@@ -126,6 +135,7 @@ def reexport(
     runs_root: Path = Path("runs"),
     device: str | None = None,
     timeout_s: float | None = None,
+    target_bytes: int = 0,
 ) -> ExportOutcome:
     """Re-export run `source_id`, recording the new run row; an identical export already
     done is returned as it is (`existed`)."""
@@ -133,11 +143,12 @@ def reexport(
     for flag, name, value in (
         ("--quant-bits", "quant_bits", quant_bits),
         ("--zstd-level", "zstd_level", zstd_level),
+        ("--target-bytes", "export_target_bytes", target_bytes),
     ):
         if not BOUNDS[name].holds(value):
             raise UserError(f"export: {flag} {value}: must be {BOUNDS[name]}")
     source_dir = source_run_dir(store, source_id)
-    run = plan_export(store, source_id, quant_bits, zstd_level)
+    run = plan_export(store, source_id, quant_bits, zstd_level, target_bytes)
     out_dir = runs_root / run.sweep / run.run_id
     if store.statuses([run.run_id]).get(run.run_id) == RunStatus.DONE:
         result = collect(out_dir, None).result

@@ -59,6 +59,10 @@ class TrainConfig:
     n_kv_heads: int = 2  # grouped-query attention: n_heads must be a multiple
     mlp_mult: int = 2
     rope_base: float = 10000.0
+    # The context the RoPE base is set for: a longer sequence (training or evaluation)
+    # rescales the base to rope_base * (seq_len / this)^(d / (d - 2)), d the rotated dims, as
+    # the 2026-03-23 record's Rotary does (its train_seq_len 1024); 0 = never rescale.
+    rope_train_seq_len: int = 0
     logit_softcap: float = 30.0  # the challenge's baseline uses 30
     init_std: float = 0.02
     embed_init_std: float = 0.0  # token embedding init std; 0 = init_std
@@ -98,6 +102,11 @@ class TrainConfig:
     muon_momentum_warmup_steps: int = 500  # ... over this many steps; 0 = no warmup
     muon_ns_steps: int = 5  # Newton-Schulz iterations per Muon update
     grad_clip: float = 1.0  # on the model's own gradients; 0 disables
+    # Under several ranks, clip each rank's own gradient before averaging them, where the
+    # challenge's record and the study clip (their clip_grad_norm_ runs before their
+    # all-reduce); false: clip the averaged gradient (DDP's overlap of communication with
+    # backward kept). One rank: the same either way.
+    grad_clip_before_average: bool = True
     iterations: int = 200  # step cap
     wallclock_s: float = 0.0  # training-time budget in seconds (eval excluded); 0 = none
     warmup_steps: int = 10
@@ -123,6 +132,9 @@ class TrainConfig:
     log_every: int = 10
     quant_bits: int = 6  # per-row symmetric quantization of large float tensors
     zstd_level: int = 19
+    # Byte budget of the compressed model (budget.py picks the finest quantization that
+    # fits it); 0 = the challenge's cap minus the code bytes of the run.
+    export_target_bytes: int = 0
     # Sliding-window evaluation of the artifact: windows of seq_len advancing by this many
     # tokens, each target scored once with the longest context available; 0 = off.
     eval_stride: int = 0
@@ -209,6 +221,7 @@ BOUNDS: dict[str, Bounds] = {
     "n_kv_heads": _AT_LEAST_1,
     "mlp_mult": _AT_LEAST_1,
     "rope_base": _POSITIVE,  # model.py Rotary: base ** (i / dims) is NaN for base <= 0
+    "rope_train_seq_len": _AT_LEAST_0,  # 0 = never rescale the base
     "logit_softcap": _AT_LEAST_0,  # 0 = no cap
     "init_std": _AT_LEAST_0,  # torch.nn.init.normal_ refuses std < 0
     "embed_init_std": _AT_LEAST_0,  # 0 = init_std
@@ -252,6 +265,7 @@ BOUNDS: dict[str, Bounds] = {
     # zstandard refuses levels above 22, libzstd's lowest is ZSTD_minCLevel() = -2^17.
     "quant_bits": Bounds(2, 8),
     "zstd_level": Bounds(-(2**17), 22),
+    "export_target_bytes": _AT_LEAST_0,  # budget.py; 0 = the cap minus the code bytes
     "eval_stride": _AT_LEAST_0,  # 0 = off
     "compile_warmup_steps": _AT_LEAST_0,
     "seed": _AT_LEAST_0,  # as sweep.seeds (spec/parse.py)

@@ -4,8 +4,15 @@ Every rank reads the same stream and takes its own slices of each global batch, 
 tokens a step sees depend on the global batch only, not on the number of ranks nor on the
 gradient accumulation: the global batch of `batch_tokens` inputs is cut into
 `world * micro_steps` chunks of whole sequences, and micro-step j of rank r takes chunk
-j * world + r. Any split covers the same sequences, and the loss is a mean over equal
-chunks, so 1 rank x 2 micro-steps, 2 ranks x 1 and 1 rank x 1 see the same gradient.
+j * world + r. Any split covers the same sequences.
+
+Without JEPA, and with JEPA's variance term off, the loss is a mean over equal chunks, so
+1 rank x 2 micro-steps, 2 ranks x 1 and 1 rank x 1 see the same gradient. With the variance
+term on they do not: it is relu(std_target - std) with the std taken over one micro-batch's
+patches (one rank's micro-batch, as in the study's train_gpt.py, which computes it per rank
+and per micro-step), and a mean of per-chunk stds is not the std of the whole batch. To
+reproduce the study's variance term, keep its micro-batch: its 8 // world micro-steps of
+786,432 / 8 = 98,304 tokens (48 sequences of 2048) on the leader stack.
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ from torch import Tensor
 
 from jepardy.data.shards import list_shards, read_shard
 from jepardy.errors import UserError
+from jepardy.trainer.distributed import Dist
 
 
 class TokenStream:
@@ -68,16 +76,15 @@ class TrainBatches:
         data_dir: str,
         batch_tokens: int,
         seq_len: int,
-        rank: int,
-        world: int,
-        device: torch.device,
+        env: Dist,
         micro_batch_tokens: int = 0,
     ) -> None:
+        rank, world = env.rank, env.world
         self.micro_steps = micro_steps(batch_tokens, micro_batch_tokens, seq_len, world)
         self.stream = TokenStream(list_shards(Path(data_dir), "train"))
         self.batch_tokens, self.seq_len, self.rank, self.world = batch_tokens, seq_len, rank, world
         self.micro = batch_tokens // world // self.micro_steps
-        self.device = device
+        self.device = env.device
 
     def next_step(self) -> list[tuple[Tensor, Tensor]]:
         """This rank's micro-batches of the next global batch: (inputs, targets) pairs, each

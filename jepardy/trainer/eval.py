@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from jepardy.data.tokenizer import ByteTables
+from jepardy.trainer.distributed import Dist
 from jepardy.trainer.model import GPT
 
 
@@ -62,14 +63,13 @@ def evaluate(
     counter: ByteCounter,
     seq_len: int,
     batch_tokens: int,
-    rank: int,
-    world: int,
-    device: torch.device,
+    env: Dist,
     forward: Forward | None = None,
 ) -> EvalResult:
     """Score `gpt` on every whole sequence of `val_tokens`; ranks split the sequences.
     `forward` (default `gpt` itself) may be a compiled copy of it."""
     forward = forward if forward is not None else gpt
+    rank, world, device = env.rank, env.world, env.device
     n_seqs = (len(val_tokens) - 1) // seq_len
     first, last = n_seqs * rank // world, n_seqs * (rank + 1) // world
     seqs_per_batch = max(1, batch_tokens // world // seq_len)
@@ -131,14 +131,13 @@ def evaluate_sliding(
     seq_len: int,
     stride: int,
     batch_tokens: int,
-    rank: int,
-    world: int,
-    device: torch.device,
+    env: Dist,
     forward: Forward | None = None,
 ) -> EvalResult:
     """Score every target of `val_tokens` once with sliding windows (see the module doc);
     ranks split the windows. Logits are computed only where a window scores."""
     forward = forward if forward is not None else gpt
+    rank, world, device = env.rank, env.world, env.device
     targets = len(val_tokens) - 1
     windows = sliding_windows(targets, seq_len, stride)
     length = min(seq_len, targets)

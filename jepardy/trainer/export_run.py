@@ -2,7 +2,8 @@
 the study's storage-only pass.
 
     python -m jepardy.trainer.export_run --run-dir RUN_DIR --out OUT_DIR \\
-        [--quant-bits N] [--zstd-level L] [--eval-stride S] [--device auto|cpu|cuda] [--run-id ID]
+        [--quant-bits N] [--zstd-level L] [--target-bytes N] [--eval-stride S]
+        [--device auto|cpu|cuda] [--run-id ID]
 
 (or under `torchrun --nproc_per_node=N`, the evaluation then split over the ranks).
 
@@ -36,11 +37,12 @@ from jepardy.errors import UserError
 from jepardy.trainer.checkpoint import CHECKPOINT_FILE, load_final
 from jepardy.trainer.config import ARTIFACT_CAP_BYTES, config_from_params
 from jepardy.trainer.data import load_val_tokens
+from jepardy.trainer.distributed import init_distributed
 from jepardy.trainer.eval import ByteCounter
 from jepardy.trainer.export import code_digest, loaded_code_files
 from jepardy.trainer.model import GPT, GPTShape
-from jepardy.trainer.scoring import Scorer, score_roundtrip
-from jepardy.trainer.train import byte_tables, init_distributed, uses_compile, write_result
+from jepardy.trainer.scoring import Scorer, model_budget_bytes, score_roundtrip
+from jepardy.trainer.train import byte_tables, uses_compile, write_result
 
 # Fields of the parent's result.json that describe the trained weights, not the artifact.
 PARENT_FIELDS = (
@@ -68,6 +70,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--out", required=True, type=Path, help="where the new artifact goes")
     parser.add_argument("--quant-bits", type=int, help="default: the run's quant_bits")
     parser.add_argument("--zstd-level", type=int, help="default: the run's zstd_level")
+    parser.add_argument(
+        "--target-bytes",
+        type=int,
+        help="model byte budget (default: the run's export_target_bytes, else the cap minus "
+        "the run's code bytes)",
+    )
     parser.add_argument("--eval-stride", type=int, help="default: the run's eval_stride")
     parser.add_argument("--device", help="auto | cpu | cuda (default: the run's device)")
     parser.add_argument("--run-id", default="", help="the id the orchestrator gives this export")
@@ -106,6 +114,7 @@ def export(args: argparse.Namespace) -> dict[str, Any]:
     overrides = {
         "quant_bits": args.quant_bits,
         "zstd_level": args.zstd_level,
+        "export_target_bytes": args.target_bytes,
         "eval_stride": args.eval_stride,
         "device": args.device,
     }
@@ -120,15 +129,15 @@ def export(args: argparse.Namespace) -> dict[str, Any]:
     # Compiled on CUDA as in training: the sliding-window pass is ~seq_len/stride forwards.
     forward = torch.compile(gpt, dynamic=False) if uses_compile(config, env.device) else gpt
     log = print_line if env.is_main else (lambda _text: None)
-    scorer = Scorer(gpt, forward, val_tokens, counter, config, env.rank, env.world, env.device, log)
-
-    start = time.perf_counter()
-    scored = score_roundtrip(scorer, args.out)
-    eval_time_s = time.perf_counter() - start
+    scorer = Scorer(gpt, forward, val_tokens, counter, config, env, log)
 
     code_bytes = parent.get("code_bytes")
     if not isinstance(code_bytes, int):
         raise UserError(f"{args.run_dir / 'result.json'}: code_bytes missing")
+    start = time.perf_counter()
+    scored = score_roundtrip(scorer, args.out, model_budget_bytes(config, code_bytes))
+    eval_time_s = time.perf_counter() - start
+
     artifact_bytes = code_bytes + scored["model_bytes"]
     mine = loaded_code_files()
     log(
@@ -143,6 +152,7 @@ def export(args: argparse.Namespace) -> dict[str, Any]:
         "copied_from_parent": copied,
         "quant_bits": config.quant_bits,
         "zstd_level": config.zstd_level,
+        "export_target_bytes": config.export_target_bytes,
         "eval_stride": config.eval_stride,
         "artifact_bytes": artifact_bytes,
         "under_cap": artifact_bytes <= ARTIFACT_CAP_BYTES,

@@ -93,3 +93,18 @@ class GradHealth:
             "clip_coef_max": max(coefs) if coefs else None,
             "clip_coef_last": coefs[-1] if coefs else None,
         }
+
+
+def group_drift(groups: list[ParamGroup], initial: dict[str, list[Tensor]]) -> dict[str, float]:
+    """||w_end - w_init|| / ||w_init|| per optimizer group: a group that did not move is loud."""
+    drift = {}
+    for g in groups:
+        delta = math.sqrt(
+            sum(
+                float((p.detach().float() - w0).square().sum())
+                for p, w0 in zip(g.params, initial[g.name], strict=True)
+            )
+        )
+        norm = math.sqrt(sum(float(w0.square().sum()) for w0 in initial[g.name]))
+        drift[g.name] = delta / norm if norm > 0 else delta
+    return drift

@@ -5,11 +5,16 @@ state at the last position of patch i is the context; a small predictor maps it 
 the latent of patch i+1, whose target is the RMS-normalised mean of that patch's token
 embeddings, computed without gradient (stop-grad). The last patch has no successor.
 
-    jepa_loss = mean_patches ||unit(pred) - unit(target)||^2
+    jepa_loss = mean_{batch, patches, dims} (unit(pred) - unit(target))^2
               + var_weight * mean_dims relu(std_target - std(pred over batch and patches))
 
-The squared distance is summed over the model dimension (= 2 - 2 cos), so the loss has the
-same scale at every width and a `jepa_weight` transfers across model sizes.
+The squared error is a mean over the width as well as over batch and patches, as the study
+defines it: its train_gpt.py (openai/parameter-golf, records/track_non_record_16mb/
+2026-04-01_JEPA_LeaderStack_StoragePass, `compute_jepa_loss`) takes
+`F.mse_loss(pred_n, target_n, reduction="mean")`. That is (2 - 2 cos) / d_model: a sum over
+the width would be d_model (512 in the study) times stronger, and `jepa_weight = 0.1` would
+mean 51.2 in the study's units, with the variance term 512x weaker relative to it. With the
+mean, the study's weights (0.05-0.15, the 0.00-1.00 grid) mean here what they meant there.
 
 Two defects of the study's own code are impossible here: the predictor's output layer is
 initialised at random (a zero output makes unit(pred) undefined; its gradient blew up to
@@ -71,11 +76,14 @@ def patch_targets(idx: Tensor, embedding: Tensor, patch_size: int) -> Tensor:
 
 
 def jepa_loss(pred: Tensor, target: Tensor, var_weight: float, std_target: float) -> JepaTerms:
-    """Normalised squared error plus the anti-collapse variance term. pred, target: (B, N, D)."""
+    """Normalised squared error plus the anti-collapse variance term. pred, target: (B, N, D).
+
+    The error is `F.mse_loss(unit_pred, unit_target)` with reduction "mean" (over B, N and
+    D), the study's definition (see the module doc)."""
     pred = pred.float()
     unit_pred = F.normalize(pred, dim=-1, eps=_NORM_EPS)
     unit_target = F.normalize(target.float(), dim=-1, eps=_NORM_EPS)
-    distance = (unit_pred - unit_target).square().sum(dim=-1).mean()
+    distance = F.mse_loss(unit_pred, unit_target, reduction="mean")
     std = pred.flatten(0, 1).std(dim=0, correction=0)  # population std per dim, (D,)
     variance_term = F.relu(std_target - std).mean()
     return JepaTerms(loss=distance + var_weight * variance_term, pred_std=std.mean().detach())

@@ -45,6 +45,7 @@ class GPTShape:
     unet_skips: bool = False
     ln_scale: bool = False
     rope_dims: int = 0
+    rope_train_seq_len: int = 0
     smear_gate: bool = False
     bigram_hash_buckets: int = 0
     bigram_dim: int = 128
@@ -76,20 +77,33 @@ def rms_norm(x: Tensor) -> Tensor:
     return F.rms_norm(x, (x.size(-1),))
 
 
+def rope_base_for(base: float, dims: int, seq_len: int, train_seq_len: int) -> float:
+    """The RoPE base a sequence of `seq_len` uses: `base` up to `train_seq_len` (0: always),
+    beyond it base * (seq_len / train_seq_len)^(dims / (dims - 2)), the NTK-style rescaling of
+    the 2026-03-23 record's Rotary (openai/parameter-golf), so a model set up for 1024 tokens
+    keeps its low frequencies' coverage at 2048."""
+    if train_seq_len <= 0 or seq_len <= train_seq_len:
+        return base
+    return base * (seq_len / train_seq_len) ** (dims / (dims - 2))
+
+
 class Rotary(nn.Module):
     """Rotary position tables for the first `dims` of each head (partial RoPE when `dims` is
-    less than the head size). Recomputed each forward from a fixed buffer: a few hundred
-    flops, no cache to invalidate, nothing for torch.compile to guard on."""
+    less than the head size), the base rescaled for sequences past `train_seq_len` (see
+    `rope_base_for`). Recomputed each forward: a few hundred flops, no cache to invalidate;
+    under torch.compile the sequence length is static, so the rescale is a constant."""
 
-    def __init__(self, dims: int, base: float) -> None:
+    def __init__(self, dims: int, base: float, train_seq_len: int = 0) -> None:
         super().__init__()
-        inv_freq = 1.0 / (base ** (torch.arange(0, dims, 2, dtype=torch.float32) / dims))
-        self.register_buffer("inv_freq", inv_freq, persistent=False)
+        self.dims, self.base, self.train_seq_len = dims, base, train_seq_len
+        self.register_buffer("exponents", torch.arange(0, dims, 2) / dims, persistent=False)
 
     def forward(self, seq_len: int, device: torch.device) -> tuple[Tensor, Tensor]:
         """(cos, sin), each (1, 1, T, dims/2)."""
+        base = rope_base_for(self.base, self.dims, seq_len, self.train_seq_len)
+        inv_freq = 1.0 / (base ** self.exponents.to(device=device, dtype=torch.float32))
         t = torch.arange(seq_len, device=device, dtype=torch.float32)
-        freqs = torch.outer(t, self.inv_freq)  # (T, dims/2)
+        freqs = torch.outer(t, inv_freq)  # (T, dims/2)
         return freqs.cos()[None, None], freqs.sin()[None, None]
 
 
@@ -171,7 +185,10 @@ class MLP(nn.Module):
         self.slope = 0.5 if shape.mlp_activation == "leaky_relu2" else 0.0
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.proj(F.leaky_relu(self.fc(x), negative_slope=self.slope).square())
+        h = self.fc(x)
+        # relu for slope 0: the same values, one cheaper kernel (the baseline's relu^2).
+        h = F.leaky_relu(h, negative_slope=self.slope) if self.slope else F.relu(h)
+        return self.proj(h.square())
 
 
 class Block(nn.Module):
@@ -211,9 +228,14 @@ class Block(nn.Module):
         ve = None
         if self.ve_scale is not None and value_embed is not None:
             ve = value_embed * self.ve_scale.to(value_embed.dtype)
-        h = rms_norm(x) * self.branch_scale
-        x = x + self.attn_scale.to(x.dtype) * self.attn(h, rope, ve)
-        return x + self.mlp_scale.to(x.dtype) * self.mlp(rms_norm(x) * self.branch_scale)
+        x = x + self.attn_scale.to(x.dtype) * self.attn(self.branch_input(x), rope, ve)
+        return x + self.mlp_scale.to(x.dtype) * self.mlp(self.branch_input(x))
+
+    def branch_input(self, x: Tensor) -> Tensor:
+        """The normed input of a branch, scaled by depth with ln_scale (a multiply by 1.0
+        skipped: an extra kernel forward and backward on every block otherwise)."""
+        h = rms_norm(x)
+        return h * self.branch_scale if self.branch_scale != 1.0 else h
 
 
 class GPT(nn.Module):
@@ -224,7 +246,9 @@ class GPT(nn.Module):
         self.shape = shape
         self.embed = nn.Embedding(shape.vocab_size, shape.d_model)
         self.blocks = nn.ModuleList(Block(shape, i) for i in range(shape.n_layers))
-        self.rotary = Rotary(shape.rope_dims or shape.head_dim, shape.rope_base)
+        self.rotary = Rotary(
+            shape.rope_dims or shape.head_dim, shape.rope_base, shape.rope_train_seq_len
+        )
         n_skips = min(shape.n_encoder_layers, shape.n_layers - shape.n_encoder_layers)
         self.skip_weights = (
             nn.Parameter(torch.ones(n_skips, shape.d_model)) if shape.unet_skips else None

@@ -27,6 +27,7 @@ import torch
 from torch import Tensor, nn
 
 from jepardy.trainer.config import TrainConfig
+from jepardy.trainer.distributed import Dist
 from jepardy.trainer.model import GPT
 from jepardy.trainer.muon import Muon
 
@@ -159,14 +160,13 @@ class Optimizers:
 def build_optimizer(
     groups: list[ParamGroup],
     config: TrainConfig,
-    rank: int = 0,
-    world: int = 1,
-    device: torch.device | None = None,
+    env: Dist | None = None,
 ) -> Optimizers:
-    """AdamW over the AdamW groups and Muon over the Muon groups (sharded over `world`
-    ranks, see muon.py). Fused AdamW and bf16 Newton-Schulz on CUDA; on CPU the float32
-    reference path."""
-    on_cuda = device is not None and device.type == "cuda"
+    """AdamW over the AdamW groups and Muon over the Muon groups (sharded over the ranks of
+    `env`, see muon.py; default one CPU process). Fused AdamW and bf16 Newton-Schulz on CUDA;
+    on CPU the float32 reference path."""
+    env = env or Dist.local()
+    on_cuda = env.device.type == "cuda"
 
     def torch_group(g: ParamGroup) -> dict[str, Any]:
         return {
@@ -197,8 +197,8 @@ def build_optimizer(
                 lr=config.lr,
                 momentum=muon_momentum(0, config),
                 ns_steps=config.muon_ns_steps,
-                rank=rank,
-                world=world,
+                rank=env.rank,
+                world=env.world,
                 ns_dtype=torch.bfloat16 if on_cuda else torch.float32,
             )
         )

@@ -87,11 +87,13 @@ LEADER_STACK: dict[str, Any] = {
     "mlp_mult": 3,
     "mlp_activation": "leaky_relu2",
     "logit_softcap": 30.0,
-    # [LS] ROPE_DIMS 16 (of head_dim 64). Its Rotary is built for a 1024-token context and
-    # rescales its base when the sequence is longer: at seq len 2048 the base it trains and
-    # evaluates with is 10000 * 2^(16/14) (about 22,082), set here directly.
+    # [LS] ROPE_DIMS 16 (of head_dim 64), ROPE_BASE 10000. Its Rotary is built for a
+    # 1024-token context and rescales its base for longer sequences (10000 * 2^(16/14), about
+    # 22,082, at 2048); rope_train_seq_len does the same from the actual seq_len, so a spec
+    # that sets seq_len = 1024 trains with base 10000, as the record would.
     "rope_dims": 16,
-    "rope_base": 10000.0 * 2.0 ** (16 / 14),
+    "rope_base": 10000.0,
+    "rope_train_seq_len": 1024,
     # [LS] model code: RMS-normed input embedding, resid_mix, U-Net skip_weights, QK_GAIN_INIT
     # 1.5, LN_SCALE (branch inputs scaled by 1/sqrt(layer + 1)), SmearGate, BigramHash
     # (BIGRAM_VOCAB_SIZE 1536 in the run command, BIGRAM_DIM 128), XSA_LAST_N 4, value

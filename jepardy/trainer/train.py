@@ -15,38 +15,41 @@ the host's, and under DDP the ranks agree on the budget one step late (`BudgetFl
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
-import math
 import os
 import socket
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.distributed as dist
-from torch import nn
-from torch.nn.parallel import DistributedDataParallel
+from torch import Tensor, nn
 
-from jepardy.data.tokenizer import ByteTables, byte260_tables, sentencepiece_byte_tables
 from jepardy.errors import UserError
+from jepardy.trainer.build import build_objective, byte_tables, uses_compile, wrap_model
 from jepardy.trainer.checkpoint import CHECKPOINT_FILE, save_final
 from jepardy.trainer.config import ARTIFACT_CAP_BYTES, TrainConfig, config_from_params
 from jepardy.trainer.data import TrainBatches, load_val_tokens
-from jepardy.trainer.eval import ByteCounter, Forward, autocast
-from jepardy.trainer.export import code_digest, loaded_code_files
-from jepardy.trainer.health import GradHealth, group_grad_norms, module_drift
-from jepardy.trainer.jepa import JepaSettings, StepLosses, TargetEncoder, TrainingObjective
-from jepardy.trainer.model import GPT, GPTShape, count_params
+from jepardy.trainer.distributed import (
+    BudgetFlag,
+    Dist,
+    init_distributed,
+    mean_over_ranks,
+    synchronize,
+)
+from jepardy.trainer.eval import ByteCounter, Forward
+from jepardy.trainer.export import CodeFile, code_digest, loaded_code_files
+from jepardy.trainer.health import GradHealth, group_drift, module_drift
+from jepardy.trainer.jepa import TrainingObjective
+from jepardy.trainer.model import GPT, count_params
 from jepardy.trainer.optim import (
     Optimizers,
     ParamGroup,
     WeightEMA,
     assign_groups,
     build_optimizer,
-    clip_grad_norms,
     group_rules,
     group_table,
     lr_multiplier,
@@ -55,358 +58,260 @@ from jepardy.trainer.optim import (
     set_muon_momentum,
 )
 from jepardy.trainer.provenance import data_provenance, runtime_provenance
-from jepardy.trainer.scoring import Scorer, score_roundtrip
+from jepardy.trainer.runlog import RunLog, write_result
+from jepardy.trainer.scoring import Scorer, model_budget_bytes, score_roundtrip
+from jepardy.trainer.step import StepStats, train_step
 from jepardy.trainer.throughput import flops_per_token, mfu
+
+# Re-exported: tests, benchmarks and export_run import these from here.
+__all__ = [
+    "Dist",
+    "RunLog",
+    "StepStats",
+    "build_objective",
+    "byte_tables",
+    "init_distributed",
+    "main",
+    "train",
+    "train_step",
+    "uses_compile",
+    "wrap_model",
+    "write_result",
+]
 
 
 class NonFiniteLoss(RuntimeError):
     """The training loss became NaN or infinite."""
 
 
-@dataclass(frozen=True)
-class Dist:
-    rank: int
-    world: int
-    device: torch.device
+# --- 1. setup ---------------------------------------------------------------------------
+
+
+@dataclass
+class Run:
+    """Everything `setup` builds for one training run."""
+
+    config: TrainConfig
+    env: Dist
+    log: RunLog
+    objective: TrainingObjective  # the raw module: groups, EMA, checkpoints, export
+    model: nn.Module  # what forward/backward go through (compiled, DDP)
+    groups: list[ParamGroup]
+    optimizer: Optimizers
+    batches: TrainBatches
+    scorer: Scorer
+    initial: dict[str, list[Tensor]]  # each group's weights at init, for the drift audit
+    compiled: bool
 
     @property
-    def is_main(self) -> bool:
-        return self.rank == 0
+    def gpt(self) -> GPT:
+        return self.objective.gpt
 
-    @property
-    def device_name(self) -> str:
-        """The accelerator's name (for MFU), "cpu" on a CPU."""
-        if self.device.type == "cuda":
-            return torch.cuda.get_device_name(self.device)
-        return "cpu"
-
-
-class RunLog:
-    """`key:value` lines to stdout and train.log, metric points to metrics.jsonl (rank 0)."""
-
-    def __init__(self, out_dir: Path, enabled: bool) -> None:
-        self.enabled = enabled
-        if enabled:
-            self._log = (out_dir / "train.log").open("a")
-            self._metrics = (out_dir / "metrics.jsonl").open("a")
-
-    def line(self, text: str) -> None:
-        if self.enabled:
-            print(text, flush=True)
-            self._log.write(text + "\n")
-            self._log.flush()
-
-    def metrics(self, step: int, values: dict[str, float]) -> None:
-        if not self.enabled:
-            return
-        for name, value in values.items():
-            self._metrics.write(json.dumps({"step": step, "name": name, "value": value}) + "\n")
-        self._metrics.flush()
-        self.line(f"step:{step} " + " ".join(f"{k}:{v:.6g}" for k, v in values.items()))
-
-    def close(self) -> None:
-        if self.enabled:
-            self._log.close()
-            self._metrics.close()
-
-
-def init_distributed(device_setting: str) -> Dist:
-    """Join torchrun's process group when launched by it; nccl on CUDA, gloo on CPU."""
-    use_cuda = device_setting == "cuda" or (device_setting == "auto" and torch.cuda.is_available())
-    if device_setting == "cuda" and not torch.cuda.is_available():
-        raise UserError("config: device: 'cuda' requested but no CUDA device is available")
-    rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
-    local_rank = int(os.environ.get("LOCAL_RANK", 0))
-    device = torch.device("cuda", local_rank) if use_cuda else torch.device("cpu")
-    if use_cuda:
-        torch.cuda.set_device(device)
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
-        # Attention only through fused kernels (flash, cuDNN): a shape they cannot take is
-        # an error here, never a silent fall-back to the slow paths.
-        torch.backends.cuda.enable_flash_sdp(True)
-        torch.backends.cuda.enable_cudnn_sdp(True)
-        torch.backends.cuda.enable_mem_efficient_sdp(False)
-        torch.backends.cuda.enable_math_sdp(False)
-    if world > 1:
-        dist.init_process_group(
-            backend="nccl" if use_cuda else "gloo", device_id=device if use_cuda else None
-        )
-    return Dist(rank=rank, world=world, device=device)
-
-
-def byte_tables(config: TrainConfig) -> ByteTables:
-    if config.tokenizer_path:
-        path = Path(config.tokenizer_path)
-        if not path.is_file():
-            raise UserError(f"config: tokenizer_path: {path} not found; run `jepardy data build`")
-        return sentencepiece_byte_tables(path, config.vocab_size)
-    return byte260_tables()
-
-
-def build_objective(config: TrainConfig, device: torch.device) -> TrainingObjective:
-    gpt = GPT(GPTShape.from_config(config))
-    jepa, target_encoder = None, None
-    if config.jepa_weight > 0:
-        jepa = JepaSettings(
-            config.jepa_weight,
-            config.jepa_patch_size,
-            config.jepa_var_weight,
-            config.jepa_std_target,
-        )
-        if config.jepa_target == "ema":
-            target_encoder = TargetEncoder(gpt.embed.weight, config.jepa_target_ema_decay)
-    return TrainingObjective(gpt, jepa, target_encoder).to(device)
-
-
-def uses_compile(config: TrainConfig, device: torch.device) -> bool:
-    return config.compile and device.type == "cuda"
-
-
-def wrap_model(objective: TrainingObjective, config: TrainConfig, env: Dist) -> nn.Module:
-    """The module forward/backward go through: the objective, compiled on CUDA, under DDP
-    with several ranks. `objective` itself (the raw module) stays the handle for optimizer
-    groups, EMA, checkpoints and export."""
-    model: nn.Module = objective
-    if uses_compile(config, env.device):
-        model = torch.compile(objective, dynamic=False)
-    if env.world > 1:
-        model = DistributedDataParallel(model, broadcast_buffers=False)
-    return model
-
-
-@dataclass(frozen=True)
-class StepStats:
-    """One optimizer step's figures, as device tensors (read on log steps only)."""
-
-    total: torch.Tensor
-    cross_entropy: torch.Tensor
-    jepa: torch.Tensor | None
-    jepa_pred_std: torch.Tensor | None
-    grad_norms: dict[str, torch.Tensor]
-    group_grad_norms: dict[str, torch.Tensor]
-
-
-def train_step(
-    model: nn.Module,
-    micro_batches: list[tuple[torch.Tensor, torch.Tensor]],
-    optimizer: Optimizers,
-    groups: list[ParamGroup],
-    config: TrainConfig,
-    device: torch.device,
-    log_step: bool = False,
-) -> StepStats:
-    """Forward/backward over the micro-batches (gradients averaged; DDP all-reduces on the
-    last one only), clip, step, zero. No host synchronisation."""
-    n = len(micro_batches)
-    parts: list[StepLosses] = []
-    for i, (x, y) in enumerate(micro_batches):
-        last = i == n - 1
-        sync = model.no_sync() if isinstance(model, DistributedDataParallel) and not last else None
-        with sync or contextlib.nullcontext():
-            with autocast(device):
-                losses = model(x, y)
-            (losses.total / n).backward()
-        parts.append(losses)
-    per_group = group_grad_norms(groups) if log_step else {}
-    grad_norms = clip_grad_norms(groups, config.grad_clip)
-    optimizer.step()
-    optimizer.zero_grad(set_to_none=True)
-
-    def mean(values: list[torch.Tensor | None]) -> torch.Tensor | None:
-        if values[0] is None:
-            return None
-        return torch.stack([v.detach() for v in values]).mean()
-
-    return StepStats(
-        total=mean([p.total for p in parts]),
-        cross_entropy=mean([p.cross_entropy for p in parts]),
-        jepa=mean([p.jepa for p in parts]),
-        jepa_pred_std=mean([p.jepa_pred_std for p in parts]),
-        grad_norms=grad_norms,
-        group_grad_norms=per_group,
-    )
-
-
-def group_drift(
-    groups: list[ParamGroup], initial: dict[str, list[torch.Tensor]]
-) -> dict[str, float]:
-    """||w_end - w_init|| / ||w_init|| per optimizer group: a group that did not move is loud."""
-    drift = {}
-    for g in groups:
-        delta = math.sqrt(
-            sum(
-                float((p.detach().float() - w0).square().sum())
-                for p, w0 in zip(g.params, initial[g.name], strict=True)
-            )
-        )
-        norm = math.sqrt(sum(float(w0.square().sum()) for w0 in initial[g.name]))
-        drift[g.name] = delta / norm if norm > 0 else delta
-    return drift
-
-
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-class BudgetFlag:
-    """Whether any rank's clock has passed the budget, agreed by all ranks so none hangs.
-
-    One rank: its own host clock, no communication. Several: each step posts its flag (an
-    all-reduce queued behind the step) and reads the flag posted one step earlier, so on
-    CUDA the host waits for the previous step while the current one runs, never for the
-    queue to drain. The run therefore stops one step after the clock ran out, on all ranks.
-    """
-
-    def __init__(self, env: Dist) -> None:
-        self.env = env
-        self.pending: torch.Tensor | None = None
-        self.event = torch.cuda.Event() if env.device.type == "cuda" else None
-        self.host = torch.zeros(1, pin_memory=env.device.type == "cuda")
-
-    def spent(self, elapsed_s: float, budget_s: float) -> bool:
-        if self.env.world == 1:
-            return elapsed_s >= budget_s
-        stop = self._read()
-        flag = torch.full((1,), 1.0 if elapsed_s >= budget_s else 0.0, device=self.env.device)
-        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-        if self.event is not None:
-            self.host.copy_(flag, non_blocking=True)
-            self.event.record()
-        self.pending = flag
-        return stop
-
-    def _read(self) -> bool:
-        if self.pending is None:
-            return False
-        if self.event is None:
-            return bool(self.pending.item())  # gloo: already complete
-        self.event.synchronize()
-        return bool(self.host.item())
-
-
-def train(
-    config: TrainConfig, env: Dist, log: RunLog, out_dir: Path, run_id: str = ""
-) -> dict[str, Any]:
-    """Train, save final.pt, export to `out_dir`, score; the result fields (status excluded)."""
-    torch.manual_seed(config.seed)
-    tables = byte_tables(config)
-
-    def new_batches() -> TrainBatches:
+    def new_batches(self) -> TrainBatches:
+        c = self.config
         return TrainBatches(
+            c.data_dir, c.train_batch_tokens, c.seq_len, self.env, c.micro_batch_tokens
+        )
+
+
+def setup(config: TrainConfig, env: Dist, log: RunLog) -> Run:
+    """Seed, data, model, optimizer groups (audited), wrapped model and scorer."""
+    torch.manual_seed(config.seed)
+    objective = build_objective(config, env.device)
+    groups = assign_groups(objective, group_rules(config))
+    compiled = uses_compile(config, env.device)
+    # Evaluation runs the GPT alone (no predictor); compiled too when training is.
+    forward: Forward = torch.compile(objective.gpt, dynamic=False) if compiled else objective.gpt
+    val_tokens = load_val_tokens(config.data_dir, config.seq_len, config.val_max_tokens)
+    counter = ByteCounter(byte_tables(config), env.device)
+    run = Run(
+        config=config,
+        env=env,
+        log=log,
+        objective=objective,
+        model=wrap_model(objective, config, env),
+        groups=groups,
+        optimizer=build_optimizer(groups, config, env),
+        batches=TrainBatches(
             config.data_dir,
             config.train_batch_tokens,
             config.seq_len,
-            env.rank,
-            env.world,
-            env.device,
+            env,
             config.micro_batch_tokens,
-        )
+        ),
+        scorer=Scorer(objective.gpt, forward, val_tokens, counter, config, env, log.line),
+        initial={g.name: [p.detach().float().clone() for p in g.params] for g in groups},
+        compiled=compiled,
+    )
+    log_setup(run)
+    return run
 
-    batches = new_batches()
-    val_tokens = load_val_tokens(config.data_dir, config.seq_len, config.val_max_tokens)
-    counter = ByteCounter(tables, env.device)
-    objective = build_objective(config, env.device)
-    gpt = objective.gpt
-    groups = assign_groups(objective, group_rules(config))
-    optimizer = build_optimizer(groups, config, env.rank, env.world, env.device)
-    initial = {g.name: [p.detach().float().clone() for p in g.params] for g in groups}
-    model = wrap_model(objective, config, env)
-    compiled = uses_compile(config, env.device)
-    # Evaluation runs the GPT alone (no predictor); compiled too when training is.
-    forward: Forward = torch.compile(gpt, dynamic=False) if compiled else gpt
 
-    log.line(f"model_params:{count_params(gpt)} world_size:{env.world} device:{env.device}")
+def log_setup(run: Run) -> None:
+    config, env, log = run.config, run.env, run.log
+    log.line(f"model_params:{count_params(run.gpt)} world_size:{env.world} device:{env.device}")
     log.line(
-        f"micro_steps:{batches.micro_steps} micro_batch_tokens:{batches.micro} "
+        f"micro_steps:{run.batches.micro_steps} micro_batch_tokens:{run.batches.micro} "
         f"train_batch_tokens:{config.train_batch_tokens} seq_len:{config.seq_len}"
     )
     if env.device.type == "cuda":
-        log.line(f"compile:{'on' if compiled else 'off'} autocast:bf16")
+        log.line(f"compile:{'on' if run.compiled else 'off'} autocast:bf16")
     else:
         log.line("compile:off autocast:off (torch.compile and bf16 are for CUDA; this is a CPU)")
-    for line in group_table(groups):
+    for line in group_table(run.groups):
         log.line(line)
-    scorer = Scorer(
-        gpt, forward, val_tokens, counter, config, env.rank, env.world, env.device, log.line
+
+
+# --- 2. compile warm-up -----------------------------------------------------------------
+
+
+def warm_up(run: Run) -> None:
+    """Compile and warm the kernels outside the clock, then undo every effect: weights,
+    optimizer state and the data stream are restored (the challenge's WARMUP_STEPS)."""
+    steps = run.config.compile_warmup_steps
+    if steps <= 0:
+        return
+    start = time.perf_counter()
+    model_state = {k: v.detach().clone() for k, v in run.objective.state_dict().items()}
+    optimizer_state = run.optimizer.state_dict()
+    for _ in range(steps):
+        train_step(
+            run.model,
+            run.batches.next_step(),
+            run.optimizer,
+            run.groups,
+            run.config,
+            run.env.device,
+        )
+    run.objective.load_state_dict(model_state)
+    run.optimizer.load_state_dict(optimizer_state)
+    run.batches = run.new_batches()
+    synchronize(run.env.device)
+    run.log.line(
+        f"compile_warmup_steps:{steps} "
+        f"time:{time.perf_counter() - start:.1f}s (undone; not on the clock)"
     )
 
-    if config.compile_warmup_steps > 0:
-        # Compile and warm the kernels outside the clock, then undo every effect.
-        start = time.perf_counter()
-        model_state = {k: v.detach().clone() for k, v in objective.state_dict().items()}
-        optimizer_state = optimizer.state_dict()
-        for _ in range(config.compile_warmup_steps):
-            train_step(model, batches.next_step(), optimizer, groups, config, env.device)
-        objective.load_state_dict(model_state)
-        optimizer.load_state_dict(optimizer_state)
-        batches = new_batches()
-        synchronize(env.device)
-        log.line(
-            f"compile_warmup_steps:{config.compile_warmup_steps} "
-            f"time:{time.perf_counter() - start:.1f}s (undone; not on the clock)"
-        )
-    ema = WeightEMA(gpt, config.ema_decay) if config.ema else None
-    budget = BudgetFlag(env)
 
-    step, train_time_s, nonfinite = 0, 0.0, torch.zeros((), dtype=torch.bool, device=env.device)
-    grad_health = GradHealth()
-    last_jepa, last_std = None, None
-    # The clock counts training only: it is paused around the periodic evaluations. It is the
-    # host's, which runs ahead of the GPU by at most a step or so; the GPU is waited for
-    # (synchronize) only where the clock starts and stops.
+# --- 3. the step loop -------------------------------------------------------------------
+
+
+@dataclass
+class Progress:
+    """Where the loop is; what the finish needs from it."""
+
+    nonfinite: Tensor  # bool on the device: some step's loss was not finite (read on log steps)
+    step: int = 0
+    train_time_s: float = 0.0  # training only: paused around periodic evaluations
+    grad_health: GradHealth = field(default_factory=GradHealth)
+    last_jepa: float | None = None
+    last_jepa_pred_std: float | None = None
+
+    def check_finite(self) -> None:
+        """A host sync: call on log steps and at the end only."""
+        if bool(self.nonfinite):
+            raise NonFiniteLoss(f"non-finite loss by step {self.step}")
+
+
+def train_loop(run: Run, ema: WeightEMA | None) -> Progress:
+    """Steps until `iterations` or the wallclock budget, whichever comes first.
+
+    The clock counts training only: it is paused around the periodic evaluations. It is the
+    host's, which runs ahead of the GPU by at most a step or so; the GPU is waited for
+    (synchronize) only where the clock starts and stops.
+    """
+    config, env = run.config, run.env
+    budget = BudgetFlag(env)
+    progress = Progress(nonfinite=torch.zeros((), dtype=torch.bool, device=env.device))
     synchronize(env.device)
     segment_start = time.perf_counter()
-    while step < config.iterations:
-        elapsed = train_time_s + time.perf_counter() - segment_start
+    while progress.step < config.iterations:
+        elapsed = progress.train_time_s + time.perf_counter() - segment_start
         if config.wallclock_s > 0 and budget.spent(elapsed, config.wallclock_s):
-            log.line(
+            run.log.line(
                 f"stopping_early: wallclock_cap train_time:{elapsed * 1000:.0f}ms "
-                f"step:{step}/{config.iterations}"
+                f"step:{progress.step}/{config.iterations}"
             )
             break
-        set_lr(optimizer, lr_multiplier(step, elapsed, config))
-        set_muon_momentum(optimizer, muon_momentum(step, config))
-        log_step = (step + 1) % config.log_every == 0 or step + 1 == config.iterations
-        stats = train_step(
-            model, batches.next_step(), optimizer, groups, config, env.device, log_step
-        )
-        if objective.target_encoder is not None:
-            objective.target_encoder.update(gpt.embed.weight)
-        if ema is not None:
-            ema.update(gpt)
-        nonfinite |= ~torch.isfinite(stats.total)
-        step += 1
+        stats = one_step(run, ema, progress.step, elapsed)
+        progress.nonfinite |= ~torch.isfinite(stats.total)
+        progress.step += 1
+        step = progress.step
         if step % config.log_every == 0 or step == config.iterations:
-            # Host sync, on log steps only.
-            if bool(nonfinite):
-                raise NonFiniteLoss(f"non-finite loss by step {step}")
-            tracked = {"train_loss": stats.cross_entropy}
-            if stats.jepa is not None:
-                tracked |= {"jepa_loss": stats.jepa, "jepa_pred_std": stats.jepa_pred_std}
-            values = mean_over_ranks(tracked, env)
-            values |= {f"grad_norm_{k}": float(v) for k, v in stats.grad_norms.items()}
-            values |= {f"grad_norm_{k}": float(v) for k, v in stats.group_grad_norms.items()}
-            values["clip_coef"] = grad_health.observe(values["grad_norm_model"], config.grad_clip)
-            values["lr_mult"] = lr_multiplier(step - 1, elapsed, config)
-            now = train_time_s + time.perf_counter() - segment_start
-            values["tokens_per_s"] = step * config.train_batch_tokens / now
-            step_mfu = mfu(values["tokens_per_s"], config, env.device_name, env.world)
-            if step_mfu is not None:
-                values["mfu"] = step_mfu
-            last_jepa, last_std = values.get("jepa_loss"), values.get("jepa_pred_std")
-            log.metrics(step, values)
+            now = progress.train_time_s + time.perf_counter() - segment_start
+            log_step_metrics(run, progress, stats, elapsed, now)
         if config.val_every and step % config.val_every == 0:
             synchronize(env.device)
-            train_time_s += time.perf_counter() - segment_start
-            r = scorer.plain(f"step:{step}")
-            log.metrics(step, {"val_loss": r.val_loss, "val_bpb": r.val_bpb})
+            progress.train_time_s += time.perf_counter() - segment_start
+            r = run.scorer.plain(f"step:{step}")
+            run.log.metrics(step, {"val_loss": r.val_loss, "val_bpb": r.val_bpb})
             segment_start = time.perf_counter()
     synchronize(env.device)
-    train_time_s += time.perf_counter() - segment_start
-    if bool(nonfinite):
-        raise NonFiniteLoss(f"non-finite loss by step {step}")
+    progress.train_time_s += time.perf_counter() - segment_start
+    progress.check_finite()
+    return progress
+
+
+def one_step(run: Run, ema: WeightEMA | None, step: int, elapsed_s: float) -> StepStats:
+    """Schedules, the optimizer step, then the EMA copies (target encoder, weight EMA)."""
+    config = run.config
+    set_lr(run.optimizer, lr_multiplier(step, elapsed_s, config))
+    set_muon_momentum(run.optimizer, muon_momentum(step, config))
+    log_step = (step + 1) % config.log_every == 0 or step + 1 == config.iterations
+    stats = train_step(
+        run.model,
+        run.batches.next_step(),
+        run.optimizer,
+        run.groups,
+        config,
+        run.env.device,
+        log_step,
+    )
+    if run.objective.target_encoder is not None:
+        run.objective.target_encoder.update(run.gpt.embed.weight)
+    if ema is not None:
+        ema.update(run.gpt)
+    return stats
+
+
+# --- 4. log-step metrics ----------------------------------------------------------------
+
+
+def log_step_metrics(
+    run: Run, progress: Progress, stats: StepStats, elapsed_s: float, now_s: float
+) -> None:
+    """The log step's figures (a host sync: log steps only) to train.log and metrics.jsonl.
+
+    `elapsed_s` is the clock the step's schedules saw; `now_s` the clock after it."""
+    config, env, step = run.config, run.env, progress.step
+    progress.check_finite()
+    tracked = {"train_loss": stats.cross_entropy}
+    if stats.jepa is not None and stats.jepa_pred_std is not None:
+        tracked |= {"jepa_loss": stats.jepa, "jepa_pred_std": stats.jepa_pred_std}
+    values = mean_over_ranks(tracked, env)
+    values |= {f"grad_norm_{k}": float(v) for k, v in stats.grad_norms.items()}
+    values |= {f"grad_norm_{k}": float(v) for k, v in stats.group_grad_norms.items()}
+    values["clip_coef"] = progress.grad_health.observe(values["grad_norm_model"], config.grad_clip)
+    values["lr_mult"] = lr_multiplier(step - 1, elapsed_s, config)
+    values["tokens_per_s"] = step * config.train_batch_tokens / now_s
+    step_mfu = mfu(values["tokens_per_s"], config, env.device_name, env.world)
+    if step_mfu is not None:
+        values["mfu"] = step_mfu
+    progress.last_jepa = values.get("jepa_loss")
+    progress.last_jepa_pred_std = values.get("jepa_pred_std")
+    run.log.metrics(step, values)
+
+
+# --- 5. finish: EMA weights, checkpoint, artifact, score, result ------------------------
+
+
+def finish(
+    run: Run, progress: Progress, ema: WeightEMA | None, out_dir: Path, run_id: str
+) -> dict[str, Any]:
+    """Apply the weight EMA, save final.pt, export and score the artifact read back from
+    disk, as the challenge does; the result fields (status excluded)."""
+    config, env, log, gpt = run.config, run.env, run.log, run.gpt
+    step, train_time_s = progress.step, progress.train_time_s
     tokens_per_s = step * config.train_batch_tokens / train_time_s if train_time_s else 0.0
     run_mfu = mfu(tokens_per_s, config, env.device_name, env.world)
     log.line(
@@ -414,38 +319,26 @@ def train(
         f"step_avg:{1000 * train_time_s / max(step, 1):.2f}ms "
         f"mfu:{'null' if run_mfu is None else f'{run_mfu:.4f}'} device:{env.device_name}"
     )
-
     eval_start = time.perf_counter()
-    drift = group_drift(groups, initial)
-    drift_by_module = module_drift(groups, initial)
+    drift = group_drift(run.groups, run.initial)
+    drift_by_module = module_drift(run.groups, run.initial)
     if ema is not None:
         ema.copy_to(gpt)
-    prequant = scorer.plain("pre-quantization")
+    prequant = run.scorer.plain("pre-quantization")
     if env.is_main:
         save_final(out_dir / CHECKPOINT_FILE, gpt.state_dict(), config, run_id)
-    # Score the artifact as read back from disk, as the challenge does.
-    final = score_roundtrip(scorer, out_dir)
-    eval_time_s = time.perf_counter() - eval_start
-
     code_files = loaded_code_files()
-    code_bytes = sum(f.bytes_total for f in code_files)
-    model_bytes = final["model_bytes"]
-    artifact_bytes = code_bytes + model_bytes
-    log.line(f"Serialized model int{config.quant_bits}+zstd: {model_bytes} bytes")
-    log.line(f"Code size: {code_bytes} bytes")
-    log.line(f"Total submission size int{config.quant_bits}+zstd: {artifact_bytes} bytes")
+    budget = model_budget_bytes(config, sum(f.bytes_total for f in code_files))
+    final = score_roundtrip(run.scorer, out_dir, budget)
+    eval_time_s = time.perf_counter() - eval_start
     for name, value in drift_by_module.items():
         log.line(f"drift:{name} {value:.6g}")
     return {
         **final,
+        **artifact_fields(config, code_files, final["model_bytes"], log),
         "prequant_val_loss": prequant.val_loss,
         "prequant_val_bpb": prequant.val_bpb,
         "eval_stride": config.eval_stride,
-        "artifact_bytes": artifact_bytes,
-        "code_bytes": code_bytes,
-        "under_cap": artifact_bytes <= ARTIFACT_CAP_BYTES,
-        "code_sha256": code_digest(code_files),
-        "code_files": {f.path: {"bytes": f.bytes_total, "sha256": f.sha256} for f in code_files},
         "checkpoint": CHECKPOINT_FILE,
         "steps": step,
         "train_time_s": train_time_s,
@@ -453,14 +346,14 @@ def train(
         "tokens_per_s": tokens_per_s,
         "mfu": run_mfu,
         "flops_per_token": flops_per_token(config),
-        "micro_steps": batches.micro_steps,
-        "compiled": compiled,
+        "micro_steps": run.batches.micro_steps,
+        "compiled": run.compiled,
         "device_name": env.device_name,
-        "jepa_loss": last_jepa,
-        "jepa_pred_std": last_std,
+        "jepa_loss": progress.last_jepa,
+        "jepa_pred_std": progress.last_jepa_pred_std,
         "group_drift": drift,
         "module_drift": drift_by_module,
-        "grad_health": grad_health.summary(),
+        "grad_health": progress.grad_health.summary(),
         "jepa_std_target": config.jepa_std_target if config.jepa_weight > 0 else None,
         "data": data_provenance(config.data_dir, config.tokenizer_path),
         **runtime_provenance(env.device, env.world),
@@ -468,20 +361,34 @@ def train(
     }
 
 
-def mean_over_ranks(tensors: dict[str, torch.Tensor], env: Dist) -> dict[str, float]:
-    """Average scalar tensors over ranks (a host sync: call on log steps only)."""
-    stacked = torch.stack([t.detach().float() for t in tensors.values()])
-    if env.world > 1:
-        dist.all_reduce(stacked)
-        stacked /= env.world
-    return dict(zip(tensors, stacked.tolist(), strict=True))
+def artifact_fields(
+    config: TrainConfig, code_files: list[CodeFile], model_bytes: int, log: RunLog
+) -> dict[str, Any]:
+    """The artifact's size: the exact code that ran plus the model bytes, against the cap."""
+    code_bytes = sum(f.bytes_total for f in code_files)
+    artifact_bytes = code_bytes + model_bytes
+    log.line(f"Serialized model int{config.quant_bits}+zstd: {model_bytes} bytes")
+    log.line(f"Code size: {code_bytes} bytes")
+    log.line(f"Total submission size int{config.quant_bits}+zstd: {artifact_bytes} bytes")
+    return {
+        "artifact_bytes": artifact_bytes,
+        "code_bytes": code_bytes,
+        "under_cap": artifact_bytes <= ARTIFACT_CAP_BYTES,
+        "code_sha256": code_digest(code_files),
+        "code_files": {f.path: {"bytes": f.bytes_total, "sha256": f.sha256} for f in code_files},
+    }
 
 
-def write_result(out_dir: Path, result: dict[str, Any]) -> None:
-    """Atomically write result.json (a reader never sees half a file)."""
-    tmp = out_dir / "result.json.tmp"
-    tmp.write_text(json.dumps(result, indent=1, sort_keys=True, allow_nan=True) + "\n")
-    tmp.replace(out_dir / "result.json")
+def train(
+    config: TrainConfig, env: Dist, log: RunLog, out_dir: Path, run_id: str = ""
+) -> dict[str, Any]:
+    """Train, save final.pt, export to `out_dir`, score; the result fields (status excluded)."""
+    run = setup(config, env, log)
+    warm_up(run)
+    # The weight EMA starts from the weights the warm-up restored.
+    ema = WeightEMA(run.gpt, config.ema_decay) if config.ema else None
+    progress = train_loop(run, ema)
+    return finish(run, progress, ema, out_dir, run_id)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
