@@ -381,45 +381,57 @@ def _table_runs(
             continue
         rows.append(typed_row(table, columns, line, cells))
     varying = _varying([r.params for r in rows])
-    runs = []
-    for index, row in enumerate(rows):
-        params = {**row.params}
-        for key, value in sets.params.items():
-            params.setdefault(key, value)
-        given = {**sets.labels, **row.labels}
-        seed = int(given.get("seed", UNKNOWN_SEED))
-        if seed != UNKNOWN_SEED:
-            params["seed"] = seed
-        result = _row_result(path, table, row)
-        content = hashlib.sha256(
-            "\n".join(["|".join(table.header), "|".join(row.cells)]).encode()
-        ).hexdigest()
-        variant = ",".join(f"{k}={_format(params[k])}" for k in varying if k in params)
-        runs.append(
-            IngestedRun(
-                identity=RunIdentity(
-                    run_id=ingest_id(sweep, path.name, f"table{table.index}.row{index}", content),
-                    sweep=sweep,
-                    lane=checked_name(str(given.get("lane") or labels.lane or TABLE_LANE), "lane"),
-                    arm=checked_name(str(given.get("arm") or TABLE_ARM), "arm"),
-                    variant=str(given.get("variant", variant)),
-                    match=str(given.get("match", "")),
-                    seed=seed,
-                    params=dict(sorted(params.items())),
-                    nproc=0,
-                    kind=KIND,
-                ),
-                outcome=RunOutcome(
-                    status=result["status"],
-                    reason=result["reason"],
-                    result=result,
-                    metrics=[],
-                    log_tail="",
-                ),
-                source=f"{path.name} table {table.index + 1} line {row.line}",
-            )
-        )
-    return runs
+    return [
+        _table_run(path, table, sweep, labels, sets, row, index, varying)
+        for index, row in enumerate(rows)
+    ]
+
+
+def _table_run(
+    path: Path,
+    table: TextTable,
+    sweep: str,
+    labels: Labels,
+    sets: TypedSets,
+    row: Any,
+    index: int,
+    varying: list[str],
+) -> IngestedRun:
+    """One results-table row as an ingested run."""
+    params = {**row.params}
+    for key, value in sets.params.items():
+        params.setdefault(key, value)
+    given = {**sets.labels, **row.labels}
+    seed = int(given.get("seed", UNKNOWN_SEED))
+    if seed != UNKNOWN_SEED:
+        params["seed"] = seed
+    result = _row_result(path, table, row)
+    content = hashlib.sha256(
+        "\n".join(["|".join(table.header), "|".join(row.cells)]).encode()
+    ).hexdigest()
+    variant = ",".join(f"{k}={_format(params[k])}" for k in varying if k in params)
+    return IngestedRun(
+        identity=RunIdentity(
+            run_id=ingest_id(sweep, path.name, f"table{table.index}.row{index}", content),
+            sweep=sweep,
+            lane=checked_name(str(given.get("lane") or labels.lane or TABLE_LANE), "lane"),
+            arm=checked_name(str(given.get("arm") or TABLE_ARM), "arm"),
+            variant=str(given.get("variant", variant)),
+            match=str(given.get("match", "")),
+            seed=seed,
+            params=dict(sorted(params.items())),
+            nproc=0,
+            kind=KIND,
+        ),
+        outcome=RunOutcome(
+            status=result["status"],
+            reason=result["reason"],
+            result=result,
+            metrics=[],
+            log_tail="",
+        ),
+        source=f"{path.name} table {table.index + 1} line {row.line}",
+    )
 
 
 def _row_result(path: Path, table: TextTable, row: Any) -> dict[str, Any]:

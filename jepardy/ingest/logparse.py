@@ -184,7 +184,7 @@ def split_lines(text: str) -> list[str]:
 
 # One piece on purpose: a single pass over the lines whose run-boundary state (the run under
 # way, the held header lines, the Hyperparameters block) every rule reads and updates.
-def parse_log(text: str) -> ParsedLog:
+def parse_log(text: str) -> ParsedLog:  # noqa: C901
     """Every run in a log's text, in file order (see the module docstring for the rules)."""
     lines = split_lines(text)
     code = _code_blocks(lines)
