@@ -28,6 +28,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 import struct
 import sys
 from dataclasses import dataclass
@@ -206,11 +207,20 @@ class Prepared:
         return Prepared(self.name, self.rows[::step], self.qmax)
 
 
+def artifact_order(name: str) -> str:
+    """Sort key of the artifact's entries: by name with the block index last, so the same
+    kind of matrix sits together across layers ("blocks.attn.q.weight.0003"): similar
+    statistics side by side compress ~1% smaller at zstd 19 on the leader stack than the
+    plain name order, which alternates kinds (7.73 vs 7.80 MB at the records' floor)."""
+    match = re.fullmatch(r"blocks\.(\d+)\.(.+)", name)
+    return f"blocks.{match.group(2)}.{int(match.group(1)):04d}" if match else name
+
+
 def prepare(state: dict[str, Tensor], bits: int) -> list[Prepared]:
-    """Every entry of `state`, sorted by name (the artifact's order)."""
+    """Every entry of `state`, in the artifact's order (`artifact_order`)."""
     return [
         Prepared(name, state[name].detach().cpu(), tensor_qmax(name, state[name], bits))
-        for name in sorted(state)
+        for name in sorted(state, key=artifact_order)
     ]
 
 
