@@ -4,8 +4,9 @@ Input is the runs table as a DataFrame (`Database.runs_frame()`, `pandas.read_sq
 or `jepardy.store.frames.load_runs`); nothing here speaks SQL. The statistics follow
 design/orchestrator.md ("Statistics"): per arm n, mean, sd, standard error, t-interval and
 every seed's value; against the matched control, one-sided Welch's t-test as the primary
-test with the paired test beside it, the challenge's margin (0.005 nats, p < 0.01), and Holm
-adjusted p-values when several arms share one control.
+test with the paired test beside it, the challenge's margin, and Holm adjusted p-values when
+several arms share one control. Level, margin and sides are a `Rule` (analysis/rules.py; by
+default the record rule: 0.005 nats at p < 0.01, one-sided).
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ import pandas as pd
 
 from jepardy.analysis import render
 from jepardy.analysis.render import Section
-from jepardy.analysis.significance import ALPHA, compare_pairs, holm, margin_in_metric, pack
+from jepardy.analysis.rules import RECORD, Rule, margin_in_metric
+from jepardy.analysis.significance import compare_pairs, holm, pack
 from jepardy.analysis.summary import (
     EXPORT_KIND,
     group_codes,
@@ -57,7 +59,8 @@ MATCH_PARAMS = (
 MATCH_COLUMNS = ("code_sha256", "kind", "nproc", "wallclock_s")
 BEATS_MARGIN = "beats margin"
 SIGNIFICANT = "significant, under margin"
-WORSE = "significantly worse"  # the one-sided Welch test the other way (p_worse_holm < ALPHA)
+SIGNIFICANT_NO_MARGIN = "significant"  # a rule without a margin (margin 0 nats)
+WORSE = "significantly worse"  # the Welch test the other way (p_worse_holm < the rule's alpha)
 NOT_SIGNIFICANT = "not significant"
 # An export's kind and nproc describe the export process (kind "export", one process); its
 # training, which ran in the arm it reports under, is its parent's.
@@ -129,7 +132,7 @@ _RIGHT = frozenset({"val_bpb", "delta_bpb", "delta_loss_nats", "artifact_bytes"}
 # --- the compare table ---
 
 
-def compare_table(runs: pd.DataFrame) -> pd.DataFrame:
+def compare_table(runs: pd.DataFrame, rule: Rule = RECORD) -> pd.DataFrame:
     """One row per (sweep, lane, match, arm, variant) over the done runs with a val_bpb.
 
     Columns are COLUMNS. Per group: n, val_bpb mean / std (ddof=1) / sem / t-based 95%
@@ -138,9 +141,10 @@ def compare_table(runs: pd.DataFrame) -> pd.DataFrame:
     rows), their per-seed std (paired differences; only when the seeds match), the
     two-sided 95% Welch interval of delta_bpb, one-sided Welch (t, df, p; H1: the arm is
     lower) and its other side (p_worse; H1: the arm is higher), the paired t-test (same
-    seeds only), the margin test (margin_bpb: 0.005 nats in bpb at the runs' val_bpb /
-    val_loss ratio; H1: the arm is lower by more than that), Holm adjusted p-values over the
-    arms sharing a control, beats_margin and verdict.
+    seeds only), the margin test (margin_bpb: the rule's margin in bpb at the runs' val_bpb /
+    val_loss ratio; H1: the arm is lower by more than that; none with a 0 margin), Holm
+    adjusted p-values over the arms sharing a control, beats_margin and verdict, each at the
+    rule's level; with a two-sided rule every p is doubled (capped at 1).
     artifact_bytes is the group's largest, over_cap_runs counts runs over the cap and
     under_cap is True only when every size is known and within it. missing_seeds lists seeds
     registered for the group that are not done. note: "no matched control", "seeds differ
@@ -160,9 +164,9 @@ def compare_table(runs: pd.DataFrame) -> pd.DataFrame:
     done = _with_ranks(everything[is_done].reset_index(drop=True))
     table = _arm_summary(done)
     table = _add_control(table)
-    table = _add_tests(table, done)
+    table = _add_tests(table, done, rule)
     table = _add_matching(table, done)
-    table = _add_verdicts(table)
+    table = _add_verdicts(table, rule)
     table = _add_missing_seeds(table, done, everything[~is_done])
     table = table.sort_values(
         ["sweep", "_lane_rank", "_match_rank", "_is_arm", "_arm_rank"], kind="stable"
@@ -252,9 +256,9 @@ def _add_control(table: pd.DataFrame) -> pd.DataFrame:
     return table
 
 
-def _add_tests(table: pd.DataFrame, done: pd.DataFrame) -> pd.DataFrame:
-    """Welch, paired and margin tests of every arm row with a control; Holm over a control's
-    arms; per-seed std of the paired differences."""
+def _add_tests(table: pd.DataFrame, done: pd.DataFrame, rule: Rule) -> pd.DataFrame:
+    """Welch, paired and margin tests of every arm row with a control, sided as `rule` says;
+    Holm over a control's arms; per-seed std of the paired differences."""
     order = np.lexsort((done["seed"].to_numpy(), done["_g"].to_numpy()))
     ordered = done.iloc[order]
     samples = pack(ordered["_g"], ordered["val_bpb"], len(table))
@@ -262,19 +266,20 @@ def _add_tests(table: pd.DataFrame, done: pd.DataFrame) -> pd.DataFrame:
     a = arms.index.to_numpy(dtype=np.int64)
     c = arms["_ctl"].to_numpy(dtype=np.int64)
     ratio_sum, ratio_n = table["_ratio_sum"].to_numpy(), table["_ratio_n"].to_numpy()
-    margin = margin_in_metric((ratio_sum[a] + ratio_sum[c]) / (ratio_n[a] + ratio_n[c]))
+    ratio = (ratio_sum[a] + ratio_sum[c]) / (ratio_n[a] + ratio_n[c])
+    margin = margin_in_metric(ratio, rule.margin_nats) if rule.margin_nats > 0 else ratio * np.nan
     tests = compare_pairs(samples, a, c, arms["matched_seeds"].to_numpy(dtype=bool), margin)
     columns = {
         "t_welch": tests.t_welch,
         "df_welch": tests.df_welch,
-        "p_welch": tests.p_welch,
-        "p_worse": tests.p_worse,
+        "p_welch": rule.sided_p(tests.p_welch),
+        "p_worse": rule.sided_p(tests.p_worse),
         "delta_bpb_ci_low": tests.ci_low,
         "delta_bpb_ci_high": tests.ci_high,
         "t_paired": tests.t_paired,
-        "p_paired": tests.p_paired,
+        "p_paired": rule.sided_p(tests.p_paired),
         "margin_bpb": margin,
-        "p_margin": tests.p_margin,
+        "p_margin": rule.sided_p(tests.p_margin),
     }
     for name, values in columns.items():
         column = np.full(len(table), np.nan)
@@ -329,9 +334,10 @@ def _add_matching(table: pd.DataFrame, done: pd.DataFrame) -> pd.DataFrame:
     return table
 
 
-def _add_verdicts(table: pd.DataFrame) -> pd.DataFrame:
-    """beats_margin and verdict (see the verdict constants)."""
-    margin_ok = table["p_margin_holm"] < ALPHA
+def _add_verdicts(table: pd.DataFrame, rule: Rule) -> pd.DataFrame:
+    """beats_margin and verdict (see the verdict constants) at the rule's level."""
+    alpha = rule.alpha
+    margin_ok = table["p_margin_holm"] < alpha
     matched = table["matched_seeds"] & (table["unmatched"] == "")
     table["beats_margin"] = (matched & table["_is_arm"] & margin_ok).astype(bool)
     small = (table["n"] < 2) | (table["n"].reindex(table["_ctl"]).values < 2)
@@ -343,8 +349,8 @@ def _add_verdicts(table: pd.DataFrame) -> pd.DataFrame:
         table["p_welch"].isna(),
         ~table["matched_seeds"],
         table["beats_margin"],
-        table["p_welch_holm"] < ALPHA,
-        table["p_worse_holm"] < ALPHA,
+        table["p_welch_holm"] < alpha,
+        table["p_worse_holm"] < alpha,
     ]
     unmatched = UNMATCHED + ": " + table["unmatched"].astype(str)
     choices = [
@@ -355,7 +361,7 @@ def _add_verdicts(table: pd.DataFrame) -> pd.DataFrame:
         NO_TEST_FLAT,
         UNPAIRED,
         BEATS_MARGIN,
-        SIGNIFICANT,
+        SIGNIFICANT if rule.margin_nats > 0 else SIGNIFICANT_NO_MARGIN,
         WORSE,
     ]
     table["verdict"] = np.select(conditions, choices, default=NOT_SIGNIFICANT)
@@ -388,8 +394,9 @@ def _add_missing_seeds(
 # --- rendering the compare table ---
 
 
-def compare_sections(table: pd.DataFrame) -> list[Section]:
-    """One Section per (sweep, lane), titled "sweep / lane", in the table's row order.
+def compare_sections(table: pd.DataFrame, rule: Rule = RECORD) -> list[Section]:
+    """One Section per (sweep, lane), titled "sweep / lane", in the table's row order, with
+    the rule its verdicts were decided by as a note.
 
     Cells are formatted a column at a time (render's column formatters): a 100,000-run
     store has tens of thousands of compare rows.
@@ -399,8 +406,9 @@ def compare_sections(table: pd.DataFrame) -> list[Section]:
     size_flag, no_flag = frozenset({"artifact_bytes"}), frozenset()
     flagged = [size_flag if over else no_flag for over in table["over_cap_runs"].tolist()]
     keys = list(zip(render.texts(table, "sweep"), render.texts(table, "lane"), strict=True))
+    notes = [f"verdicts: {rule.describe()}"]
     return [
-        Section(f"{sweep} / {lane}", _SHOWN, rows[part], _RIGHT, flagged[part])
+        Section(f"{sweep} / {lane}", _SHOWN, rows[part], _RIGHT, flagged[part], notes)
         for (sweep, lane), part in render.blocks(keys)
     ]
 

@@ -1,12 +1,12 @@
-"""`run_report`: builds and renders what `jepardy report` asks for (the compare table,
-curves, horizons, plots) in the terminal, markdown, CSV or JSON.
+"""`run_report`: builds and renders what `jepardy report` asks for (the compare table, or
+arms against a leader, curves, horizons, plots) in the terminal, markdown, CSV or JSON.
 """
 
 from __future__ import annotations
 
 import io
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +14,7 @@ import pandas as pd
 from rich.console import Group
 
 from jepardy.analysis import render
+from jepardy.analysis.against import DATA_PARAMS, against_sections, against_table, leader_sweeps
 from jepardy.analysis.compare import (
     FORMATS,
     MATCH_COLUMNS,
@@ -25,15 +26,16 @@ from jepardy.analysis.compare import (
 from jepardy.analysis.curves import Curves, curve_sections, curve_table
 from jepardy.analysis.horizons import Horizons, horizon_sections, horizon_table
 from jepardy.analysis.render import Section
+from jepardy.analysis.rules import RECORD, Rule
 from jepardy.analysis.summary import paused_gc
 from jepardy.errors import UserError
-from jepardy.store.engine import open_reader
+from jepardy.store.engine import Database, open_reader
 from jepardy.store.frames import MIRRORED_PARAMS, RUN_COLUMNS, read_runs, tidy_runs
 from jepardy.store.models import RunStatus
 from jepardy.store.views import require_sweep
 
 
-def render_compare(table: pd.DataFrame, fmt: str) -> str | Group:
+def render_compare(table: pd.DataFrame, fmt: str, rule: Rule = RECORD) -> str | Group:
     """Render a compare_table result.
 
     "table": a rich Group holding one rich Table per (sweep, lane), titled "sweep / lane"
@@ -45,7 +47,7 @@ def render_compare(table: pd.DataFrame, fmt: str) -> str | Group:
     check_format(fmt)
     if fmt in ("csv", "json"):
         return _frame_text(table, fmt)
-    sections = compare_sections(table)
+    sections = compare_sections(table, rule)
     return render.to_markdown(sections) if fmt == "markdown" else render.to_rich(sections)
 
 
@@ -93,6 +95,10 @@ class ReportRequest:
     resamples: int = 0  # parametric-bootstrap resamples of the curves' monotonicity test
     fmt: str = "table"
     plot: Path | None = None
+    rule: Rule = RECORD  # of the compare table's verdicts (--alpha, --margin, --sided)
+    # Sweeps or record folders pooled as the leader; the arms are compared with it by the
+    # leaderboard and record rules instead of with their controls.
+    against: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -102,6 +108,8 @@ class Report:
     compare: pd.DataFrame | None
     curves: Curves | None
     horizons: Horizons | None
+    against: pd.DataFrame | None = None
+    rule: Rule = RECORD
 
 
 @dataclass(frozen=True)
@@ -115,7 +123,7 @@ class ReportOutput:
 def check_request(request: ReportRequest) -> None:
     """UserError for a request that cannot be answered, before any database is opened."""
     check_format(request.fmt)
-    if not (request.compare or request.curve or request.horizons):
+    if not (request.compare or request.curve or request.horizons or request.against):
         raise UserError("report: --no-compare and no --curve or --horizons: nothing to report")
     if request.metric not in METRICS:
         raise UserError(f"report: --metric {request.metric!r}; allowed: {', '.join(METRICS)}")
@@ -130,10 +138,12 @@ def check_request(request: ReportRequest) -> None:
 
 
 def build_report(runs: pd.DataFrame, request: ReportRequest) -> Report:
-    """The parts `request` asks for, from a runs frame (any form `tidy_runs` accepts)."""
+    """The parts `request` asks for, from a runs frame (any form `tidy_runs` accepts);
+    `request.against` holds sweep names here (run_report resolves folders)."""
     tidy = tidy_runs(runs)
     done = tidy[tidy["status"] == RunStatus.DONE.value].reset_index(drop=True)
-    compare = compare_table(tidy) if request.compare else None
+    against = against_table(tidy, request.against) if request.against else None
+    compare = compare_table(tidy, request.rule) if request.compare and against is None else None
     curves = None
     if request.curve:
         curves = curve_table(
@@ -146,7 +156,7 @@ def build_report(runs: pd.DataFrame, request: ReportRequest) -> Report:
     horizons = None
     if request.horizons:
         horizons = horizon_table(done, request.horizons, metric=request.metric)
-    return Report(compare, curves, horizons)
+    return Report(compare, curves, horizons, against, request.rule)
 
 
 def render_report(report: Report, fmt: str) -> str | Group:
@@ -169,6 +179,8 @@ def render_report(report: Report, fmt: str) -> str | Group:
 
 def _frames(report: Report) -> list[tuple[str, pd.DataFrame]]:
     frames = []
+    if report.against is not None:
+        frames.append(("against", report.against))
     if report.compare is not None:
         frames.append(("compare", report.compare))
     if report.curves is not None:
@@ -184,8 +196,10 @@ def _frames(report: Report) -> list[tuple[str, pd.DataFrame]]:
 
 def _sections(report: Report) -> list[Section]:
     sections = []
+    if report.against is not None:
+        sections += against_sections(report.against)
     if report.compare is not None:
-        sections += compare_sections(report.compare)
+        sections += compare_sections(report.compare, report.rule)
     if report.curves is not None:
         sections += curve_sections(report.curves)
     if report.horizons is not None:
@@ -212,14 +226,13 @@ def run_report(db: str | Path, request: ReportRequest) -> ReportOutput:
     # 100,000 runs (bench/report.py).
     database = open_reader(db)
     require_sweep(database, request.sweep)
+    if request.against:
+        known = database.sweep_names()
+        leaders = tuple(leader_sweeps(request.against, known, database.name))
+        request = replace(request, against=leaders)
+        wanted = sorted({*wanted, *DATA_PARAMS})
     with paused_gc():
-        runs = read_runs(
-            database,
-            sweep=request.sweep,
-            status=None,
-            columns=_report_columns(request),
-            params=wanted or False,
-        )
+        runs = _read(database, request, wanted)
         _require_done(runs, f"sweep {request.sweep}" if request.sweep else database.name)
         report = build_report(runs, request)
         rendered = render_report(report, request.fmt)
@@ -231,6 +244,22 @@ def run_report(db: str | Path, request: ReportRequest) -> ReportOutput:
     return ReportOutput(rendered, plot)
 
 
+def _read(database: Database, request: ReportRequest, params: list[str]) -> pd.DataFrame:
+    """The runs the report reads: the sweep asked for (or all), and the leader's sweeps."""
+    sweeps = [request.sweep, *request.against] if request.sweep else [None]
+    frames = [
+        read_runs(
+            database,
+            sweep=sweep,
+            status=None,
+            columns=_report_columns(request),
+            params=params or False,
+        )
+        for sweep in dict.fromkeys(sweeps)
+    ]
+    return frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
+
+
 def _report_columns(request: ReportRequest) -> list[str]:
     """The runs columns the asked-for parts read, and no more: the compare table's match
     checks (MATCH_COLUMNS) and the metric of curves and horizons. Each column left in SQL is
@@ -240,6 +269,8 @@ def _report_columns(request: ReportRequest) -> list[str]:
         columns += [name for name in MATCH_COLUMNS if name not in MIRRORED_PARAMS]
     if request.curve or request.horizons:
         columns.append(request.metric)
+    if request.against:
+        columns.append("result")  # the metric each run scored (other metric: no verdict)
     return list(dict.fromkeys(columns))
 
 

@@ -22,9 +22,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-# The challenge's rule for a new record (study.md): beat the best by >= 0.005 nats at p < 0.01.
-MARGIN_NATS = 0.005
-ALPHA = 0.01
+# The level, margin and sides verdicts are decided by are settings (analysis/rules.py).
 CI_LEVEL = 0.95
 
 
@@ -146,12 +144,3 @@ def holm(p: pd.Series, family: pd.Series) -> pd.Series:
     scaled = ((m - rank) * frame["p"]).clip(upper=1.0)
     frame["adjusted"] = scaled.groupby(frame["family"], sort=False).cummax()
     return frame["adjusted"].reindex(p.index)
-
-
-def margin_in_metric(bpb_over_loss: float | np.ndarray) -> float | np.ndarray:
-    """MARGIN_NATS in bpb units, given a run set's val_bpb / val_loss ratio.
-
-    val_bpb = val_loss / ln 2 * tokens / bytes, so the ratio converts nats per token to bits
-    per byte for that data: 0.005 nats is about 0.00295 bpb with sp1024 (study.md).
-    """
-    return MARGIN_NATS * bpb_over_loss

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.table import Table
 
+from jepardy.analysis.rules import RECORD_ALPHA, RECORD_MARGIN_NATS
 from jepardy.cli.options import DbOption, RunsDirOption, SweepFilterOption
 from jepardy.cli.output import console, err_console, frame_table, tagged
 
@@ -43,13 +44,28 @@ def report(
     health: Annotated[
         bool, typer.Option(help="First, flag frozen groups, JEPA collapse, gradient trouble.")
     ] = False,
+    alpha: Annotated[
+        float, typer.Option(help="Significance level of the verdicts (the record rule's 0.01).")
+    ] = RECORD_ALPHA,
+    margin: Annotated[
+        float, typer.Option(help="Improvement a verdict needs, in nats (record rule: 0.005).")
+    ] = RECORD_MARGIN_NATS,
+    sided: Annotated[str, typer.Option(help="one | two: the sides of the tests.")] = "one",
+    against: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="A sweep or ingested record folder: the leader, compared by the leaderboard "
+            "and record rules (repeat to pool reproductions)."
+        ),
+    ] = None,
 ) -> None:
     """Report a sweep.
 
     Arms against their matched control (tests, margin, cap), curves over a param, and
-    rankings across budgets.
+    rankings across budgets. With --against, each arm against a leader instead.
     """
     from jepardy.analysis.report import ReportRequest, run_report
+    from jepardy.analysis.rules import make_rule
 
     if health:
         from jepardy.analysis.flags import health_table
@@ -72,6 +88,8 @@ def report(
         resamples=resamples,
         fmt=fmt,
         plot=plot,
+        rule=make_rule(alpha, margin, sided),
+        against=tuple(against or ()),
     )
     output = run_report(db, request)
     if isinstance(output.rendered, str):
