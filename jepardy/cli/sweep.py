@@ -9,6 +9,8 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
+from jepardy.analysis.planning import DEFAULT_OVERHEAD_S
+from jepardy.analysis.rules import RECORD_ALPHA
 from jepardy.cli.options import (
     DbOption,
     ExecutorOption,
@@ -40,28 +42,43 @@ def plan(
     ] = False,
     runs_dir: RunsDirOption = Path("runs"),
     timeout_s: TimeoutOption = None,
+    gpus: GpusOption = None,
+    slots: SlotsOption = 1,
+    seed_std: Annotated[
+        float | None, typer.Option(help="Seed sd of val_bpb (default: the store's history).")
+    ] = None,
+    detect: Annotated[
+        float | None, typer.Option(help="A val_bpb difference: the seeds each arm needs for it.")
+    ] = None,
+    alpha: Annotated[float, typer.Option(help="Level of the report's test.")] = RECORD_ALPHA,
+    sided: Annotated[str, typer.Option(help="one | two: the sides of the test.")] = "one",
+    power: Annotated[float, typer.Option(help="Chance of detecting a difference.")] = 0.8,
+    overhead_s: Annotated[
+        float, typer.Option(help="Per-run overhead past the budget when no run measured it.")
+    ] = DEFAULT_OVERHEAD_S,
     *,
     slurm: SlurmOverrides,
 ) -> None:
-    """Show the job matrix; launch nothing.
+    """Show the job matrix, cost and power; launch nothing.
 
-    Each run with its status in the store. With --sbatch, also the sbatch script of every run as
-    `jepardy sweep --executor slurm` with the same Slurm options would submit it.
+    Each run with its status in the store; GPU-hours and wall time on the GPUs or slots
+    given; per arm, the smallest difference its seeds detect (--detect: the seeds it needs).
+    With --sbatch, also the sbatch script of every run as `jepardy sweep --executor slurm`
+    with the same Slurm options would submit it.
     """
     from jepardy.launch.command import run_argv, trainer_schema
     from jepardy.spec.parse import load_spec
 
     checked = load_spec(spec, trainer_schema())  # a bad spec is refused before the imports below
+    from jepardy.cli.plan_view import PlanAsk, print_plan_summary
     from jepardy.launch.sweep import load_plan, sbatch_scripts
-    from jepardy.spec.expand import describe_plan
     from jepardy.store.engine import open_reader
 
-    loaded, entries = load_plan(
-        checked, open_reader(db) if Path(db).exists() or "://" in db else None
-    )
+    database = open_reader(db) if Path(db).exists() or "://" in db else None
+    loaded, entries = load_plan(checked, database)
     console.print(_plan_table(f"{loaded.name}: {len(entries)} runs", entries))
-    counts = describe_plan([e.run for e in entries])
-    console.print({k: v for k, v in counts.items() if k != "runs"})
+    ask = PlanAsk(gpus, slots, seed_std, detect, alpha, sided, power, overhead_s)
+    print_plan_summary(console, loaded, entries, database, ask)
     if commands:
         for e in entries:
             argv = run_argv(e.run, runs_dir / e.run.sweep / e.run.run_id)

@@ -1,0 +1,157 @@
+"""`jepardy plan` answers cost and power: GPU-hours and wall time from the budget plus the
+overhead earlier runs of the same preset measured (or a stated default), and per comparison
+the smallest difference its seeds detect, from the seed sd of earlier runs of the same
+preset and budget (or --seed-std), and with --detect the seeds each arm needs."""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import pytest
+import runsets
+import sqlalchemy as sa
+from runsets import R
+from typer.testing import CliRunner
+
+from jepardy.analysis.planning import pack_wall_s
+from jepardy.analysis.power import detectable_difference, seeds_needed
+from jepardy.analysis.rules import make_rule
+from jepardy.cli.app import app
+from jepardy.spec.identity import RunIdentity
+from jepardy.store.models import Run
+from jepardy.store.transitions import open_store
+
+PRESET = {"preset": "isolation_byte"}  # a 180 s budget
+SPEC = """\
+[sweep]
+name = "planned"
+seeds = [1, 2, 3]
+
+[trainer]
+nproc = 1
+
+[params]
+preset = "isolation_byte"
+
+[lanes.main]
+control = { jepa_weight = 0.0 }
+
+[lanes.main.arms.jepa]
+jepa_weight = [0.05, 0.1]
+"""
+# Earlier runs of the same preset and budget: walls of 180 s + these overheads.
+HISTORY = {
+    "control": ((1.300, 1.302, 1.3015), (61.0, 75.0, 80.0)),
+    "jepa": ((1.297, 1.2995, 1.296), (70.0, 90.0, 72.0)),
+}
+
+
+@pytest.fixture
+def spec(tmp_path: Path) -> Path:
+    path = tmp_path / "spec.toml"
+    path.write_text(SPEC)
+    return path
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Path:
+    """A store holding the sweep "past": 6 done runs of isolation_byte at 180 s, their
+    start and end times set to walls of 180 s plus HISTORY's overheads."""
+    store = open_store(tmp_path / "results.db")
+    runs = [
+        R("main", arm, seed, value, {"jepa_weight": 0.1} if arm == "jepa" else {}, extra=PRESET)
+        for arm, (values, _) in HISTORY.items()
+        for seed, value in enumerate(values, start=1)
+    ]
+    ids = runsets.write(store, runs, sweep="past")
+    overheads = [o for _, (_, over) in HISTORY.items() for o in over]
+    start = datetime(2026, 4, 1, tzinfo=UTC)
+    with store.engine.begin() as connection:
+        for run_id, overhead in zip(ids, overheads, strict=True):
+            finished = start + timedelta(seconds=180.0 + overhead)
+            update = sa.update(Run).where(Run.id == run_id)
+            connection.execute(update.values(started_at=start, finished_at=finished))
+    return tmp_path / "results.db"
+
+
+def _plan(spec: Path, db: Path, *args: str) -> str:
+    out = CliRunner().invoke(
+        app, ["plan", str(spec), "--db", str(db), *args], env={"COLUMNS": "300"}
+    )
+    assert out.exit_code == 0, out.output
+    return out.output
+
+
+def _pooled_sd() -> float:
+    variances = [np.var(values, ddof=1) for values, _ in HISTORY.values()]
+    return float(np.sqrt(np.mean(variances)))  # equal n: the mean of the variances
+
+
+def test_cost_from_measured_overhead(spec: Path, db: Path) -> None:
+    text = _plan(spec, db, "--slots", "2")
+    overhead = float(np.median([o for _, over in HISTORY.values() for o in over]))
+    wall_s = 180.0 + overhead
+    # 9 runs, one slot each, two at a time: 5 rounds.
+    gpu_hours = 9 * wall_s / 3600
+    assert f"cost: 9 of 9 runs still to run: {gpu_hours:.2f} GPU-hours" in text
+    minutes, seconds = divmod(round(5 * wall_s), 60)
+    assert f"{minutes} min {seconds:02d} s wall on 2 slots (--slots)" in text
+    assert (
+        f"9 runs x 1 GPU, preset isolation_byte, 180 s budget: 4 min {round(wall_s) - 240:02d} s "
+        f"each (overhead {overhead:.0f} s measured: median of 6 earlier runs of preset "
+        "isolation_byte (wall minus budget; runs "
+    ) in text
+
+
+def test_power_from_the_seed_sd_of_earlier_runs(spec: Path, db: Path) -> None:
+    text = _plan(spec, db, "--detect", "0.002")
+    sd = _pooled_sd()
+    rule = make_rule(alpha=0.01, margin_nats=0.0)
+    detectable = detectable_difference(sd, 3, rule, family=2)
+    needed = seeds_needed(0.002, sd, rule, family=2)
+    cells = [f"{sd:.5f}", f"{detectable:.5f} ({detectable / sd:.2f} sd)", str(needed)]
+    for weight in ("0.05", "0.1"):  # 3 seeds each, 2 arms on one control
+        rows = [line for line in text.splitlines() if f"jepa_weight={weight} " in line]
+        [line] = [row for row in rows if " sd)" in row]
+        assert all(f" {cell} " in line for cell in cells), line
+    assert "seed sd: pooled over 6 runs of preset isolation_byte, wallclock_s 180: " in text
+    assert "past/main/control, past/main/jepa/jepa_weight=0.1" in text
+    assert "one-sided Welch, p < 0.01 divided over the arms sharing a control" in text
+
+
+def test_given_seed_std_and_stated_overhead(spec: Path, tmp_path: Path) -> None:
+    text = _plan(spec, tmp_path / "none.db", "--seed-std", "0.001", "--overhead-s", "120")
+    assert "overhead 120 s stated (--overhead-s; no earlier run of preset isolation_byte)" in text
+    assert "seed sd: --seed-std (given)" in text
+    detectable = detectable_difference(0.001, 3, make_rule(margin_nats=0.0), family=2)
+    assert " 0.00100 " in text and f" {detectable:.5f} " in text
+    # 9 runs of 300 s on the one slot of a 1-GPU spec.
+    assert "9 of 9 runs still to run: 0.75 GPU-hours, 45 min 00 s wall on 1 slot (--slots)" in text
+
+
+def test_without_any_sd_the_difference_is_in_seed_sds(spec: Path, tmp_path: Path) -> None:
+    text = _plan(spec, tmp_path / "none.db")
+    assert (
+        "no seeds of preset isolation_byte, wallclock_s 180 in the store; pass --seed-std" in text
+    )
+    in_sds = detectable_difference(1.0, 3, make_rule(margin_nats=0.0), family=2)
+    assert f"{in_sds:.2f} sd" in text
+
+
+def test_packing_follows_spec_order_and_after_lanes() -> None:
+    def run(lane: str, nproc: int, i: int) -> RunIdentity:
+        return RunIdentity(f"{lane}{i}", "s", lane, "control", "", "", i, {}, nproc, "jepardy")
+
+    screen = [run("screen", 1, i) for i in range(4)]
+    final = [run("final", 2, i) for i in range(2)]
+    # 4 one-GPU screens of 100 s on 2 GPUs end at 200 s; the final lane waits for them.
+    assert pack_wall_s([*screen, *final], [100.0] * 4 + [50.0] * 2, 2, {}) == 300.0
+    # On 4 GPUs one screen takes 100 s, three take 10 s: without `after` the finals start
+    # as GPUs free up (at 10 s, then at 60 s, each on two free GPUs); with it, at 100 s.
+    walls = [100.0, 10.0, 10.0, 10.0, 50.0, 50.0]
+    assert pack_wall_s([*screen, *final], walls, 4, {}) == 110.0
+    assert pack_wall_s([*screen, *final], walls, 4, {"final": ["screen"]}) == 150.0
+    assert math.isclose(pack_wall_s([], [], 4, {}), 0.0)
