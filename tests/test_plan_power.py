@@ -101,7 +101,7 @@ def test_cost_from_measured_overhead(spec: Path, db: Path) -> None:
     assert f"{minutes} min {seconds:02d} s wall on 2 slots (--slots)" in text
     assert (
         f"9 runs x 1 GPU, preset isolation_byte, 180 s budget: 4 min {round(wall_s) - 240:02d} s "
-        f"each (overhead {overhead:.0f} s measured: median of 6 earlier runs of preset "
+        f"each; overhead {overhead:.0f} s measured: median of 6 earlier runs of preset "
         "isolation_byte (wall minus budget; runs "
     ) in text
 

@@ -58,7 +58,7 @@ def _cost_text(line: CostLine) -> str:
     budget_text = f"{budget:g} s budget" if budget is not None else f"{steps} steps"
     return (
         f"{line.runs} runs x {line.nproc} GPU{'s' if line.nproc > 1 else ''}, {what}, "
-        f"{budget_text}: {duration(line.wall_s)} each ({line.source})"
+        f"{budget_text}: {duration(line.wall_s)} each; {line.source}"
     )
 
 
