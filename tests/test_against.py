@@ -96,3 +96,12 @@ def test_a_folder_not_ingested_is_one_line(db: Path, tmp_path: Path, cli) -> Non
         f"error: report --against {folder}: {db} has no sweep 'ingested:2026-05-01_NotIngested';"
         f" ingest the folder first: jepardy ingest {folder}"
     )
+
+
+def test_a_rule_asked_for_joins_the_two(db: Path) -> None:
+    args = ["report", "--db", db, "--sweep", f"ingested:{PR1514.name}", "--format", "json"]
+    text = _invoke(*args, "--against", PR1493, "--alpha", "0.05", "--margin", "0")
+    rows = {row["rule"]: row for row in json.loads(text)["against"]}
+    asked = rows["report rule: p < 0.05 (one-sided Welch)"]
+    assert asked["p"] == rows["leaderboard rule: p < 0.25 (one-sided Welch)"]["p"]
+    assert asked["verdict"] == "beats the leader" and len(rows) == 3

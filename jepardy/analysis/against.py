@@ -6,7 +6,9 @@ its independent reproductions (the leaderboard rule pools them, openai/parameter
 1902); a record folder's earlier attempts (variant `attempt:<n>`, ingest/records.py) are not
 its reported runs and are left out. Each arm group of the other sweeps (or of `--sweep`) is
 tested against it with the same Welch tests as the compare table (`compare_pairs`), unpaired:
-a leader's seeds are not the arm's.
+a leader's seeds are not the arm's. Each arm is a submission of its own against the
+leader, so nothing is adjusted across arms (no Holm). A rule asked for on the command line
+(--alpha, --margin, --sided) is a third row beside the challenge's two.
 
 A comparison whose two sides scored another metric (a test-time-training score against a
 round trip) or other data (vocabulary, tokenizer) gets no verdict, only its p and a flag

@@ -14,7 +14,13 @@ import pandas as pd
 from rich.console import Group
 
 from jepardy.analysis import render
-from jepardy.analysis.against import DATA_PARAMS, against_sections, against_table, leader_sweeps
+from jepardy.analysis.against import (
+    DATA_PARAMS,
+    RULES,
+    against_sections,
+    against_table,
+    leader_sweeps,
+)
 from jepardy.analysis.compare import (
     FORMATS,
     MATCH_COLUMNS,
@@ -142,7 +148,9 @@ def build_report(runs: pd.DataFrame, request: ReportRequest) -> Report:
     `request.against` holds sweep names here (run_report resolves folders)."""
     tidy = tidy_runs(runs)
     done = tidy[tidy["status"] == RunStatus.DONE.value].reset_index(drop=True)
-    against = against_table(tidy, request.against) if request.against else None
+    # The challenge's two rules, and the one asked for when it is neither (--alpha, ...).
+    rules = tuple(dict.fromkeys((*RULES, request.rule))) if request.rule != RECORD else RULES
+    against = against_table(tidy, request.against, rules) if request.against else None
     compare = compare_table(tidy, request.rule) if request.compare and against is None else None
     curves = None
     if request.curve:
