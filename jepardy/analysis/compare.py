@@ -267,7 +267,8 @@ def _add_tests(table: pd.DataFrame, done: pd.DataFrame, rule: Rule) -> pd.DataFr
     c = arms["_ctl"].to_numpy(dtype=np.int64)
     ratio_sum, ratio_n = table["_ratio_sum"].to_numpy(), table["_ratio_n"].to_numpy()
     ratio = (ratio_sum[a] + ratio_sum[c]) / (ratio_n[a] + ratio_n[c])
-    margin = margin_in_metric(ratio, rule.margin_nats) if rule.margin_nats > 0 else ratio * np.nan
+    no_margin = np.full_like(ratio, np.nan, dtype=np.float64)  # no margin test at 0 nats
+    margin = margin_in_metric(ratio, rule.margin_nats) if rule.margin_nats > 0 else no_margin
     tests = compare_pairs(samples, a, c, arms["matched_seeds"].to_numpy(dtype=bool), margin)
     columns = {
         "t_welch": tests.t_welch,
