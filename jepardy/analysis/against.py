@@ -79,7 +79,9 @@ def leader_sweeps(names: Sequence[str], known: Sequence[str], where: str) -> lis
         path = Path(name)
         if not path.exists():
             raise unknown_value("sweep", name, list(known), where)
-        ingested = f"ingested:{path.resolve().name}"
+        # A log's sweep is named after the folder holding it (ingest/ingest.py).
+        folder = path.resolve() if path.is_dir() else path.resolve().parent
+        ingested = f"ingested:{folder.name}"
         if ingested not in known:
             raise UserError(
                 f"report --against {name}: {where} has no sweep {ingested!r}; "

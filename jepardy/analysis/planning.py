@@ -20,6 +20,7 @@ import functools
 import heapq
 import json
 import statistics
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -266,13 +267,13 @@ def _comparisons(
     for run in runs:
         groups.setdefault((run.lane, run.match, run.arm, run.variant), []).append(run)
     arms = [key for key in groups if key[2] != CONTROL_ARM]
-    family = {key: sum(1 for k in arms if k[:2] == key[:2]) for key in arms}
+    per_control = Counter(key[:2] for key in arms)
     sds = {key: _seed_sd(key, history, options) for key in set(keys.values())}
     out = []
     for key in arms:
         seeds = len(groups[key])
         sd, source = sds[keys[groups[key][0].run_id]]
-        out.append(_comparison(key, seeds, family[key], sd, source, options))
+        out.append(_comparison(key, seeds, per_control[key[:2]], sd, source, options))
     return out
 
 
@@ -289,14 +290,19 @@ def _comparison(
     in_sds = _detectable_sds(seeds, rule, family, power)
     needed = None
     if sd is not None and options.detect is not None:
-        needed = seeds_needed(options.detect, sd, rule, family, power)
+        needed = _seeds_needed(options.detect, sd, rule, family, power)
     detectable = np.nan if sd is None else in_sds * sd
     return Comparison(*key, seeds, family, sd, source, in_sds, detectable, needed)
 
 
+# Cached: a spec of 10,000 runs has thousands of comparisons and a handful of distinct
+# (seeds, family) pairs.
 @functools.cache
 def _detectable_sds(seeds: int, rule: Rule, family: int, power: float) -> float:
     return detectable_difference(1.0, seeds, rule, family, power)
+
+
+_seeds_needed = functools.cache(seeds_needed)
 
 
 def _seed_sd(key: CostKey, history: pd.DataFrame, options: PlanOptions) -> tuple[float | None, str]:
