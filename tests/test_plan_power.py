@@ -20,8 +20,11 @@ from jepardy.analysis.planning import pack_wall_s
 from jepardy.analysis.power import detectable_difference, seeds_needed
 from jepardy.analysis.rules import make_rule
 from jepardy.cli.app import app
+from jepardy.launch.command import trainer_schema
+from jepardy.spec.expand import expand_runs
 from jepardy.spec.identity import RunIdentity
-from jepardy.store.models import Run
+from jepardy.spec.parse import load_spec
+from jepardy.store.models import Run, RunOutcome
 from jepardy.store.transitions import open_store
 
 PRESET = {"preset": "isolation_byte"}  # a 180 s budget
@@ -155,3 +158,24 @@ def test_packing_follows_spec_order_and_after_lanes() -> None:
     assert pack_wall_s([*screen, *final], walls, 4, {}) == 110.0
     assert pack_wall_s([*screen, *final], walls, 4, {"final": ["screen"]}) == 150.0
     assert math.isclose(pack_wall_s([], [], 4, {}), 0.0)
+
+
+def test_done_runs_cost_nothing_and_measure_the_rest(spec: Path, tmp_path: Path) -> None:
+    """After the control's three runs: six still to run, at the overhead they measured."""
+    store = open_store(tmp_path / "after.db")
+    done = [run for run in expand_runs(load_spec(spec, trainer_schema())) if run.arm == "control"]
+    store.upsert_sweep("planned", str(spec), SPEC)
+    store.register_runs(done, git_commit=None)
+    start = datetime(2026, 4, 2, tzinfo=UTC)
+    for run, overhead in zip(done, (40.0, 50.0, 90.0), strict=True):
+        result = {"status": "done", "val_bpb": 1.3 + run.seed / 1000, "val_loss": 0.9}
+        store.record_result(run.run_id, RunOutcome(status="done", result=result, metrics=[]))
+        with store.engine.begin() as connection:
+            ended = start + timedelta(seconds=180.0 + overhead)
+            update = sa.update(Run).where(Run.id == run.run_id)
+            connection.execute(update.values(started_at=start, finished_at=ended))
+    text = _plan(spec, tmp_path / "after.db")
+    assert "cost: 6 of 9 runs still to run: 0.38 GPU-hours" in text  # 6 x 230 s
+    assert "6 runs x 1 GPU, preset isolation_byte, 180 s budget: 3 min 50 s each; " in text
+    assert "overhead 50 s measured: median of 3 earlier runs of preset isolation_byte" in text
+    assert "seed sd: pooled over 3 runs of preset isolation_byte, wallclock_s 180: " in text
