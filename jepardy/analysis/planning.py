@@ -112,6 +112,8 @@ def estimate_plan(
         raise UserError(f"plan: --seed-std {options.seed_std}; a seed sd must be > 0")
     if options.detect is not None and not options.detect > 0:
         raise UserError(f"plan: --detect {options.detect}; a difference must be > 0")
+    if not options.overhead_s >= 0:
+        raise UserError(f"plan: --overhead-s {options.overhead_s}; an overhead must be >= 0")
     todo = [run for run, status in zip(runs, statuses, strict=True) if status != "done"]
     keys = {run.run_id: cost_key(run) for run in runs}
     walls = {key: _wall(key, history, options.overhead_s) for key in set(keys.values())}
