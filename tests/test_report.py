@@ -485,6 +485,14 @@ def test_cli_report_plot_and_markdown(tmp_path: Path) -> None:
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_cli_report_plot_draws_the_forest_plot_of_the_compare_table(tmp_path: Path) -> None:
+    png = tmp_path / "forest.png"
+    result = _invoke("--db", str(_study_db(tmp_path)), "--plot", str(png))
+    assert result.exit_code == 0, result.output
+    assert f"plot: {png}" in result.stderr
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
 def test_cli_report_terminal_tables(tmp_path: Path) -> None:
     result = _invoke("--db", str(_study_db(tmp_path)), "--curve", "jepa_weight")
     assert result.exit_code == 0, result.output
@@ -501,6 +509,8 @@ def test_cli_report_terminal_tables(tmp_path: Path) -> None:
             "report: --plot x.svg: the plot is written",
         ),
         (["--metric", "bpb"], "report: --metric 'bpb'; allowed: val_bpb, val_loss"),
+        (["--format", "html"], "report --format html writes one file: add --out"),
+        (["--format", "pdf"], "unknown report format 'pdf'; allowed: table, markdown"),
         (
             ["--curve", "jepa_weight", "--noise", "0"],
             "report: --noise 0.0; a noise floor must be > 0",

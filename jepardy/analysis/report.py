@@ -1,5 +1,5 @@
 """`run_report`: builds and renders what `jepardy report` asks for (the compare table,
-curves, horizons, plots) in the terminal, markdown, CSV or JSON.
+curves, horizons, plots) in the terminal, markdown, CSV, JSON or one HTML file.
 """
 
 from __future__ import annotations
@@ -27,8 +27,8 @@ from jepardy.analysis.horizons import Horizons, horizon_sections, horizon_table
 from jepardy.analysis.render import Section
 from jepardy.analysis.summary import paused_gc
 from jepardy.errors import UserError
-from jepardy.store.engine import open_reader
-from jepardy.store.frames import MIRRORED_PARAMS, RUN_COLUMNS, read_runs, tidy_runs
+from jepardy.store.engine import Database, open_reader
+from jepardy.store.frames import MIRRORED_PARAMS, RUN_COLUMNS, read_metrics, read_runs, tidy_runs
 from jepardy.store.models import RunStatus
 from jepardy.store.views import require_sweep
 
@@ -91,8 +91,14 @@ class ReportRequest:
     metric: str = "val_bpb"  # of curves and horizons; compare always tests val_bpb
     noise: float | None = None  # noise floor of single-seed curves, in metric units
     resamples: int = 0  # parametric-bootstrap resamples of the curves' monotonicity test
-    fmt: str = "table"
+    fmt: str = "table"  # one of REPORT_FORMATS
     plot: Path | None = None
+    out: Path | None = None  # write the rendered report here instead of returning it
+
+
+# Every format of the whole report: the table formats, and html (a file: needs `out`).
+HTML = "html"
+REPORT_FORMATS = (*FORMATS, HTML)
 
 
 @dataclass(frozen=True)
@@ -106,15 +112,21 @@ class Report:
 
 @dataclass(frozen=True)
 class ReportOutput:
-    """A rendered report (text, or a rich Group for the terminal) and the plot written."""
+    """A rendered report (text, or a rich Group for the terminal; "" when written to a
+    file), the file written and the plot written."""
 
     rendered: str | Group
     plot: Path | None
+    out: Path | None = None
 
 
 def check_request(request: ReportRequest) -> None:
     """UserError for a request that cannot be answered, before any database is opened."""
-    check_format(request.fmt)
+    if request.fmt not in REPORT_FORMATS:
+        allowed = ", ".join(REPORT_FORMATS)
+        raise UserError(f"unknown report format {request.fmt!r}; allowed: {allowed}")
+    if request.fmt == HTML and request.out is None:
+        raise UserError("report --format html writes one file: add --out, e.g. --out report.html")
     if not (request.compare or request.curve or request.horizons):
         raise UserError("report: --no-compare and no --curve or --horizons: nothing to report")
     if request.metric not in METRICS:
@@ -123,8 +135,6 @@ def check_request(request: ReportRequest) -> None:
         raise UserError(f"report: --noise {request.noise}; a noise floor must be > 0")
     if request.resamples < 0:
         raise UserError(f"report: --resamples {request.resamples}; must be >= 0")
-    if request.plot is not None and not (request.curve or request.horizons):
-        raise UserError("report: --plot draws curves and horizons; add --curve or --horizons")
     if request.plot is not None and request.plot.suffix.lower() != ".png":
         raise UserError(f"report: --plot {request.plot}: the plot is written as PNG (*.png)")
 
@@ -218,17 +228,36 @@ def run_report(db: str | Path, request: ReportRequest) -> ReportOutput:
             sweep=request.sweep,
             status=None,
             columns=_report_columns(request),
-            params=wanted or False,
+            # The HTML report lists the params each arm changed: every param is read.
+            params=True if request.fmt == HTML else wanted or False,
         )
         _require_done(runs, f"sweep {request.sweep}" if request.sweep else database.name)
         report = build_report(runs, request)
-        rendered = render_report(report, request.fmt)
+        rendered = (
+            _html(database, report, runs)
+            if request.fmt == HTML
+            else render_report(report, request.fmt)
+        )
     plot = None
     if request.plot is not None:
         from jepardy.analysis.plots import plot_report
 
-        plot = plot_report(report.curves, report.horizons, request.plot)
-    return ReportOutput(rendered, plot)
+        plot = plot_report(report.compare, report.curves, report.horizons, request.plot)
+    if request.out is None:
+        return ReportOutput(rendered, plot)
+    request.out.parent.mkdir(parents=True, exist_ok=True)
+    request.out.write_text(rendered_text(rendered), encoding="utf-8")
+    return ReportOutput("", plot, request.out)
+
+
+def _html(database: Database, report: Report, runs: pd.DataFrame) -> str:
+    """The HTML page of `report`, with the done runs' training metrics from the store."""
+    from jepardy.analysis.htmlreport import html_report
+    from jepardy.analysis.training import CLOCK, CURVE_METRICS
+
+    done = runs[runs["status"].astype(str) == RunStatus.DONE.value]
+    metrics = read_metrics(database, done["id"].tolist(), [*CURVE_METRICS, CLOCK])
+    return html_report(report, runs, metrics, database.name)
 
 
 def _report_columns(request: ReportRequest) -> list[str]:
