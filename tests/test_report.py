@@ -493,6 +493,27 @@ def test_cli_report_plot_draws_the_forest_plot_of_the_compare_table(tmp_path: Pa
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_html_report_finds_the_curves_and_horizons_the_sweep_has(tmp_path: Path) -> None:
+    """Without --curve or --horizons the page still shows the weight curve (an arm axis with
+    several values) and the horizons (a budget in the matches), beside the compare table."""
+    page = tmp_path / "report.html"
+    result = _invoke("--db", str(_study_db(tmp_path)), "--format", "html", "--out", str(page))
+    assert result.exit_code == 0, result.output
+    assert result.stdout == "" and f"report: {page}" in result.stderr
+    text = page.read_text()
+    for title in (
+        "Each arm against its matched control",
+        "Curves over jepa_weight and horizons over wallclock_s",
+        "study / grid — jepa",  # a curve's table
+        "study / leader: val_bpb by wallclock_s",  # a horizon set's table
+        "What each arm changed",
+    ):
+        assert title in text, title
+    # Images: the forest plot and the curves and horizons; these runs logged no metrics.
+    assert text.count('<img src="data:image/png;base64,') == 2
+    assert "No training metrics recorded" in text
+
+
 def test_cli_report_terminal_tables(tmp_path: Path) -> None:
     result = _invoke("--db", str(_study_db(tmp_path)), "--curve", "jepa_weight")
     assert result.exit_code == 0, result.output

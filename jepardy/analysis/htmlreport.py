@@ -164,9 +164,9 @@ def _params_part(done: pd.DataFrame, ids: _TableIds) -> Part:
         for row in differences.to_dict("records")
     ]
     frame = differences[["param", "control", "value"]].assign(arm=labels)
-    table = GT(frame, groupname_col="arm", id=ids.next()).tab_header(
-        title="Params that differ from the matched control"
-    )
+    table = GT(frame, groupname_col="arm", id=ids.next(), auto_align=False)
+    table = _sized(table.tab_header(title="Params that differ from the matched control"))
+    table = table.cols_align("left")  # values as a spec writes them: text, not numbers
     return Part("params", "What each arm changed", [], [Markup(table.as_raw_html())], [])
 
 
@@ -175,8 +175,7 @@ def table_html(section: Section, table_id: str) -> Markup:
     numbers right-aligned, flagged cells bold red, notes under it."""
     frame = pd.DataFrame(section.rows, columns=section.columns, dtype=str)
     frame = frame.loc[:, ~frame.isin(_BLANK).all()]
-    table = GT(frame, id=table_id, auto_align=False).tab_header(title=section.title)
-    table = table.tab_options(table_font_size="13px", heading_title_font_size="16px")
+    table = _sized(GT(frame, id=table_id, auto_align=False).tab_header(title=section.title))
     right = [name for name in frame.columns if name in section.right]
     table = table.cols_align("left", columns=[n for n in frame.columns if n not in right])
     if right:
@@ -194,6 +193,11 @@ def table_html(section: Section, table_id: str) -> Markup:
     for note in section.notes:
         table = table.tab_source_note(note)
     return Markup(table.as_raw_html())
+
+
+def _sized(table: GT) -> GT:
+    """Every table of the page in one size, smaller than great_tables' default."""
+    return table.tab_options(table_font_size="13px", heading_title_font_size="16px")
 
 
 def _verdict_colours(table: GT, frame: pd.DataFrame) -> GT:

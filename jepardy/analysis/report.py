@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import io
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +25,7 @@ from jepardy.analysis.compare import (
 from jepardy.analysis.curves import Curves, curve_sections, curve_table
 from jepardy.analysis.horizons import Horizons, horizon_sections, horizon_table
 from jepardy.analysis.render import Section
-from jepardy.analysis.summary import paused_gc
+from jepardy.analysis.summary import paused_gc, split_pairs
 from jepardy.errors import UserError
 from jepardy.store.engine import Database, open_reader
 from jepardy.store.frames import MIRRORED_PARAMS, RUN_COLUMNS, read_metrics, read_runs, tidy_runs
@@ -232,6 +232,8 @@ def run_report(db: str | Path, request: ReportRequest) -> ReportOutput:
             params=True if request.fmt == HTML else wanted or False,
         )
         _require_done(runs, f"sweep {request.sweep}" if request.sweep else database.name)
+        if request.fmt == HTML:
+            request = with_found_axes(request, runs)
         report = build_report(runs, request)
         rendered = (
             _html(database, report, runs)
@@ -248,6 +250,41 @@ def run_report(db: str | Path, request: ReportRequest) -> ReportOutput:
     request.out.parent.mkdir(parents=True, exist_ok=True)
     request.out.write_text(rendered_text(rendered), encoding="utf-8")
     return ReportOutput("", plot, request.out)
+
+
+# Budget params, whose values in the matches make horizons.
+BUDGET_AXES = ("wallclock_s", "iterations")
+
+
+def with_found_axes(request: ReportRequest, runs: pd.DataFrame) -> ReportRequest:
+    """`request` with the curve and horizons the runs have, where it names none: a curve
+    over the first arm axis (a key of the variants, by name) that takes two or more numeric
+    values within one arm, and horizons over the first of BUDGET_AXES in the matches that
+    takes two or more within one lane. The HTML report shows whatever a sweep holds."""
+    done = runs[runs["status"].astype(str) == RunStatus.DONE.value]
+    keys: dict[str, set[str]] = {"variant": set(), "match": set()}
+    for column, found in keys.items():
+        for text in done[column].astype(str).unique():
+            found.update(split_pairs(text))
+    curve = request.curve or next(
+        (k for k in sorted(keys["variant"]) if _spread(done, k, ["sweep", "lane", "arm"])), None
+    )
+    horizons = request.horizons or next(
+        (k for k in BUDGET_AXES if k in keys["match"] and _spread(done, k, ["sweep", "lane"])),
+        None,
+    )
+    return replace(request, curve=curve, horizons=horizons)
+
+
+def _spread(done: pd.DataFrame, param: str, within: list[str]) -> bool:
+    """Whether numeric `param` takes two or more values in some group of `within` (runs
+    without it left out)."""
+    if param not in done.columns:
+        return False
+    values = pd.to_numeric(done[param], errors="coerce")
+    if (values.isna() & done[param].notna()).any():  # not a number: no curve
+        return False
+    return bool((values.groupby([done[k] for k in within], observed=True).nunique() >= 2).any())
 
 
 def _html(database: Database, report: Report, runs: pd.DataFrame) -> str:

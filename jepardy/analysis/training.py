@@ -116,6 +116,8 @@ def training_figures(points: pd.DataFrame) -> list[tuple[str, Figure, int]]:
             for ax, (metric, x) in zip(row, _PANELS, strict=True):
                 _draw_panel(ax, mine[mine["metric"] == metric], metric, x, colours)
                 ax.set_title(f"{match or lane}: {metric} over {_X_LABELS[x]}", fontsize=8)
+            if row[0].get_legend_handles_labels()[0]:  # one legend a row: the arms' colours
+                row[0].legend(fontsize=7, title="mean; band: seeds' range", title_fontsize=7)
         figures.append((f"{sweep} / {lane}", figure, len(matches) - len(shown)))
     return figures
 
@@ -136,8 +138,6 @@ def _draw_panel(
     ax.set_ylabel(metric, fontsize=8)
     ax.tick_params(labelsize=7)
     ax.grid(alpha=0.3)
-    if ax.get_legend_handles_labels()[0]:
-        ax.legend(fontsize=7, title="mean; band: seeds' range", title_fontsize=7)
 
 
 def _arm_label(row: dict) -> str:
