@@ -67,9 +67,8 @@ def plot_report(
     grid = _grid_shape(panels)
     forest_h = _forest_height(arms, path) if has_forest else 0.0
     grid_h = PANEL_SIZE[1] * grid[0]
-    figure = plt.figure(
-        figsize=(PANEL_SIZE[0] * max(grid[1], 2), forest_h + grid_h), layout="constrained"
-    )
+    columns = max(grid[1], 2) if has_forest else grid[1]  # forest labels need the width
+    figure = plt.figure(figsize=(PANEL_SIZE[0] * columns, forest_h + grid_h), layout="constrained")
     if has_forest and panels:
         top, bottom = figure.subfigures(2, 1, height_ratios=[forest_h, grid_h])
         draw_forest(top.subplots(), arms)
@@ -138,7 +137,6 @@ def draw_panels(
     metrics = {part.metric for part in (curves, horizons) if part is not None}
     if len(metrics) == 1:  # one metric: every value panel on one scale
         share_y(values)
-    share_y(ranks)
     if curves is not None:
         groups = curves.points.groupby(CURVE_KEYS, sort=False, observed=True)
         records = curves.summary.to_dict("records")
@@ -303,8 +301,7 @@ def draw_horizon(
     ranks.set_xlabel(axis)
     ranks.set_ylabel("rank")
     ranks.set_xticks(budgets, [render.format_number(b) for b in budgets])
-    if not ranks.yaxis_inverted():  # rank 1 on top (panels sharing y invert once)
-        ranks.invert_yaxis()
+    ranks.invert_yaxis()  # rank 1 on top
     ranks.yaxis.get_major_locator().set_params(integer=True)
     ranks.grid(alpha=0.3)
     ranks.legend(fontsize=7)
