@@ -81,7 +81,7 @@ def test_forest_plot_png_has_a_row_per_arm(tmp_path: Path) -> None:
     compare = compare_table(load_runs(store))
     path = plot_report(compare, None, None, tmp_path / "forest.png")
     assert_real_image(path, 1000, 300)
-    figure = forest_figure(compare)
+    figure = forest_figure(compare, "test")
     labels = [label.get_text() for label in figure.axes[0].get_yticklabels()]
     # Three arms in each of two budgets, top to bottom in the table's order.
     assert labels[:3] == [
@@ -98,7 +98,7 @@ def test_curve_panels_share_their_y_axis(tmp_path: Path) -> None:
     runsets.write(
         store, runsets.curve("high", X, MEANS, 0.003) + runsets.curve("low", X, low, 0.003)
     )
-    figure = panels_figure(curve_table(load_runs(store), "jepa_weight"), None)
+    figure = panels_figure(curve_table(load_runs(store), "jepa_weight"), None, "test")
     shown = [ax for ax in figure.axes if ax.get_visible()]
     assert len(shown) == 2
     figure.canvas.draw()
@@ -112,7 +112,7 @@ def test_a_true_false_axis_is_drawn_as_two_categories(tmp_path: Path) -> None:
     runs = runsets.curve("ema", [False, True], [1.30, 1.28], 0.003, axis="ema")
     runsets.write(store, runs)
     curves = curve_table(load_runs(store), "ema")
-    figure = panels_figure(curves, None)
+    figure = panels_figure(curves, None, "test")
     ax = figure.axes[0]
     figure.canvas.draw()
     assert [label.get_text() for label in ax.get_xticklabels()] == ["false", "true"]
@@ -125,7 +125,7 @@ def test_a_minimum_at_the_best_point_stays_visible(tmp_path: Path) -> None:
     curves = curve_table(load_runs(store), "jepa_weight")
     best = curves.points[curves.points["is_best"]]
     assert (best["turn"] == "min").all()  # the best point is also a minimum
-    figure = panels_figure(curves, None)
+    figure = panels_figure(curves, None, "test")
     ax = figure.axes[0]
     figure.canvas.draw()
     markers = {c.get_label(): c for c in ax.collections if c.get_label() in ("best", "minimum")}

@@ -514,6 +514,18 @@ def test_html_report_finds_the_curves_and_horizons_the_sweep_has(tmp_path: Path)
     assert "No training metrics recorded" in text
 
 
+def test_html_report_with_too_many_panels_says_so_and_keeps_the_tables(tmp_path: Path) -> None:
+    store = open_store(tmp_path / "many.db")
+    for lane in range(13):
+        runsets.write(store, runsets.curve(f"lane{lane}", [0, 0.1, 0.2], [1.3, 1.2, 1.25], 0.002))
+    page = tmp_path / "many.html"
+    result = _invoke("--db", str(tmp_path / "many.db"), "--format", "html", "--out", str(page))
+    assert result.exit_code == 0, result.output
+    text = page.read_text()
+    assert "No plot: the HTML report: 13 curves and 0 horizon sets make 13 panels" in text
+    assert "study / lane12 — jepa" in text  # the last curve's table is still there
+
+
 def test_cli_report_terminal_tables(tmp_path: Path) -> None:
     result = _invoke("--db", str(_study_db(tmp_path)), "--curve", "jepa_weight")
     assert result.exit_code == 0, result.output

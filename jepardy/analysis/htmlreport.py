@@ -25,6 +25,7 @@ from jepardy.analysis.horizons import horizon_sections
 from jepardy.analysis.paramdiff import param_differences
 from jepardy.analysis.render import Section
 from jepardy.analysis.training import MAX_ROWS, training_figures, training_points
+from jepardy.errors import UserError
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -32,6 +33,9 @@ if TYPE_CHECKING:
     from jepardy.analysis.report import Report
 
 TEMPLATE = "report.html.j2"
+WHERE = "the HTML report"  # what a plot's refusal names
+# Training curves of more lanes than this make a page nobody scrolls; the rest are named.
+MAX_LANES = 12
 FLAG_COLOUR = "#c62828"
 _BLANK = ("", render.MISSING)
 _WRAPPED = {"per seed", "note", "flag", "flips"}
@@ -106,18 +110,17 @@ class _TableIds:
 
 
 def _compare_part(compare: pd.DataFrame, ids: _TableIds) -> Part:
-    pictures = []
-    forest = plots.forest_figure(compare)
+    pictures, notes = [], []
+    try:
+        forest = plots.forest_figure(compare, WHERE)
+    except UserError as too_many:  # the tables still say everything
+        forest, notes = None, [f"No forest plot: {too_many}"]
     if forest is not None:
-        pictures.append(
-            _picture(
-                "Forest plot",
-                forest,
-                "delta val_bpb of each arm against its matched control, with 95% intervals",
-            )
-        )
+        alt = "delta val_bpb of each arm against its matched control, with 95% intervals"
+        pictures.append(_picture("Forest plot", forest, alt))
+    elif not notes:
+        notes = ["No arm has a matched control: no forest plot."]
     tables = [table_html(section, ids.next()) for section in compare_sections(compare)]
-    notes = [] if pictures else ["No arm has a matched control: no forest plot."]
     return Part("compare", "Each arm against its matched control", pictures, tables, notes)
 
 
@@ -128,21 +131,26 @@ def _axes_part(report: Report, ids: _TableIds) -> Part:
         sections += curve_sections(curves)
     if horizons is not None:
         sections += horizon_sections(horizons)
-    figure = plots.panels_figure(curves, horizons)
     axes = " and ".join(
         f"{name} {part.axis}"
         for name, part in (("curves over", curves), ("horizons over", horizons))
         if part is not None
     )
-    picture = _picture(axes.capitalize(), figure, f"{axes}, means with 95% intervals")
     tables = [table_html(section, ids.next()) for section in sections]
+    try:
+        figure = plots.panels_figure(curves, horizons, WHERE)
+    except UserError as too_many:
+        return Part("axes", axes.capitalize(), [], tables, [f"No plot: {too_many}"])
+    picture = _picture(axes.capitalize(), figure, f"{axes}, means with 95% intervals")
     return Part("axes", axes.capitalize(), [picture], tables, [])
 
 
 def _training_part(done: pd.DataFrame, metrics: pd.DataFrame) -> Part:
     points = training_points(done, metrics)
+    lanes = points[["sweep", "lane"]].astype(str).drop_duplicates()
+    shown = lanes.head(MAX_LANES).merge(points.astype({"sweep": str, "lane": str}))
     pictures = []
-    for title, figure, left_out in training_figures(points):
+    for title, figure, left_out in training_figures(shown):
         note = f"{left_out} more matches of this lane not drawn (at most {MAX_ROWS})"
         alt = f"training curves of {title}: train loss and val_bpb over steps and time"
         pictures.append(_picture(title, figure, alt, note if left_out else ""))
@@ -150,6 +158,8 @@ def _training_part(done: pd.DataFrame, metrics: pd.DataFrame) -> Part:
         "Each line is an arm's mean over its seeds, the band its lowest to highest seed; "
         "time is the training clock (evaluations excluded)."
     ]
+    if len(lanes) > MAX_LANES:
+        notes.append(f"The first {MAX_LANES} lanes of {len(lanes)}; narrow with --sweep.")
     if not pictures:
         notes = ["No training metrics recorded for these runs (metrics.jsonl was empty)."]
     return Part("training", "Training curves", pictures, [], notes)

@@ -59,13 +59,14 @@ def plot_report(
     UserError when there is nothing to draw, more than MAX_PANELS panels, or more than
     MAX_FOREST_ROWS arms.
     """
+    where = f"--plot {path}"
     arms = forest_rows(compare) if compare is not None else None
-    panels = count_panels(curves, horizons, path)
+    panels = count_panels(curves, horizons, where)
     has_forest = arms is not None and not arms.empty
     if not (panels or has_forest):
         raise UserError(f"--plot {path}: no arm with a control, curve or horizon set to draw")
     grid = _grid_shape(panels)
-    forest_h = _forest_height(arms, path) if has_forest else 0.0
+    forest_h = _forest_height(arms, where) if has_forest else 0.0
     grid_h = PANEL_SIZE[1] * grid[0]
     columns = max(grid[1], 2) if has_forest else grid[1]  # forest labels need the width
     figure = plt.figure(figsize=(PANEL_SIZE[0] * columns, forest_h + grid_h), layout="constrained")
@@ -90,15 +91,15 @@ def png_bytes(figure: Figure) -> bytes:
     return buffer.getvalue()
 
 
-def count_panels(curves: Curves | None, horizons: Horizons | None, path: Path | str) -> int:
+def count_panels(curves: Curves | None, horizons: Horizons | None, where: str) -> int:
     """Panels of the curves (one each) and horizon sets (two each); UserError past
-    MAX_PANELS, naming `path`."""
+    MAX_PANELS, saying `where` (the option or report that asked)."""
     n_curves = 0 if curves is None else len(curves.summary)
     n_sets = 0 if horizons is None else horizons.arms.groupby(SET_KEYS, observed=True).ngroups
     panels = n_curves + 2 * n_sets
     if panels > MAX_PANELS:
         raise UserError(
-            f"--plot {path}: {n_curves} curves and {n_sets} horizon sets make {panels} panels, "
+            f"{where}: {n_curves} curves and {n_sets} horizon sets make {panels} panels, "
             f"more than {MAX_PANELS}; narrow the report with --sweep"
         )
     return panels
@@ -109,9 +110,9 @@ def _grid_shape(panels: int) -> tuple[int, int]:
     return math.ceil(panels / columns) or 1, columns
 
 
-def panels_figure(curves: Curves | None, horizons: Horizons | None) -> Figure:
-    """The curves and horizon panels alone, as a figure (see `count_panels`)."""
-    rows, columns = grid = _grid_shape(count_panels(curves, horizons, "report"))
+def panels_figure(curves: Curves | None, horizons: Horizons | None, where: str) -> Figure:
+    """The curves and horizon panels alone, as a figure (UserError: see `count_panels`)."""
+    rows, columns = grid = _grid_shape(count_panels(curves, horizons, where))
     figure = plt.figure(figsize=(PANEL_SIZE[0] * columns, PANEL_SIZE[1] * rows))
     figure.set_layout_engine("constrained")
     draw_panels(figure, curves, horizons, grid)
@@ -163,21 +164,22 @@ def forest_rows(compare: pd.DataFrame) -> pd.DataFrame:
     return arms.reset_index(drop=True)
 
 
-def forest_figure(compare: pd.DataFrame) -> Figure | None:
-    """The forest plot of a compare table as a figure; None when no arm has a control."""
+def forest_figure(compare: pd.DataFrame, where: str) -> Figure | None:
+    """The forest plot of a compare table as a figure; None when no arm has a control;
+    UserError past MAX_FOREST_ROWS arms, saying `where`."""
     arms = forest_rows(compare)
     if arms.empty:
         return None
-    figure = plt.figure(figsize=(PANEL_SIZE[0] * 2, _forest_height(arms, "report")))
+    figure = plt.figure(figsize=(PANEL_SIZE[0] * 2, _forest_height(arms, where)))
     figure.set_layout_engine("constrained")
     draw_forest(figure.subplots(), arms)
     return figure
 
 
-def _forest_height(arms: pd.DataFrame, path: Path | str) -> float:
+def _forest_height(arms: pd.DataFrame, where: str) -> float:
     if len(arms) > MAX_FOREST_ROWS:
         raise UserError(
-            f"--plot {path}: {len(arms)} arms make an unreadable forest plot (at most "
+            f"{where}: {len(arms)} arms make an unreadable forest plot (at most "
             f"{MAX_FOREST_ROWS}); narrow the report with --sweep"
         )
     return max(2.4, 1.4 + FOREST_ROW_IN * len(arms))
