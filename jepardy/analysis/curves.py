@@ -84,8 +84,7 @@ class Curves:
     arm that ran the point: "control" for the control runs joined to an arm's curve), the
     results.summarize columns, turn ("min", "max" or ""), is_best and within_noise (of the
     best point). `summary`: one row per curve (SUMMARY_COLUMNS). `skipped`: series with a
-    single axis value, which are not curves. `boolean`: the axis is a true/false param
-    (its points hold 0.0 and 1.0), which a plot draws as two categories.
+    single axis value, which are not curves. `boolean`: a true/false axis (points at 0, 1).
     """
 
     axis: str
@@ -151,8 +150,7 @@ def curve_table(
         turn[part], is_best[part], near[part] = judged.turn, judged.is_best, judged.near
     points = points.assign(turn=turn, is_best=is_best, within_noise=near)
     summary = pd.DataFrame(summaries, columns=SUMMARY_COLUMNS)
-    boolean = pd.api.types.is_bool_dtype(runs[axis])
-    return Curves(axis, metric, points, summary, skipped, boolean)
+    return Curves(axis, metric, points, summary, skipped, pd.api.types.is_bool_dtype(runs[axis]))
 
 
 def _curve_rows(runs: pd.DataFrame, axis: str, metric: str) -> pd.DataFrame:
