@@ -6,6 +6,7 @@ import hashlib
 import io
 import json
 import math
+import struct
 from pathlib import Path
 from typing import Any
 
@@ -490,7 +491,11 @@ def test_cli_report_plot_draws_the_forest_plot_of_the_compare_table(tmp_path: Pa
     result = _invoke("--db", str(_study_db(tmp_path)), "--plot", str(png))
     assert result.exit_code == 0, result.output
     assert f"plot: {png}" in result.stderr
-    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    data = png.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    width, height = struct.unpack(">II", data[16:24])
+    # Twelve arms, a row each, and no empty panel under them (no --curve, no --horizons).
+    assert width > 1000 and 300 < height < 700, (width, height)
 
 
 def test_html_report_finds_the_curves_and_horizons_the_sweep_has(tmp_path: Path) -> None:

@@ -67,7 +67,7 @@ def plot_report(
         raise UserError(f"--plot {path}: no arm with a control, curve or horizon set to draw")
     grid = _grid_shape(panels)
     forest_h = _forest_height(arms, where) if has_forest else 0.0
-    grid_h = PANEL_SIZE[1] * grid[0]
+    grid_h = PANEL_SIZE[1] * grid[0] if panels else 0.0
     columns = max(grid[1], 2) if has_forest else grid[1]  # forest labels need the width
     figure = plt.figure(figsize=(PANEL_SIZE[0] * columns, forest_h + grid_h), layout="constrained")
     if has_forest and panels:
