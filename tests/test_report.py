@@ -6,6 +6,7 @@ import hashlib
 import io
 import json
 import math
+import struct
 from pathlib import Path
 from typing import Any
 
@@ -485,6 +486,51 @@ def test_cli_report_plot_and_markdown(tmp_path: Path) -> None:
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_cli_report_plot_draws_the_forest_plot_of_the_compare_table(tmp_path: Path) -> None:
+    png = tmp_path / "forest.png"
+    result = _invoke("--db", str(_study_db(tmp_path)), "--plot", str(png))
+    assert result.exit_code == 0, result.output
+    assert f"plot: {png}" in result.stderr
+    data = png.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    width, height = struct.unpack(">II", data[16:24])
+    # Twelve arms, a row each, and no empty panel under them (no --curve, no --horizons).
+    assert width > 1000 and 300 < height < 700, (width, height)
+
+
+def test_html_report_finds_the_curves_and_horizons_the_sweep_has(tmp_path: Path) -> None:
+    """Without --curve or --horizons the page still shows the weight curve (an arm axis with
+    several values) and the horizons (a budget in the matches), beside the compare table."""
+    page = tmp_path / "report.html"
+    result = _invoke("--db", str(_study_db(tmp_path)), "--format", "html", "--out", str(page))
+    assert result.exit_code == 0, result.output
+    assert result.stdout == "" and f"report: {page}" in result.stderr
+    text = page.read_text()
+    for title in (
+        "Each arm against its matched control",
+        "Curves over jepa_weight and horizons over wallclock_s",
+        "study / grid — jepa",  # a curve's table
+        "study / leader: val_bpb by wallclock_s",  # a horizon set's table
+        "What each arm changed",
+    ):
+        assert title in text, title
+    # Images: the forest plot and the curves and horizons; these runs logged no metrics.
+    assert text.count('<img src="data:image/png;base64,') == 2
+    assert "No training metrics recorded" in text
+
+
+def test_html_report_with_too_many_panels_says_so_and_keeps_the_tables(tmp_path: Path) -> None:
+    store = open_store(tmp_path / "many.db")
+    for lane in range(13):
+        runsets.write(store, runsets.curve(f"lane{lane}", [0, 0.1, 0.2], [1.3, 1.2, 1.25], 0.002))
+    page = tmp_path / "many.html"
+    result = _invoke("--db", str(tmp_path / "many.db"), "--format", "html", "--out", str(page))
+    assert result.exit_code == 0, result.output
+    text = page.read_text()
+    assert "No plot: the HTML report: 13 curves and 0 horizon sets make 13 panels" in text
+    assert "study / lane12 — jepa" in text  # the last curve's table is still there
+
+
 def test_cli_report_terminal_tables(tmp_path: Path) -> None:
     result = _invoke("--db", str(_study_db(tmp_path)), "--curve", "jepa_weight")
     assert result.exit_code == 0, result.output
@@ -501,6 +547,8 @@ def test_cli_report_terminal_tables(tmp_path: Path) -> None:
             "report: --plot x.svg: the plot is written",
         ),
         (["--metric", "bpb"], "report: --metric 'bpb'; allowed: val_bpb, val_loss"),
+        (["--format", "html"], "report --format html writes one file: add --out"),
+        (["--format", "pdf"], "unknown report format 'pdf'; allowed: table, markdown"),
         (
             ["--curve", "jepa_weight", "--noise", "0"],
             "report: --noise 0.0; a noise floor must be > 0",

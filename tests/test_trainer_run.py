@@ -117,6 +117,11 @@ def test_jepa_run_result(jepa_run):
     train_loss = [p for p in points if p["name"] == "train_loss"]
     assert [p["step"] for p in train_loss] == [5, 10, 15, 20]
     assert all(math.isfinite(p["value"]) for p in train_loss)
+    # The training clock at each log step, for curves over time; the result's is the last.
+    clock = [p for p in points if p["name"] == "train_time_ms"]
+    assert [p["step"] for p in clock] == [5, 10, 15, 20]
+    times_ms = [p["value"] for p in clock]
+    assert 0 < times_ms[0] < times_ms[-1] <= result["train_time_s"] * 1000
     assert any(p["name"] == "jepa_loss" for p in points)
     assert json.loads((out / "config.json").read_text())["jepa_weight"] == 0.1
 

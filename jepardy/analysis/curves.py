@@ -84,7 +84,7 @@ class Curves:
     arm that ran the point: "control" for the control runs joined to an arm's curve), the
     results.summarize columns, turn ("min", "max" or ""), is_best and within_noise (of the
     best point). `summary`: one row per curve (SUMMARY_COLUMNS). `skipped`: series with a
-    single axis value, which are not curves.
+    single axis value, which are not curves. `boolean`: a true/false axis (points at 0, 1).
     """
 
     axis: str
@@ -92,6 +92,7 @@ class Curves:
     points: pd.DataFrame
     summary: pd.DataFrame
     skipped: int
+    boolean: bool = False
 
 
 def curve_table(
@@ -149,7 +150,7 @@ def curve_table(
         turn[part], is_best[part], near[part] = judged.turn, judged.is_best, judged.near
     points = points.assign(turn=turn, is_best=is_best, within_noise=near)
     summary = pd.DataFrame(summaries, columns=SUMMARY_COLUMNS)
-    return Curves(axis, metric, points, summary, skipped)
+    return Curves(axis, metric, points, summary, skipped, pd.api.types.is_bool_dtype(runs[axis]))
 
 
 def _curve_rows(runs: pd.DataFrame, axis: str, metric: str) -> pd.DataFrame:

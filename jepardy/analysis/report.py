@@ -1,5 +1,6 @@
 """`run_report`: builds and renders what `jepardy report` asks for (the compare table, or
-arms against a leader, curves, horizons, plots) in the terminal, markdown, CSV or JSON.
+arms against a leader, curves, horizons, plots) in the terminal, markdown, CSV, JSON or one
+HTML file.
 """
 
 from __future__ import annotations
@@ -33,10 +34,10 @@ from jepardy.analysis.curves import Curves, curve_sections, curve_table
 from jepardy.analysis.horizons import Horizons, horizon_sections, horizon_table
 from jepardy.analysis.render import Section
 from jepardy.analysis.rules import RECORD, Rule
-from jepardy.analysis.summary import paused_gc
+from jepardy.analysis.summary import paused_gc, split_pairs
 from jepardy.errors import UserError
 from jepardy.store.engine import Database, open_reader
-from jepardy.store.frames import MIRRORED_PARAMS, RUN_COLUMNS, read_runs, tidy_runs
+from jepardy.store.frames import MIRRORED_PARAMS, RUN_COLUMNS, read_metrics, read_runs, tidy_runs
 from jepardy.store.models import RunStatus
 from jepardy.store.views import require_sweep
 
@@ -99,12 +100,18 @@ class ReportRequest:
     metric: str = "val_bpb"  # of curves and horizons; compare always tests val_bpb
     noise: float | None = None  # noise floor of single-seed curves, in metric units
     resamples: int = 0  # parametric-bootstrap resamples of the curves' monotonicity test
-    fmt: str = "table"
+    fmt: str = "table"  # one of REPORT_FORMATS
     plot: Path | None = None
     rule: Rule = RECORD  # of the compare table's verdicts (--alpha, --margin, --sided)
     # Sweeps or record folders pooled as the leader; the arms are compared with it by the
     # leaderboard and record rules instead of with their controls.
     against: tuple[str, ...] = ()
+    out: Path | None = None  # write the rendered report here instead of returning it
+
+
+# Every format of the whole report: the table formats, and html (a file: needs `out`).
+HTML = "html"
+REPORT_FORMATS = (*FORMATS, HTML)
 
 
 @dataclass(frozen=True)
@@ -120,15 +127,21 @@ class Report:
 
 @dataclass(frozen=True)
 class ReportOutput:
-    """A rendered report (text, or a rich Group for the terminal) and the plot written."""
+    """A rendered report (text, or a rich Group for the terminal; "" when written to a
+    file), the file written and the plot written."""
 
     rendered: str | Group
     plot: Path | None
+    out: Path | None = None
 
 
 def check_request(request: ReportRequest) -> None:
     """UserError for a request that cannot be answered, before any database is opened."""
-    check_format(request.fmt)
+    if request.fmt not in REPORT_FORMATS:
+        allowed = ", ".join(REPORT_FORMATS)
+        raise UserError(f"unknown report format {request.fmt!r}; allowed: {allowed}")
+    if request.fmt == HTML and request.out is None:
+        raise UserError("report --format html writes one file: add --out, e.g. --out report.html")
     if not (request.compare or request.curve or request.horizons or request.against):
         raise UserError("report: --no-compare and no --curve or --horizons: nothing to report")
     if request.metric not in METRICS:
@@ -137,8 +150,6 @@ def check_request(request: ReportRequest) -> None:
         raise UserError(f"report: --noise {request.noise}; a noise floor must be > 0")
     if request.resamples < 0:
         raise UserError(f"report: --resamples {request.resamples}; must be >= 0")
-    if request.plot is not None and not (request.curve or request.horizons):
-        raise UserError("report: --plot draws curves and horizons; add --curve or --horizons")
     if request.plot is not None and request.plot.suffix.lower() != ".png":
         raise UserError(f"report: --plot {request.plot}: the plot is written as PNG (*.png)")
 
@@ -240,19 +251,75 @@ def run_report(db: str | Path, request: ReportRequest) -> ReportOutput:
         request = replace(request, against=leaders)
         wanted = sorted({*wanted, *DATA_PARAMS})
     with paused_gc():
-        runs = _read(database, request, wanted)
+        # The HTML report lists the params each arm changed: every param is read.
+        runs = _read(database, request, True if request.fmt == HTML else wanted or False)
         _require_done(runs, f"sweep {request.sweep}" if request.sweep else database.name)
+        if request.fmt == HTML:
+            request = with_found_axes(request, runs)
         report = build_report(runs, request)
-        rendered = render_report(report, request.fmt)
+        rendered = (
+            _html(database, report, runs)
+            if request.fmt == HTML
+            else render_report(report, request.fmt)
+        )
     plot = None
     if request.plot is not None:
         from jepardy.analysis.plots import plot_report
 
-        plot = plot_report(report.curves, report.horizons, request.plot)
-    return ReportOutput(rendered, plot)
+        plot = plot_report(report.compare, report.curves, report.horizons, request.plot)
+    if request.out is None:
+        return ReportOutput(rendered, plot)
+    request.out.parent.mkdir(parents=True, exist_ok=True)
+    request.out.write_text(rendered_text(rendered), encoding="utf-8")
+    return ReportOutput("", plot, request.out)
 
 
-def _read(database: Database, request: ReportRequest, params: list[str]) -> pd.DataFrame:
+# Budget params, whose values in the matches make horizons.
+BUDGET_AXES = ("wallclock_s", "iterations")
+
+
+def with_found_axes(request: ReportRequest, runs: pd.DataFrame) -> ReportRequest:
+    """`request` with the curve and horizons the runs have, where it names none: a curve
+    over the first arm axis (a key of the variants, by name) that takes two or more numeric
+    values within one arm, and horizons over the first of BUDGET_AXES in the matches that
+    takes two or more within one lane. The HTML report shows whatever a sweep holds."""
+    done = runs[runs["status"].astype(str) == RunStatus.DONE.value]
+    keys: dict[str, set[str]] = {"variant": set(), "match": set()}
+    for column, found in keys.items():
+        for text in done[column].astype(str).unique():
+            found.update(split_pairs(text))
+    curve = request.curve or next(
+        (k for k in sorted(keys["variant"]) if _spread(done, k, ["sweep", "lane", "arm"])), None
+    )
+    horizons = request.horizons or next(
+        (k for k in BUDGET_AXES if k in keys["match"] and _spread(done, k, ["sweep", "lane"])),
+        None,
+    )
+    return replace(request, curve=curve, horizons=horizons)
+
+
+def _spread(done: pd.DataFrame, param: str, within: list[str]) -> bool:
+    """Whether numeric `param` takes two or more values in some group of `within` (runs
+    without it left out)."""
+    if param not in done.columns:
+        return False
+    values = pd.to_numeric(done[param], errors="coerce")
+    if (values.isna() & done[param].notna()).any():  # not a number: no curve
+        return False
+    return bool((values.groupby([done[k] for k in within], observed=True).nunique() >= 2).any())
+
+
+def _html(database: Database, report: Report, runs: pd.DataFrame) -> str:
+    """The HTML page of `report`, with the done runs' training metrics from the store."""
+    from jepardy.analysis.htmlreport import html_report
+    from jepardy.analysis.training import CLOCK, CURVE_METRICS
+
+    done = runs[runs["status"].astype(str) == RunStatus.DONE.value]
+    metrics = read_metrics(database, done["id"].tolist(), [*CURVE_METRICS, CLOCK])
+    return html_report(report, runs, metrics, database.name)
+
+
+def _read(database: Database, request: ReportRequest, params: list[str] | bool) -> pd.DataFrame:
     """The runs the report reads: the sweep asked for (or all), and the leader's sweeps."""
     sweeps = [request.sweep, *request.against] if request.sweep else [None]
     frames = [
@@ -261,7 +328,7 @@ def _read(database: Database, request: ReportRequest, params: list[str]) -> pd.D
             sweep=sweep,
             status=None,
             columns=_report_columns(request),
-            params=params or False,
+            params=params,
         )
         for sweep in dict.fromkeys(sweeps)
     ]

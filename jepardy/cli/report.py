@@ -37,9 +37,15 @@ def report(
     resamples: Annotated[
         int, typer.Option(help="Bootstrap resamples of the curves' monotonicity test; 0 = off.")
     ] = 0,
-    fmt: Annotated[str, typer.Option("--format", help="table | markdown | csv | json")] = "table",
+    fmt: Annotated[
+        str, typer.Option("--format", help="table | markdown | csv | json | html (needs --out)")
+    ] = "table",
+    out: Annotated[
+        Path | None, typer.Option(help="Write the report to this file, e.g. report.html.")
+    ] = None,
     plot: Annotated[
-        Path | None, typer.Option(help="Write the curves and horizons as a PNG here.")
+        Path | None,
+        typer.Option(help="Write a PNG here: the forest plot of the arms, curves and horizons."),
     ] = None,
     health: Annotated[
         bool, typer.Option(help="First, flag frozen groups, JEPA collapse, gradient trouble.")
@@ -90,12 +96,15 @@ def report(
         plot=plot,
         rule=make_rule(alpha, margin, sided),
         against=tuple(against or ()),
+        out=out,
     )
     output = run_report(db, request)
     if isinstance(output.rendered, str):
         sys.stdout.write(output.rendered)
     else:
         console.print(output.rendered, soft_wrap=True)
+    if output.out is not None:
+        err_console.print(f"report: {output.out}", highlight=False, soft_wrap=True)
     if output.plot is not None:
         err_console.print(f"plot: {output.plot}", highlight=False, soft_wrap=True)
 

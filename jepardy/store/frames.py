@@ -19,8 +19,8 @@ import pandas as pd
 import sqlalchemy as sa
 
 from jepardy.errors import UserError
-from jepardy.store.engine import Database, open_reader
-from jepardy.store.models import IDENTITY_COLUMNS, Run, RunStatus
+from jepardy.store.engine import Database, in_chunks, open_reader
+from jepardy.store.models import IDENTITY_COLUMNS, Metric, Run, RunStatus
 from jepardy.trainer.config import ARTIFACT_CAP_BYTES
 
 # The runs columns every report reads; provenance blobs (result, log_tail, command) stay in SQL.
@@ -234,3 +234,27 @@ def is_param_column(name: str) -> bool:
     """A column of a tidy runs frame that holds a param (not a key, result or helper)."""
     others = {*RUN_COLUMNS, *DETAIL_COLUMNS, *PROVENANCE_COLUMNS} - set(MIRRORED_PARAMS)
     return name not in others and not name.startswith("_")
+
+
+def read_metrics(
+    db: str | Path | Database, run_ids: Sequence[str], names: Sequence[str]
+) -> pd.DataFrame:
+    """The metric points (each run's metrics.jsonl, recorded when its job ended) named
+    `names` of the runs `run_ids`: columns run_id, step, name, value (NaN where the run
+    logged a non-finite value), sorted by run, name and step."""
+    database = db if isinstance(db, Database) else open_reader(db)
+    table = Metric.__table__
+    frames = [
+        _fetch(
+            database.engine,
+            sa.select(table.c.run_id, table.c.step, table.c.name, table.c.value).where(
+                table.c.run_id.in_(list(chunk)), table.c.name.in_(list(names))
+            ),
+        )
+        for chunk in in_chunks(run_ids)
+    ]
+    points = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    points = points.reindex(columns=["run_id", "step", "name", "value"])
+    points["value"] = pd.to_numeric(points["value"], errors="coerce").astype("float64")
+    points["step"] = pd.to_numeric(points["step"]).astype("int64")
+    return points.sort_values(["run_id", "name", "step"], kind="stable").reset_index(drop=True)
