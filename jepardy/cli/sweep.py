@@ -52,7 +52,7 @@ def plan(
     from jepardy.spec.parse import load_spec
 
     checked = load_spec(spec, trainer_schema())  # a bad spec is refused before the imports below
-    from jepardy.launch.sweep import load_plan, sbatch_scripts
+    from jepardy.launch.sweep import data_paths, load_plan, sbatch_scripts
     from jepardy.spec.expand import describe_plan
     from jepardy.store.engine import open_reader
 
@@ -62,6 +62,9 @@ def plan(
     console.print(_plan_table(f"{loaded.name}: {len(entries)} runs", entries))
     counts = describe_plan([e.run for e in entries])
     console.print({k: v for k, v in counts.items() if k != "runs"})
+    for path in data_paths([e.run for e in entries]):  # what a sweep would refuse, said now
+        shown = f"{path.name}: {path.value}: {path.problem or 'found'}"
+        console.print(shown, highlight=False, soft_wrap=True)
     if commands:
         for e in entries:
             argv = run_argv(e.run, runs_dir / e.run.sweep / e.run.run_id)
