@@ -227,3 +227,83 @@ def test_check_takes_the_vocabulary_from_options_or_the_folder_name(tmp_path: Pa
         check_data(odd)
     with pytest.raises(UserError, match="no fineweb_"):
         check_data(tmp_path / "embedded_byte260" / "..")
+
+
+def check_cli(path: Path) -> tuple[int, list[str]]:
+    result = runner.invoke(app, ["data", "check", str(path)], env={"COLUMNS": "300"})
+    problems = [line for line in result.output.splitlines() if line.startswith("problem:")]
+    return result.exit_code, problems
+
+
+def test_check_fails_a_missing_val_split_and_a_missing_tokenizer(tmp_path: Path) -> None:
+    hub, out = make_hub(tmp_path / "hub"), tmp_path / "data"
+    fetch("sp1024", 3, out, DirSource(hub))
+    dataset = out / "datasets" / NAME
+    (dataset / "fineweb_val_000000.bin").unlink()
+    (out / "tokenizers" / "fineweb_1024_bpe.vocab").unlink()
+
+    code, problems = check_cli(out)
+
+    assert code == 1
+    assert problems == [
+        f"problem: {dataset}: no val shards (fineweb_val_000000.bin)",
+        f"problem: {dataset}: 0 val shards, the manifest lists 1",
+        f"problem: {out / 'tokenizers/fineweb_1024_bpe.vocab'}: missing; the tokenizer of "
+        f"{NAME} in {out / 'manifest.json'}",
+    ]
+
+
+@pytest.fixture(scope="module")
+def embedded(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real `jepardy data build` (its manifest lists every file with size and sha256)."""
+    root = tmp_path_factory.mktemp("embedded") / "embedded"
+    result = runner.invoke(app, ["data", "build", "--root", str(root)])
+    assert result.exit_code == 0, result.output
+    return root
+
+
+def broken_copy(embedded: Path, tmp_path: Path) -> Path:
+    import shutil
+
+    return Path(shutil.copytree(embedded, tmp_path / "embedded"))
+
+
+def test_check_passes_the_embedded_build_as_built(embedded: Path) -> None:
+    assert check_cli(embedded) == (0, [])
+
+
+def test_check_fails_a_dataset_its_manifest_lists_when_it_is_gone(
+    embedded: Path, tmp_path: Path
+) -> None:
+    import shutil
+
+    root = broken_copy(embedded, tmp_path)
+    shutil.rmtree(root / "datasets" / "embedded_byte260")
+
+    code, problems = check_cli(root)
+
+    assert code == 1
+    gone = root / "datasets" / "embedded_byte260"
+    assert f"problem: {gone}: missing; {root / 'manifest.json'} lists it" in problems
+    assert f"problem: {gone / 'fineweb_val_000000.bin'}: missing; " in "\n".join(problems)
+
+
+def test_check_compares_every_listed_file_with_its_size_and_sha256(
+    embedded: Path, tmp_path: Path
+) -> None:
+    root = broken_copy(embedded, tmp_path)
+    shard = root / "datasets" / "embedded_sp1024" / "fineweb_train_000000.bin"
+    data = bytearray(shard.read_bytes())
+    data[HEADER_BYTES] ^= 1  # one token id changed, still inside the vocabulary
+    shard.write_bytes(bytes(data))
+    vocab = root / "tokenizers" / "embedded_1024_bpe.vocab"
+    vocab.write_bytes(vocab.read_bytes() + b"x")
+
+    code, problems = check_cli(root)
+
+    assert code == 1
+    assert problems == [
+        f"problem: {shard}: sha256 differs from manifest.json's",
+        f"problem: {vocab}: {vocab.stat().st_size} bytes, manifest.json says "
+        f"{vocab.stat().st_size - 1}",
+    ]
