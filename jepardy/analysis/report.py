@@ -25,6 +25,7 @@ from jepardy.analysis.compare import (
 from jepardy.analysis.curves import Curves, curve_sections, curve_table
 from jepardy.analysis.horizons import Horizons, horizon_sections, horizon_table
 from jepardy.analysis.render import Section
+from jepardy.analysis.scoring import mixed_scoring, scoring_sections
 from jepardy.analysis.summary import paused_gc
 from jepardy.errors import UserError
 from jepardy.store.engine import open_reader
@@ -102,6 +103,7 @@ class Report:
     compare: pd.DataFrame | None
     curves: Curves | None
     horizons: Horizons | None
+    scoring: pd.DataFrame | None = None  # lanes whose arms were scored differently
 
 
 @dataclass(frozen=True)
@@ -146,7 +148,7 @@ def build_report(runs: pd.DataFrame, request: ReportRequest) -> Report:
     horizons = None
     if request.horizons:
         horizons = horizon_table(done, request.horizons, metric=request.metric)
-    return Report(compare, curves, horizons)
+    return Report(compare, curves, horizons, mixed_scoring(tidy) if request.compare else None)
 
 
 def render_report(report: Report, fmt: str) -> str | Group:
@@ -169,6 +171,8 @@ def render_report(report: Report, fmt: str) -> str | Group:
 
 def _frames(report: Report) -> list[tuple[str, pd.DataFrame]]:
     frames = []
+    if report.scoring is not None and not report.scoring.empty:
+        frames.append(("scored_differently", report.scoring))  # first: it qualifies the rest
     if report.compare is not None:
         frames.append(("compare", report.compare))
     if report.curves is not None:
@@ -183,7 +187,7 @@ def _frames(report: Report) -> list[tuple[str, pd.DataFrame]]:
 
 
 def _sections(report: Report) -> list[Section]:
-    sections = []
+    sections = scoring_sections(report.scoring) if report.scoring is not None else []
     if report.compare is not None:
         sections += compare_sections(report.compare)
     if report.curves is not None:
@@ -238,6 +242,7 @@ def _report_columns(request: ReportRequest) -> list[str]:
     columns = list(RUN_COLUMNS)
     if request.compare:
         columns += [name for name in MATCH_COLUMNS if name not in MIRRORED_PARAMS]
+        columns.append("result")  # how each run was scored (scoring.mixed_scoring)
     if request.curve or request.horizons:
         columns.append(request.metric)
     return list(dict.fromkeys(columns))
