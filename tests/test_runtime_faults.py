@@ -1,0 +1,84 @@
+"""Runtime faults the other fault tests leave out, each with what the user sees: a job killed
+from outside (SIGKILL), a corrupt shard under the real trainer, and a full disk (a sweep run
+under a file-size limit, `ulimit -f`, the way a full file system refuses a write)."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+from jobs import FakeRun
+from test_faults import run_programs
+from test_trainer_run import corpus, run_trainer, tiny_params  # noqa: F401 (corpus: fixture)
+
+from jepardy.store.transitions import open_store
+
+KILLED = """import os, signal
+print("step:1/10 train_loss:6.9", flush=True)
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def test_a_job_killed_from_outside_is_failed_with_its_signal(tmp_path: Path) -> None:
+    rows = run_programs(
+        tmp_path,
+        [
+            FakeRun("bare", params={"program": KILLED}),
+            FakeRun("torchrun", params={"program": KILLED, "torchrun": True}),
+        ],
+    )
+    assert {r: (row["status"], row["reason"]) for r, row in rows.items()} == {
+        "bare": ("failed", "killed by SIGKILL (signal 9)"),
+        # torchrun exits 1; the worker's signal is in its report in the log.
+        "torchrun": ("failed", "a worker was killed by SIGKILL (signal 9); exit code 1"),
+    }
+
+
+def test_a_corrupt_shard_fails_the_run_naming_the_file(corpus, tmp_path: Path) -> None:  # noqa: F811
+    data = Path(shutil.copytree(corpus.sp1024_dir, tmp_path / "sp1024"))
+    shard = data / "fineweb_train_000000.bin"
+    with shard.open("ab") as f:
+        f.write(b"\0")  # one byte more than its header says
+
+    proc, result = run_trainer(tmp_path / "run", tiny_params(corpus, data_dir=str(data)))
+
+    assert proc.returncode == 1
+    assert result["status"] == "failed"
+    count = corpus.sp1024_tokens["train"]
+    assert result["reason"] == (
+        f"error: {shard}: size {1024 + 2 * count + 1} bytes, expected 1024 + 2*{count} = "
+        f"{1024 + 2 * count} from header token count {count}"
+    )
+    assert "\n" not in result["reason"] and "Traceback" not in proc.stderr
+
+
+WRITER = """import os
+print("step:1/10 train_loss:6.9", flush=True)
+with open("final_model.int8.ptz", "wb") as f:
+    f.write(os.urandom(4_000_000))
+print("final_int8_zlib_roundtrip_exact val_loss:2.0 val_bpb:1.2", flush=True)
+"""
+
+
+@pytest.mark.slow
+def test_a_full_disk_fails_the_run_with_the_write_error(cli, tmp_path: Path) -> None:
+    (tmp_path / "writer.py").write_text(WRITER)
+    spec = tmp_path / "disk.toml"
+    spec.write_text(
+        '[sweep]\nname = "disk"\nseeds = [1]\n\n'
+        f'[trainer]\nkind = "script"\npath = "{tmp_path / "writer.py"}"\n\n'
+        "[lanes.main]\ncontrol = {}\n"
+    )
+    # 2 MiB per file for the whole sweep: the store and the logs fit, the 4 MB artifact not.
+    sweep = f"ulimit -f 2048 && exec {cli.script} sweep {spec} --db {tmp_path / 'r.db'}"
+    proc = subprocess.run(
+        ["bash", "-c", sweep], cwd=tmp_path, env=cli.env(), capture_output=True, text=True
+    )
+
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    [row] = open_store(tmp_path / "r.db").runs_frame().to_dict("records")
+    assert row["status"] == "failed"
+    assert row["reason"].endswith("OSError: [Errno 27] File too large"), row["reason"]
+    assert "Traceback" not in proc.stderr
