@@ -5,6 +5,7 @@ under a file-size limit, `ulimit -f`, the way a full file system refuses a write
 from __future__ import annotations
 
 import shutil
+import sqlite3
 import subprocess
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from jobs import FakeRun
 from test_faults import run_programs
 from test_trainer_run import corpus, run_trainer, tiny_params  # noqa: F401 (corpus: fixture)
 
+from jepardy.store.models import SCHEMA_VERSION
 from jepardy.store.transitions import open_store
 
 KILLED = """import os, signal
@@ -82,3 +84,18 @@ def test_a_full_disk_fails_the_run_with_the_write_error(cli, tmp_path: Path) -> 
     assert row["status"] == "failed"
     assert row["reason"].endswith("OSError: [Errno 27] File too large"), row["reason"]
     assert "Traceback" not in proc.stderr
+
+
+def test_a_database_from_a_newer_jepardy_is_refused_in_one_line(cli, tmp_path: Path) -> None:
+    db = tmp_path / "results.db"
+    open_store(db).close()
+    with sqlite3.connect(db) as conn:
+        conn.execute("UPDATE schema_info SET version = 99")
+    for command in ("runs", "status"):
+        line = cli.refused(command, "--db", db, cwd=tmp_path)
+        assert line == (
+            f"error: database {db} has schema version 99; this jepardy reads version "
+            f"{SCHEMA_VERSION} (a newer jepardy wrote it; upgrade jepardy)"
+        )
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("SELECT version FROM schema_info").fetchall() == [(99,)]
