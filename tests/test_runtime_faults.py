@@ -1,19 +1,32 @@
 """Runtime faults the other fault tests leave out, each with what the user sees: a job killed
-from outside (SIGKILL), a corrupt shard under the real trainer, and a full disk (a sweep run
-under a file-size limit, `ulimit -f`, the way a full file system refuses a write)."""
+from outside (SIGKILL), a corrupt shard under the real trainer, a full disk (a sweep run
+under a file-size limit, `ulimit -f`, the way a full file system refuses a write), a
+database from a newer jepardy, a second Ctrl-C, and `cancel` after the orchestrator died."""
 
 from __future__ import annotations
 
 import shutil
+import signal
 import sqlite3
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
 from jobs import FakeRun
-from test_faults import run_programs
+from test_faults import (
+    alive,
+    assert_none_left,
+    cleanup,
+    job_pids,
+    run_programs,
+    stubborn_sweep,
+    the_row,
+)
+from test_sweep_e2e import wait_for
 from test_trainer_run import corpus, run_trainer, tiny_params  # noqa: F401 (corpus: fixture)
 
+from jepardy.launch.local_executor import KILL_AFTER_S
 from jepardy.store.models import SCHEMA_VERSION
 from jepardy.store.transitions import open_store
 
@@ -99,3 +112,35 @@ def test_a_database_from_a_newer_jepardy_is_refused_in_one_line(cli, tmp_path: P
         )
     with sqlite3.connect(db) as conn:
         assert conn.execute("SELECT version FROM schema_info").fetchall() == [(99,)]
+
+
+@pytest.mark.slow
+def test_a_second_ctrl_c_kills_at_once(cli, tmp_path: Path) -> None:
+    # The worker ignores SIGTERM: one Ctrl-C waits the 10 s grace before SIGKILL, two do not.
+    sweep = cli.popen(*stubborn_sweep(tmp_path, "twice"), cwd=tmp_path)
+    with cleanup(tmp_path, sweep):
+        pids = wait_for(lambda: job_pids(tmp_path), timeout_s=120, what="the worker")
+        started = time.monotonic()
+        sweep.send_signal(signal.SIGINT)
+        time.sleep(1)
+        sweep.send_signal(signal.SIGINT)
+        output, _ = sweep.communicate(timeout=60)
+        stopped_s = time.monotonic() - started
+    assert stopped_s < KILL_AFTER_S, (stopped_s, output)
+    assert the_row(tmp_path)["status"] == "interrupted", output
+    assert_none_left(tmp_path, pids)
+
+
+@pytest.mark.slow
+def test_cancel_kills_what_a_killed_orchestrator_left(cli, tmp_path: Path) -> None:
+    args = stubborn_sweep(tmp_path, "orphans")
+    sweep = cli.popen(*args, cwd=tmp_path)
+    with cleanup(tmp_path, sweep):
+        pids = wait_for(lambda: job_pids(tmp_path), timeout_s=120, what="the worker")
+        sweep.kill()
+        sweep.wait()
+        assert alive(pids[1]) and alive(pids[2])  # the worker and its child ignore SIGTERM
+        cancelled = cli.run("cancel", "orphans", "--db", tmp_path / "r.db", cwd=tmp_path)
+        assert cancelled.returncode == 0, cancelled.stdout + cancelled.stderr
+        assert_none_left(tmp_path, pids)  # by the time `cancel` returns
+    assert the_row(tmp_path)["status"] == "cancelled"
