@@ -4,6 +4,7 @@ behaviour against an unreachable hub, and `jepardy data check` on good and broke
 from __future__ import annotations
 
 import json
+import tomllib
 from pathlib import Path
 
 import numpy as np
@@ -14,10 +15,12 @@ from typer.testing import CliRunner
 from jepardy.cli.app import app
 from jepardy.data.check import check_data
 from jepardy.data.fetch import HUB_REPO, DirSource, _hub_errors, fetch
+from jepardy.data.layout import DATA_ROOT, dataset_dir, fetched_variant
 from jepardy.data.shards import HEADER_BYTES, write_shard
 from jepardy.errors import UserError
 
 NAME = "fineweb10B_sp1024"
+EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
 TRAIN_SHARDS = 3
 runner = CliRunner()
 OFFLINE = (
@@ -307,3 +310,19 @@ def test_check_compares_every_listed_file_with_its_size_and_sha256(
         f"problem: {vocab}: {vocab.stat().st_size} bytes, manifest.json says "
         f"{vocab.stat().st_size - 1}",
     ]
+
+
+@pytest.mark.parametrize("spec", sorted(EXPERIMENTS.glob("*.toml")), ids=lambda p: p.stem)
+def test_the_specs_read_where_a_default_fetch_writes(spec: Path) -> None:
+    """experiments/ read the challenge's data where `jepardy data fetch` (default --out)
+    puts it, and cite no file a user does not have."""
+    text = spec.read_text()
+    assert "shared/design" not in text
+    params = tomllib.loads(text).get("params", {})
+    variant = fetched_variant(params["data_dir"])
+    if variant is None:  # the embedded corpus, built by `jepardy data build`
+        assert params["data_dir"].startswith("data/embedded/")
+        return
+    assert Path(params["data_dir"]) == dataset_dir(variant)
+    tokenizer = params.get("tokenizer_path")
+    assert tokenizer is None or Path(tokenizer).parent == DATA_ROOT / "tokenizers"
