@@ -4,6 +4,7 @@ behaviour against an unreachable hub, and `jepardy data check` on good and broke
 from __future__ import annotations
 
 import json
+import tomllib
 from pathlib import Path
 
 import numpy as np
@@ -14,10 +15,12 @@ from typer.testing import CliRunner
 from jepardy.cli.app import app
 from jepardy.data.check import check_data
 from jepardy.data.fetch import HUB_REPO, DirSource, _hub_errors, fetch
+from jepardy.data.layout import DATA_ROOT, dataset_dir, fetched_variant
 from jepardy.data.shards import HEADER_BYTES, write_shard
 from jepardy.errors import UserError
 
 NAME = "fineweb10B_sp1024"
+EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
 TRAIN_SHARDS = 3
 runner = CliRunner()
 OFFLINE = (
@@ -227,3 +230,99 @@ def test_check_takes_the_vocabulary_from_options_or_the_folder_name(tmp_path: Pa
         check_data(odd)
     with pytest.raises(UserError, match="no fineweb_"):
         check_data(tmp_path / "embedded_byte260" / "..")
+
+
+def check_cli(path: Path) -> tuple[int, list[str]]:
+    result = runner.invoke(app, ["data", "check", str(path)], env={"COLUMNS": "300"})
+    problems = [line for line in result.output.splitlines() if line.startswith("problem:")]
+    return result.exit_code, problems
+
+
+def test_check_fails_a_missing_val_split_and_a_missing_tokenizer(tmp_path: Path) -> None:
+    hub, out = make_hub(tmp_path / "hub"), tmp_path / "data"
+    fetch("sp1024", 3, out, DirSource(hub))
+    dataset = out / "datasets" / NAME
+    (dataset / "fineweb_val_000000.bin").unlink()
+    (out / "tokenizers" / "fineweb_1024_bpe.vocab").unlink()
+
+    code, problems = check_cli(out)
+
+    assert code == 1
+    assert problems == [
+        f"problem: {dataset}: no val shards (fineweb_val_000000.bin)",
+        f"problem: {dataset}: 0 val shards, the manifest lists 1",
+        f"problem: {out / 'tokenizers/fineweb_1024_bpe.vocab'}: missing; the tokenizer of "
+        f"{NAME} in {out / 'manifest.json'}",
+    ]
+
+
+@pytest.fixture(scope="module")
+def embedded(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real `jepardy data build` (its manifest lists every file with size and sha256)."""
+    root = tmp_path_factory.mktemp("embedded") / "embedded"
+    result = runner.invoke(app, ["data", "build", "--root", str(root)])
+    assert result.exit_code == 0, result.output
+    return root
+
+
+def broken_copy(embedded: Path, tmp_path: Path) -> Path:
+    import shutil
+
+    return Path(shutil.copytree(embedded, tmp_path / "embedded"))
+
+
+def test_check_passes_the_embedded_build_as_built(embedded: Path) -> None:
+    assert check_cli(embedded) == (0, [])
+
+
+def test_check_fails_a_dataset_its_manifest_lists_when_it_is_gone(
+    embedded: Path, tmp_path: Path
+) -> None:
+    import shutil
+
+    root = broken_copy(embedded, tmp_path)
+    shutil.rmtree(root / "datasets" / "embedded_byte260")
+
+    code, problems = check_cli(root)
+
+    assert code == 1
+    gone = root / "datasets" / "embedded_byte260"
+    assert f"problem: {gone}: missing; {root / 'manifest.json'} lists it" in problems
+    assert f"problem: {gone / 'fineweb_val_000000.bin'}: missing; " in "\n".join(problems)
+
+
+def test_check_compares_every_listed_file_with_its_size_and_sha256(
+    embedded: Path, tmp_path: Path
+) -> None:
+    root = broken_copy(embedded, tmp_path)
+    shard = root / "datasets" / "embedded_sp1024" / "fineweb_train_000000.bin"
+    data = bytearray(shard.read_bytes())
+    data[HEADER_BYTES] ^= 1  # one token id changed, still inside the vocabulary
+    shard.write_bytes(bytes(data))
+    vocab = root / "tokenizers" / "embedded_1024_bpe.vocab"
+    vocab.write_bytes(vocab.read_bytes() + b"x")
+
+    code, problems = check_cli(root)
+
+    assert code == 1
+    assert problems == [
+        f"problem: {shard}: sha256 differs from manifest.json's",
+        f"problem: {vocab}: {vocab.stat().st_size} bytes, manifest.json says "
+        f"{vocab.stat().st_size - 1}",
+    ]
+
+
+@pytest.mark.parametrize("spec", sorted(EXPERIMENTS.glob("*.toml")), ids=lambda p: p.stem)
+def test_the_specs_read_where_a_default_fetch_writes(spec: Path) -> None:
+    """experiments/ read the challenge's data where `jepardy data fetch` (default --out)
+    puts it, and cite no file a user does not have."""
+    text = spec.read_text()
+    assert "shared/design" not in text
+    params = tomllib.loads(text).get("params", {})
+    variant = fetched_variant(params["data_dir"])
+    if variant is None:  # the embedded corpus, built by `jepardy data build`
+        assert params["data_dir"].startswith("data/embedded/")
+        return
+    assert Path(params["data_dir"]) == dataset_dir(variant)
+    tokenizer = params.get("tokenizer_path")
+    assert tokenizer is None or Path(tokenizer).parent == DATA_ROOT / "tokenizers"

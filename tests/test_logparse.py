@@ -222,3 +222,40 @@ def test_small_traps() -> None:
     result = run_result(run)
     assert result["status"] == "failed" and result["reason"].startswith("nan: ")
     assert parse_log("").runs[0].has_body is False
+
+
+def test_score_and_bytes_come_from_the_same_artifact() -> None:
+    # The study's shape: a training export over the cap, then a storage-only pass that
+    # exports again (under the cap) and scores that; the score is the storage pass's, so the
+    # bytes are too, not the first export's 16.3 MB.
+    (run,) = parse("study_storage_pass.log")
+    result = run_result(run)
+    assert result["metric"] == "storage_pass_int6_sliding_window_exact"
+    assert result["val_bpb"] == 1.30180001 and result["eval_time_s"] == 40.0
+    assert (result["artifact_bytes"], result["model_bytes"]) == (15_901_000, 15_840_000)
+    assert result["under_cap"] is True
+    storage_total = line_of("study_storage_pass.log", "Total submission size int6+zstd: 159")
+    assert result["provenance"]["artifact_bytes"]["line"] == storage_total
+    assert result["code_bytes"] == 61_000  # printed once, with the first export
+    first = line_of("study_storage_pass.log", "final_int6_sliding_window_exact")
+    assert (
+        f"line {first}: final_int6_sliding_window_exact scored another artifact "
+        "(16302234 bytes); score and size are storage_pass_int6_sliding_window_exact's "
+        "artifact's"
+    ) in result["flags"]
+
+
+def test_a_scored_artifact_without_a_size_takes_no_other_exports_bytes() -> None:
+    # The storage pass's two size lines dropped; the first export's are kept.
+    lines = text_of("study_storage_pass.log").splitlines()
+    storage_start = line_of("study_storage_pass.log", "Total submission size int6+zstd: 159") - 2
+    unsized = "\n".join(
+        line
+        for i, line in enumerate(lines)
+        if i < storage_start or not line.startswith(("Serialized", "Total"))
+    )
+    (run,) = parse_log(unsized).runs
+    result = run_result(run)
+    assert result["metric"] == "storage_pass_int6_sliding_window_exact"
+    assert "artifact_bytes" not in result and result["under_cap"] is None
+    assert any("no size printed for the artifact" in flag for flag in result["flags"])

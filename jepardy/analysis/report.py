@@ -34,6 +34,7 @@ from jepardy.analysis.curves import Curves, curve_sections, curve_table
 from jepardy.analysis.horizons import Horizons, horizon_sections, horizon_table
 from jepardy.analysis.render import Section
 from jepardy.analysis.rules import RECORD, Rule
+from jepardy.analysis.scoring import mixed_scoring, scoring_sections
 from jepardy.analysis.summary import paused_gc, split_pairs
 from jepardy.errors import UserError
 from jepardy.store.engine import Database, open_reader
@@ -123,6 +124,7 @@ class Report:
     horizons: Horizons | None
     against: pd.DataFrame | None = None
     rule: Rule = RECORD
+    scoring: pd.DataFrame | None = None  # lanes whose arms were scored differently
 
 
 @dataclass(frozen=True)
@@ -175,7 +177,8 @@ def build_report(runs: pd.DataFrame, request: ReportRequest) -> Report:
     horizons = None
     if request.horizons:
         horizons = horizon_table(done, request.horizons, metric=request.metric)
-    return Report(compare, curves, horizons, against, request.rule)
+    scoring = mixed_scoring(tidy) if request.compare else None
+    return Report(compare, curves, horizons, against, request.rule, scoring)
 
 
 def render_report(report: Report, fmt: str) -> str | Group:
@@ -198,6 +201,8 @@ def render_report(report: Report, fmt: str) -> str | Group:
 
 def _frames(report: Report) -> list[tuple[str, pd.DataFrame]]:
     frames = []
+    if report.scoring is not None and not report.scoring.empty:
+        frames.append(("scored_differently", report.scoring))  # first: it qualifies the rest
     if report.against is not None:
         frames.append(("against", report.against))
     if report.compare is not None:
@@ -214,7 +219,7 @@ def _frames(report: Report) -> list[tuple[str, pd.DataFrame]]:
 
 
 def _sections(report: Report) -> list[Section]:
-    sections = []
+    sections = scoring_sections(report.scoring) if report.scoring is not None else []
     if report.against is not None:
         sections += against_sections(report.against)
     if report.compare is not None:
@@ -342,10 +347,11 @@ def _report_columns(request: ReportRequest) -> list[str]:
     columns = list(RUN_COLUMNS)
     if request.compare:
         columns += [name for name in MATCH_COLUMNS if name not in MIRRORED_PARAMS]
+        columns.append("result")  # how each run was scored (scoring.mixed_scoring)
     if request.curve or request.horizons:
         columns.append(request.metric)
-    if request.against:
-        columns.append("result")  # the metric each run scored (other metric: no verdict)
+    if request.against:  # the metric each run scored (other metric: no verdict)
+        columns.append("result")
     return list(dict.fromkeys(columns))
 
 

@@ -10,6 +10,7 @@ from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeRemaining
 from rich.table import Table
 
 from jepardy.cli.output import console, tagged
+from jepardy.data.layout import DATA_ROOT
 
 app = typer.Typer(help="Build, fetch and check token shards.", no_args_is_help=True)
 
@@ -42,7 +43,7 @@ def data_fetch(
     train_shards: Annotated[
         int, typer.Option(help="Training shards to fetch (every validation shard is fetched).")
     ] = 80,
-    out: Annotated[Path, typer.Option(help="Where the data goes.")] = Path("data/fineweb"),
+    out: Annotated[Path, typer.Option(help="Where the data goes.")] = DATA_ROOT,
     source: Annotated[
         Path | None,
         typer.Option(help="A local folder laid out like the hub repo, instead of the hub."),

@@ -71,7 +71,7 @@ def plan(
 
     checked = load_spec(spec, trainer_schema())  # a bad spec is refused before the imports below
     from jepardy.cli.plan_view import PlanAsk, print_plan_summary
-    from jepardy.launch.sweep import load_plan, sbatch_scripts
+    from jepardy.launch.sweep import data_paths, load_plan, sbatch_scripts
     from jepardy.store.engine import open_reader
 
     database = open_reader(db) if Path(db).exists() or "://" in db else None
@@ -79,6 +79,9 @@ def plan(
     console.print(_plan_table(f"{loaded.name}: {len(entries)} runs", entries))
     ask = PlanAsk(gpus, slots, seed_std, detect, alpha, sided, power, overhead_s)
     print_plan_summary(console, loaded, entries, database, ask)
+    for path in data_paths([e.run for e in entries]):  # what a sweep would refuse, said now
+        shown = f"{path.name}: {path.value}: {path.problem or 'found'}"
+        console.print(shown, highlight=False, soft_wrap=True)
     if commands:
         for e in entries:
             argv = run_argv(e.run, runs_dir / e.run.sweep / e.run.run_id)

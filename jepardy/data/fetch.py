@@ -5,7 +5,8 @@ The hub repo (`willdepueoai/parameter-golf`, the challenge's `data/cached_challe
 holds under `datasets/`: `manifest.json`, `datasets/fineweb10B_<variant>/fineweb_{train,val}_
 NNNNNN.bin` and `tokenizers/...`. The manifest lists each dataset (`name`, `tokenizer_name`,
 `stats.files_train`, `stats.files_val`) and each tokenizer (`name`, and `model_path`,
-`vocab_path` or `path`). Locally (`out`):
+`vocab_path` or `path`). Locally (`out`, by default `layout.DATA_ROOT`, `data/`, the folder
+experiments/*.toml read from):
 
     out/manifest.json
     out/datasets/fineweb10B_sp1024/fineweb_{val,train}_NNNNNN.bin
@@ -22,7 +23,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -30,13 +30,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from jepardy.data.layout import dataset_name
 from jepardy.data.shards import ShardError, read_header
 from jepardy.errors import UserError
 
 HUB_REPO = "willdepueoai/parameter-golf"
 REMOTE_ROOT = "datasets"  # the export's folder inside the hub repo
 MANIFEST = "manifest.json"
-_VARIANT = re.compile(r"sp\d+|byte260")
 _PATHS_PER_REQUEST = 100
 
 
@@ -78,15 +78,6 @@ class FetchResult:
     fetched: list[Path] = field(default_factory=list)
     kept: list[Path] = field(default_factory=list)
     fetched_bytes: int = 0
-
-
-def dataset_name(variant: str) -> str:
-    """`sp1024` -> `fineweb10B_sp1024`; anything but sp<N> or byte260 is a UserError."""
-    if not _VARIANT.fullmatch(variant):
-        raise UserError(
-            f"--variant: {variant!r} is not a variant; allowed: sp<N> (sp1024), byte260"
-        )
-    return f"fineweb10B_{variant}"
 
 
 def fetch(

@@ -15,12 +15,21 @@ other final line such as a plain round trip (1) -- and within it the last line; 
 8-decimal twin the 8-decimal one. Pre-quantization and post-EMA diagnostics (tier 0) are
 never the score (they become `prequant_val_*`). A run with no final line has status
 "failed" and a reason saying how far it got.
+
+One artifact per score: a log may export more than once (the study's runs export at the end
+of training, then a storage-only pass exports again and scores that). `artifacts` splits the
+log at each export, a group of size lines, and gives a storage-only pass (`storage_pass*`
+lines) an artifact of its own, sized by the lines printed for it or by its `bytes=` field.
+The sizes (`artifact_bytes`, `model_bytes`) are those of the artifact the score line
+measured; another artifact's bytes are never paired with it, and where the scored artifact
+printed no size, `artifact_bytes` stays empty and a flag says why.
 """
 
 from __future__ import annotations
 
 import math
 import re
+from dataclasses import dataclass, field
 from typing import Any
 
 from jepardy.ingest.logparse import MetricLine, ParsedRun, Setting, SizeLine
@@ -31,6 +40,41 @@ TIER_NAMES = {0: "pre-quantization", 1: "round trip", 2: "sliding window", 3: "t
 _PREQUANT = re.compile(r"pre[-_ ]?quant|post[-_ ]?ema|pre[-_ ]?ema")
 _EXACT = re.compile(r"_exact\b")
 _EVAL_TIME_KEYS = ("eval_time", "time", "elapsed")
+STORAGE_PASS = "storage_pass"
+
+
+@dataclass
+class Artifact:
+    """One export of a run: its size lines and the final metric lines that scored it."""
+
+    sizes: list[SizeLine] = field(default_factory=list)
+    metrics: list[MetricLine] = field(default_factory=list)
+
+    def total(self) -> int | None:
+        totals = [s.bytes for s in self.sizes if s.kind == "total"]
+        return totals[-1] if totals else None
+
+
+def artifacts(run: ParsedRun) -> list[Artifact]:
+    """The run's exports in log order (module docstring). Metric lines before any export
+    (pre-quantization diagnostics) belong to a first artifact without sizes."""
+    events = sorted([*run.sizes, *run.metrics], key=lambda e: e.line)
+    found = [Artifact()]
+    for event in events:
+        current = found[-1]
+        if isinstance(event, SizeLine):
+            if current.metrics:  # a size line after scores: the next export
+                found.append(current := Artifact())
+            current.sizes.append(event)
+            continue
+        storage = event.label.startswith(STORAGE_PASS)
+        if storage and any(not m.label.startswith(STORAGE_PASS) for m in current.metrics):
+            found.append(current := Artifact())
+        current.metrics.append(event)
+        stated = _int(event.fields.get("bytes"))
+        if stated is not None:  # `storage_pass ... bytes=N`: the size of what it scored
+            current.sizes.append(SizeLine(event.line, "total", event.label, stated))
+    return found
 
 
 def metric_tier(metric: MetricLine) -> int:
@@ -81,7 +125,7 @@ def run_result(run: ParsedRun) -> dict[str, Any]:
         last = prequant[-1]
         put("prequant_val_bpb", last.val_bpb, last.line, last.label)
         put("prequant_val_loss", last.val_loss, last.line, last.label)
-    _put_sizes(run.sizes, put, flags)
+    _put_sizes(_scored_sizes(run, score, flags), put, flags)
     _put_progress(run, put)
     flags += _alias_flags(run)
     done = score is not None and math.isfinite(score.val_bpb)
@@ -164,6 +208,31 @@ def failure_reason(run: ParsedRun) -> str:
 
 
 # --- parts -----------------------------------------------------------------------------------
+
+
+def _scored_sizes(run: ParsedRun, score: MetricLine | None, flags: list[str]) -> list[SizeLine]:
+    """The size lines of the artifact `score` measured, with the run's code sizes (the code
+    is the same for every export). Without a score: every size line of the run. Flags the
+    other scored artifacts of another size, and a scored artifact with no size."""
+    if score is None:
+        return run.sizes
+    split = artifacts(run)
+    scored = next(a for a in split if any(m is score for m in a.metrics))
+    for other in split:
+        final = [m for m in other.metrics if metric_tier(m) > 0]
+        if other is scored or not final or other.total() in (None, scored.total()):
+            continue
+        flags.append(
+            f"line {final[-1].line}: {final[-1].label} scored another artifact "
+            f"({other.total()} bytes); score and size are {score.label}'s artifact's"
+        )
+    if scored.total() is None:
+        flags.append(
+            f"line {score.line}: no size printed for the artifact {score.label} scored; "
+            "artifact_bytes left empty rather than taken from another export"
+        )
+    code = [s for s in run.sizes if s.kind.startswith("code") and s not in scored.sizes]
+    return sorted([*scored.sizes, *code], key=lambda s: s.line)
 
 
 def _put_sizes(sizes: list[SizeLine], put: Any, flags: list[str]) -> None:
@@ -296,6 +365,10 @@ def _same_value(a: MetricLine, b: MetricLine) -> bool:
 
 def _same_numbers(a: MetricLine, b: MetricLine) -> bool:
     return a.val_bpb == b.val_bpb and a.val_loss == b.val_loss and a.decimals() == b.decimals()
+
+
+def _int(text: str | None) -> int | None:
+    return int(text) if text is not None and text.isdigit() else None
 
 
 def _finite(value: float) -> float | None:

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import math
+import re
+import signal
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +24,7 @@ REASON_CHARS = 200  # a reason is one line of a table
 # Files a previous attempt of the same run may have left; removed so that an old
 # result.json can never be read as the new attempt's.
 _ATTEMPT_FILES = ("result.json", "metrics.jsonl", "train.log", STDOUT_LOG)
+_WORKER_SIGNAL = re.compile(r"Signal (\d+) \(SIG\w+\) received by PID")
 
 
 def prepare_run_dir(run: RunIdentity, run_dir: Path) -> None:
@@ -73,8 +76,26 @@ def failure_reason(run_dir: Path, result: dict[str, Any] | None, exit_code: int 
     if printed := last_error(run_dir / STDOUT_LOG):
         return printed
     if exit_code is not None and exit_code < 0:
-        return f"killed by signal {-exit_code}"
+        return f"killed by {_signal_name(-exit_code)}"
+    if killed := _worker_signal(run_dir / STDOUT_LOG):
+        return f"a worker was killed by {_signal_name(killed)}; exit code {exit_code}"
     return f"exit code {exit_code}" + ("" if result else ", no result.json")
+
+
+def _worker_signal(log: Path) -> int | None:
+    """The signal that killed a worker, as torchrun reports it ("Signal 9 (SIGKILL)
+    received by PID ..."), the last one in `log`; None when none did."""
+    if not log.exists():
+        return None
+    found = _WORKER_SIGNAL.findall(log.read_bytes().decode("utf-8", errors="replace"))
+    return int(found[-1]) if found else None
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return f"{signal.Signals(number).name} (signal {number})"
+    except ValueError:
+        return f"signal {number}"
 
 
 def last_error(log: Path) -> str:

@@ -19,6 +19,7 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from jepardy.data.layout import fetched_variant
 from jepardy.errors import UserError, clipped_repr
 from jepardy.launch.command import trainer_schema
 from jepardy.launch.executor import Executor
@@ -35,6 +36,7 @@ from jepardy.spec.validate import run_where
 from jepardy.store.engine import Database
 from jepardy.store.models import RunStatus
 from jepardy.store.transitions import Store
+from jepardy.trainer.config import preset_params
 
 # Trainer params whose value is a path that must exist before anything is launched.
 _PATH_PARAMS = ("data_dir", "tokenizer_path")
@@ -103,20 +105,40 @@ def prepare_sweep(spec_path: Path, options: SweepOptions) -> PreparedSweep:
 
 def check_paths(source: Path | str, runs: list[RunIdentity]) -> None:
     """Refuse to launch when a data path a run needs does not exist (one line, naming it)."""
+    for path in data_paths(runs):
+        if path.problem:
+            raise UserError(
+                f"{run_where(source, path.run)}: {path.name} = {clipped_repr(path.value)}: "
+                f"{path.problem}"
+            )
+
+
+@dataclass(frozen=True)
+class DataPath:
+    """A data path runs read: the param, its value, the first run reading it, and why it
+    cannot be read ("" when it exists)."""
+
+    name: str
+    value: str
+    run: RunIdentity
+    problem: str
+
+
+def data_paths(runs: list[RunIdentity]) -> list[DataPath]:
+    """Every distinct data path (`data_dir`, `tokenizer_path`) the jepardy runs read, in run
+    order, each looked up once (10,000 runs usually share two). A run's path is its param,
+    else its preset's (byte260 presets read no tokenizer), else the trainer's default."""
     defaults = {name: trainer_schema()[name]["default"] for name in _PATH_PARAMS}
-    checked: set[str] = set()  # each path once: 10,000 runs usually share two
+    found: dict[str, DataPath] = {}
     for run in runs:
         if run.kind != "jepardy":
             continue  # other trainers' params are theirs to check
+        resolved = {**defaults, **preset_params(str(run.params.get("preset", ""))), **run.params}
         for name in _PATH_PARAMS:
-            value = str(run.params.get(name, defaults[name]))
-            if not value or value in checked:
-                continue
-            if problem := _path_problem(value):
-                raise UserError(
-                    f"{run_where(source, run)}: {name} = {clipped_repr(value)}: {problem}"
-                )
-            checked.add(value)
+            value = str(resolved.get(name, defaults[name]))
+            if value and value not in found:
+                found[value] = DataPath(name, value, run, _path_problem(value) or "")
+    return list(found.values())
 
 
 def _path_problem(value: str) -> str | None:
@@ -126,7 +148,10 @@ def _path_problem(value: str) -> str | None:
             return None
     except OSError as err:  # e.g. a name too long for the filesystem
         return f"cannot be looked up ({err.strerror})"
-    return "not found; run `jepardy data build`" if "embedded" in value else "not found"
+    if "embedded" in value:
+        return "not found; run `jepardy data build`"
+    variant = fetched_variant(value)
+    return f"not found; run `jepardy data fetch --variant {variant}`" if variant else "not found"
 
 
 def check_runs_dir(runs_root: Path, sweep: str) -> None:

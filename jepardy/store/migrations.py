@@ -49,8 +49,11 @@ def read_version(connection: sa.Connection, name: str, target: int) -> int | Non
         return None
     if len(versions) == 1 and (versions[0] == target or versions[0] in _STEPS):
         return versions[0]
+    found = ", ".join(map(str, versions))
+    newer = len(versions) == 1 and versions[0] > target
+    why = "a newer jepardy wrote it; upgrade jepardy" if newer else "no upgrade starts there"
     raise UserError(
-        f"database {name} has schema version {versions}; this jepardy reads version {target}"
+        f"database {name} has schema version {found}; this jepardy reads version {target} ({why})"
     )
 
 

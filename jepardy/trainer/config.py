@@ -114,7 +114,7 @@ class TrainConfig:
     # over which the learning rate decays linearly to 0 at the end.
     warmdown_frac: float = 0.3
 
-    # --- JEPA auxiliary loss (see jepa.py and ../shared/design/study.md) ---
+    # --- JEPA auxiliary loss (see jepa.py) ---
     jepa_weight: float = 0.0  # 0 = no predictor at all
     jepa_patch_size: int = 8
     jepa_var_weight: float = 0.02

@@ -8,7 +8,7 @@ Sources (openai/parameter-golf, read for figures only):
   defaults, its README ("Configuration", "Key metrics") and its model code.
 - [LS] records/track_10min_16mb/2026-03-23_LeakyReLU_LegalTTT_ParallelMuon: its train_gpt.py
   defaults, the README's run command (which overrides some defaults) and its model code.
-- [study] ../shared/design/study.md (the JEPA study's isolation lane).
+- [study] the JEPA study's plan, stated where it is used (its notes are not shipped).
 """
 
 from __future__ import annotations
