@@ -14,6 +14,7 @@ import pytest
 from typer.testing import CliRunner
 
 from jepardy.analysis.compare import FORMATS
+from jepardy.analysis.report import REPORT_FORMATS
 from jepardy.cli.app import app
 from jepardy.launch.command import trainer_schema
 from jepardy.spec.expand import expand_runs
@@ -115,9 +116,9 @@ def test_plan_refuses_a_bad_spec_in_one_line(
 
 
 def test_report_refuses_an_unknown_format_in_one_line(cli, tmp_path: Path) -> None:
-    line = cli.refused("report", "--format", "html", cwd=tmp_path)
-    assert "'html'" in line
-    assert f"allowed: {', '.join(FORMATS)}" in line
+    line = cli.refused("report", "--format", "xml", cwd=tmp_path)
+    assert "'xml'" in line
+    assert f"allowed: {', '.join(REPORT_FORMATS)}" in line
     assert "markdown" in FORMATS
     assert list(tmp_path.iterdir()) == []  # refused before any database was opened
 
