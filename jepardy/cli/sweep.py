@@ -52,14 +52,16 @@ def plan(
     from jepardy.spec.parse import load_spec
 
     checked = load_spec(spec, trainer_schema())  # a bad spec is refused before the imports below
+    from jepardy.launch.promotion import chain_lines, recorded_chain
     from jepardy.launch.sweep import load_plan, sbatch_scripts
     from jepardy.spec.expand import describe_plan
     from jepardy.store.engine import open_reader
 
-    loaded, entries = load_plan(
-        checked, open_reader(db) if Path(db).exists() or "://" in db else None
-    )
+    reader = open_reader(db) if Path(db).exists() or "://" in db else None
+    loaded, entries = load_plan(checked, reader)
     console.print(_plan_table(f"{loaded.name}: {len(entries)} runs", entries))
+    for line in chain_lines(recorded_chain(checked, reader)):
+        console.print(line, highlight=False, soft_wrap=True)
     counts = describe_plan([e.run for e in entries])
     console.print({k: v for k, v in counts.items() if k != "runs"})
     if commands:
@@ -203,6 +205,8 @@ def _print_summary(summary: SweepSummary, db: str) -> None:
         f"{summary.total}, in {summary.wall_s:.1f}s; db {db}",
         highlight=False,
     )
+    for line in summary.notes:
+        console.print(f"  {line}", highlight=False, soft_wrap=True)
     for line in summary.failures:
         console.print(Text(f"  {line}", style="red"))
     if summary.failed:
