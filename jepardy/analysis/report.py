@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import io
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +14,7 @@ import pandas as pd
 from rich.console import Group
 
 from jepardy.analysis import render
+from jepardy.analysis.chain import chain_sections, chain_table
 from jepardy.analysis.compare import (
     FORMATS,
     MATCH_COLUMNS,
@@ -27,9 +28,10 @@ from jepardy.analysis.horizons import Horizons, horizon_sections, horizon_table
 from jepardy.analysis.render import Section
 from jepardy.analysis.summary import paused_gc
 from jepardy.errors import UserError
-from jepardy.store.engine import open_reader
+from jepardy.store.engine import Database, open_reader
 from jepardy.store.frames import MIRRORED_PARAMS, RUN_COLUMNS, read_runs, tidy_runs
 from jepardy.store.models import RunStatus
+from jepardy.store.promotions import read_decisions
 from jepardy.store.views import require_sweep
 
 
@@ -102,6 +104,7 @@ class Report:
     compare: pd.DataFrame | None
     curves: Curves | None
     horizons: Horizons | None
+    chain: pd.DataFrame | None = None  # the promotions between lanes (analysis/chain.py)
 
 
 @dataclass(frozen=True)
@@ -173,6 +176,8 @@ def _frames(report: Report) -> list[tuple[str, pd.DataFrame]]:
         frames.append(("compare", report.compare))
     if report.curves is not None:
         frames += [("curves", report.curves.summary), ("curve_points", report.curves.points)]
+    if report.chain is not None:
+        frames.append(("chain", report.chain))
     if report.horizons is not None:
         frames += [
             ("horizons", report.horizons.arms),
@@ -188,6 +193,8 @@ def _sections(report: Report) -> list[Section]:
         sections += compare_sections(report.compare)
     if report.curves is not None:
         sections += curve_sections(report.curves)
+    if report.chain is not None:
+        sections += chain_sections(report.chain)
     if report.horizons is not None:
         sections += horizon_sections(report.horizons)
     return sections
@@ -222,6 +229,7 @@ def run_report(db: str | Path, request: ReportRequest) -> ReportOutput:
         )
         _require_done(runs, f"sweep {request.sweep}" if request.sweep else database.name)
         report = build_report(runs, request)
+        report = _with_chain(report, database, request.sweep, runs)
         rendered = render_report(report, request.fmt)
     plot = None
     if request.plot is not None:
@@ -229,6 +237,18 @@ def run_report(db: str | Path, request: ReportRequest) -> ReportOutput:
 
         plot = plot_report(report.curves, report.horizons, request.plot)
     return ReportOutput(rendered, plot)
+
+
+def _with_chain(
+    report: Report, database: Database, sweep: str | None, runs: pd.DataFrame
+) -> Report:
+    """The report with its promotions, when the store recorded any for the sweeps shown."""
+    sweeps = [sweep] if sweep else database.sweep_names()
+    decisions = [d for name in sweeps for d in read_decisions(database, name).values()]
+    if not decisions:
+        return report
+    compare = report.compare if report.compare is not None else compare_table(tidy_runs(runs))
+    return replace(report, chain=chain_table(decisions, compare))
 
 
 def _report_columns(request: ReportRequest) -> list[str]:

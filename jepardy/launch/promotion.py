@@ -49,7 +49,7 @@ def recorded_chain(spec: Spec, database: Database | None) -> Chain:
     winners = {lane: decision.winners() for lane, decision in decisions.items()}
     chain = Chain(resolve(spec, winners), decisions)
     statuses = _statuses(chain.spec, database)
-    most = Counter(run.lane for run in expand_runs(every_candidate(chain.spec)))
+    most = Counter(run.lane for run in expand_runs(every_candidate(chain.spec, top=True)))
     for lane in pending_lanes(chain.spec):
         why = _waiting(chain.spec, lane, statuses)
         chain.waiting[lane.name] = f"{why}; then up to {most[lane.name]} runs" if why else ""

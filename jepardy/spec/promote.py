@@ -171,15 +171,16 @@ def resolve(spec: Spec, winners: Mapping[str, Winners]) -> Spec:
     return replace(spec, lanes=tuple(lanes.values()))
 
 
-def every_candidate(spec: Spec) -> Spec:
-    """The spec as if every candidate were promoted everywhere: the most it can run (for the
-    run count and the trainer's checks at plan time)."""
+def every_candidate(spec: Spec, *, top: bool = False) -> Spec:
+    """The spec as if every candidate of each pending promotion were promoted (with `top`:
+    as many as its `top` allows): every run it can come to (for the trainer's checks at plan
+    time), or as many as it can come to."""
     lanes: dict[str, Lane] = {}
     for lane in spec.lanes:
         if lane.promote is not None and not lane.promote.decided:
             source = lanes[lane.promote.source]
             everyone = [(arm.name, label) for arm in source.arms for label, _ in arm_variants(arm)]
-            lane = _decided(lane, source, everyone)
+            lane = _decided(lane, source, everyone[: lane.promote.top if top else None])
         lanes[lane.name] = lane
     return replace(spec, lanes=tuple(lanes.values()))
 
