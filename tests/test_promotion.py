@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from scipy import stats
 
+from jepardy.analysis.report import ReportRequest, rendered_text, run_report
 from jepardy.errors import UserError
 from jepardy.launch.command import trainer_schema
 from jepardy.launch.promotion import advance, chain_lines, recorded_chain
@@ -185,3 +186,26 @@ def test_pending_until_the_source_lane_is_done(tmp_path: Path, store_url: str) -
         "11 of 12 runs done; then up to 2 runs"
     ]
     store.close()
+
+
+def test_report_shows_the_chain_and_a_flip(tmp_path: Path) -> None:
+    """Two weights promoted in screen order (0.10, then 0.05) that finish the other way
+    round in the promoted lane: the report names the flip, and tau is -1."""
+    url = f"sqlite:///{tmp_path / 'results.db'}"
+    text = SPEC.replace("top = 1", "top = 2")
+    store, _ = _filled_store(tmp_path, url, RESULTS)
+    spec = load_spec(_spec(tmp_path, text), trainer_schema())
+    chain = advance(spec, store, [])
+    long = [run for run in expand_runs(chain.spec) if run.lane == "long"]
+    store.register_runs(long, None)
+    _record(store, long, {0.0: {4: 1.2000}, 0.10: {4: 1.1990}, 0.05: {4: 1.1950}})
+    store.close()
+    shown = rendered_text(run_report(tmp_path / "results.db", ReportRequest()).rendered, 240)
+    assert "chain / promotion: lane screen -> lane long (p < 0.25, top 2)" in shown
+    assert "selected: rank 1 (mean delta -0.0045)" in shown  # 0.10 in the screen
+    assert "-0.0010, n=1: no test (n=1)" in shown  # ... and what it found in lane long
+    assert "lane screen vs lane long: -1.00" in shown
+    assert (
+        "flip: jepa jepa_weight=0.05 vs jepa jepa_weight=0.1: +0.0032 in lane screen, "
+        "-0.0040 in lane long" in shown
+    )

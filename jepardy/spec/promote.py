@@ -33,7 +33,6 @@ QUANTITIES = {
     "ci_high": "upper end of the 95% interval of delta",
 }
 P_QUANTITIES = ("p", "p_holm", "p_margin")
-OPS = ("<=", ">=", "<", ">")
 _CONDITION = re.compile(r"\s*([a-z_]+)\s*(<=|>=|<|>)\s*(\S+)\s*")
 _RULE_HELP = 'e.g. "p < 0.25" or "p < 0.25 and delta < -0.002"'
 
@@ -180,7 +179,9 @@ def every_candidate(spec: Spec, *, top: bool = False) -> Spec:
         if lane.promote is not None and not lane.promote.decided:
             source = lanes[lane.promote.source]
             everyone = [(arm.name, label) for arm in source.arms for label, _ in arm_variants(arm)]
-            lane = _decided(lane, source, everyone[: lane.promote.top if top else None])
+            # A gate may run any of its arms, whichever candidates come first.
+            cut = top and lane.promote.takes_winners
+            lane = _decided(lane, source, everyone[: lane.promote.top if cut else None])
         lanes[lane.name] = lane
     return replace(spec, lanes=tuple(lanes.values()))
 
