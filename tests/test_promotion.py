@@ -209,3 +209,25 @@ def test_report_shows_the_chain_and_a_flip(tmp_path: Path) -> None:
         "flip: jepa jepa_weight=0.05 vs jepa jepa_weight=0.1: +0.0032 in lane screen, "
         "-0.0040 in lane long" in shown
     )
+
+
+def test_the_study_chain_passes_plan(cli) -> None:
+    """experiments/study_chain.toml as shipped: the isolation lane's 12 runs now, the three
+    promoted lanes pending, each saying why and how many runs it can come to."""
+    root = Path(__file__).parent.parent
+    shown = cli.run("plan", "experiments/study_chain.toml", "--db", "none.db", cwd=root)
+    assert shown.returncode == 0, shown.stderr
+    assert "study_chain: 12 runs" in shown.stdout
+    assert (
+        "lane screen: pending, decided (p < 0.25) when lane isolation is done: 0 of 12 runs "
+        "done; then up to 8 runs"
+    ) in shown.stdout
+    lines = shown.stdout.splitlines()
+    assert (
+        "lane full: pending, promotes from lane screen (p < 0.25, top 2), itself pending; "
+        "then up to 6 runs"
+    ) in lines
+    assert (
+        "lane final: pending, promotes from lane full (delta < 0, top 1), itself pending; "
+        "then up to 6 runs"
+    ) in lines

@@ -42,10 +42,12 @@ class Chain:
 def recorded_chain(spec: Spec, database: Database | None) -> Chain:
     """The spec with the decisions recorded in `database` (read-only) applied; UserError when
     a recorded decision was made under other settings than the spec's."""
-    decisions = read_decisions(database, spec.name) if database is not None else {}
-    for lane in spec.lanes:
-        if lane.promote is not None and lane.name in decisions:
-            _check_recorded(spec, lane, decisions[lane.name])
+    recorded = read_decisions(database, spec.name) if database is not None else {}
+    # In spec order, and only for lanes the spec still promotes.
+    promoted = [lane for lane in spec.lanes if lane.promote and lane.name in recorded]
+    decisions = {lane.name: recorded[lane.name] for lane in promoted}
+    for lane in promoted:
+        _check_recorded(spec, lane, decisions[lane.name])
     winners = {lane: decision.winners() for lane, decision in decisions.items()}
     chain = Chain(resolve(spec, winners), decisions)
     statuses = _statuses(chain.spec, database)
