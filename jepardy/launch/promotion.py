@@ -15,8 +15,6 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from jepardy.analysis.compare import MATCH_COLUMNS, MATCH_PARAMS
-from jepardy.analysis.promotion import decide
 from jepardy.errors import UserError
 from jepardy.spec.expand import expand_runs
 from jepardy.spec.identity import RunIdentity
@@ -92,6 +90,10 @@ def chain_lines(chain: Chain) -> list[str]:
 
 
 def _decide(spec: Spec, lane: Lane, store: Store) -> Decision:
+    # Imported here: the tests import scipy, which would double every sweep's start-up.
+    from jepardy.analysis.compare import MATCH_COLUMNS, MATCH_PARAMS
+    from jepardy.analysis.promotion import decide
+
     assert lane.promote is not None
     source = lane.promote.source
     ids = [run.run_id for run in expand_runs(spec) if run.lane == source]
