@@ -19,6 +19,7 @@ import pandas as pd
 
 from jepardy.analysis import render
 from jepardy.analysis.compare import CONTROL, NO_CONTROL, UNMATCHED, UNPAIRED, compare_table
+from jepardy.spec.model import CONTROL as CONTROL_ARM
 from jepardy.spec.model import Condition, Promotion
 from jepardy.store.models import RunStatus
 from jepardy.store.promotions import Candidate, Decision
@@ -151,7 +152,7 @@ def _run_ids(done: pd.DataFrame, key: tuple[str, str], match: str) -> tuple[str,
     """The done runs the candidate's test used: its own and its matched control's."""
     same = done["match"].astype(str) == match
     arm = (done["arm"].astype(str) == key[0]) & (done["variant"].astype(str) == key[1])
-    control = done["arm"].astype(str) == "control"
+    control = done["arm"].astype(str) == CONTROL_ARM
     return tuple(done.loc[same & (arm | control), "id"].astype(str))
 
 
