@@ -380,7 +380,7 @@ def test_failed_upgrade_leaves_v1_store_unchanged(store_url: str) -> None:
     with _connect(store_url) as connection:
         connection.exec_driver_sql("CREATE VIEW job_pids AS SELECT id, job_pid FROM runs")
     before = _state(store_url)
-    with pytest.raises(UserError, match="from schema version 1 to 2 failed and changed nothing"):
+    with pytest.raises(UserError, match="from schema version 1 to 3 failed and changed nothing"):
         open_store(store_url)
     assert _state(store_url) == before
     with _connect(store_url) as connection:

@@ -22,6 +22,7 @@ from jepardy.analysis.against import (
     against_table,
     leader_sweeps,
 )
+from jepardy.analysis.chain import chain_sections, chain_table
 from jepardy.analysis.compare import (
     FORMATS,
     MATCH_COLUMNS,
@@ -40,6 +41,7 @@ from jepardy.errors import UserError
 from jepardy.store.engine import Database, open_reader
 from jepardy.store.frames import MIRRORED_PARAMS, RUN_COLUMNS, read_metrics, read_runs, tidy_runs
 from jepardy.store.models import RunStatus
+from jepardy.store.promotions import read_decisions
 from jepardy.store.views import require_sweep
 
 
@@ -125,6 +127,7 @@ class Report:
     against: pd.DataFrame | None = None
     rule: Rule = RECORD
     scoring: pd.DataFrame | None = None  # lanes whose arms were scored differently
+    chain: pd.DataFrame | None = None  # the promotions between lanes (analysis/chain.py)
 
 
 @dataclass(frozen=True)
@@ -209,6 +212,8 @@ def _frames(report: Report) -> list[tuple[str, pd.DataFrame]]:
         frames.append(("compare", report.compare))
     if report.curves is not None:
         frames += [("curves", report.curves.summary), ("curve_points", report.curves.points)]
+    if report.chain is not None:
+        frames.append(("chain", report.chain))
     if report.horizons is not None:
         frames += [
             ("horizons", report.horizons.arms),
@@ -226,6 +231,8 @@ def _sections(report: Report) -> list[Section]:
         sections += compare_sections(report.compare, report.rule)
     if report.curves is not None:
         sections += curve_sections(report.curves)
+    if report.chain is not None:
+        sections += chain_sections(report.chain)
     if report.horizons is not None:
         sections += horizon_sections(report.horizons)
     return sections
@@ -262,6 +269,7 @@ def run_report(db: str | Path, request: ReportRequest) -> ReportOutput:
         if request.fmt == HTML:
             request = with_found_axes(request, runs)
         report = build_report(runs, request)
+        report = _with_chain(report, database, request.sweep, runs)
         rendered = (
             _html(database, report, runs)
             if request.fmt == HTML
@@ -338,6 +346,18 @@ def _read(database: Database, request: ReportRequest, params: list[str] | bool) 
         for sweep in dict.fromkeys(sweeps)
     ]
     return frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
+
+
+def _with_chain(
+    report: Report, database: Database, sweep: str | None, runs: pd.DataFrame
+) -> Report:
+    """The report with its promotions, when the store recorded any for the sweeps shown."""
+    sweeps = [sweep] if sweep else database.sweep_names()
+    decisions = [d for name in sweeps for d in read_decisions(database, name).values()]
+    if not decisions:
+        return report
+    compare = report.compare if report.compare is not None else compare_table(tidy_runs(runs))
+    return replace(report, chain=chain_table(decisions, compare))
 
 
 def _report_columns(request: ReportRequest) -> list[str]:

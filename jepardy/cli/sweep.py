@@ -71,12 +71,15 @@ def plan(
 
     checked = load_spec(spec, trainer_schema())  # a bad spec is refused before the imports below
     from jepardy.cli.plan_view import PlanAsk, print_plan_summary
+    from jepardy.launch.promotion import chain_lines, recorded_chain
     from jepardy.launch.sweep import data_paths, load_plan, sbatch_scripts
     from jepardy.store.engine import open_reader
 
     database = open_reader(db) if Path(db).exists() or "://" in db else None
     loaded, entries = load_plan(checked, database)
     console.print(_plan_table(f"{loaded.name}: {len(entries)} runs", entries))
+    for line in chain_lines(recorded_chain(checked, database)):
+        console.print(line, highlight=False, soft_wrap=True)
     ask = PlanAsk(gpus, slots, seed_std, detect, alpha, sided, power, overhead_s)
     print_plan_summary(console, loaded, entries, database, ask)
     for path in data_paths([e.run for e in entries]):  # what a sweep would refuse, said now
@@ -223,6 +226,8 @@ def _print_summary(summary: SweepSummary, db: str) -> None:
         f"{summary.total}, in {summary.wall_s:.1f}s; db {db}",
         highlight=False,
     )
+    for line in summary.notes:
+        console.print(f"  {line}", highlight=False, soft_wrap=True)
     for line in summary.failures:
         console.print(Text(f"  {line}", style="red"))
     if summary.failed:

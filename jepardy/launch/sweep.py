@@ -24,6 +24,7 @@ from jepardy.errors import UserError, clipped_repr
 from jepardy.launch.command import trainer_schema
 from jepardy.launch.executor import Executor
 from jepardy.launch.local_executor import LOCAL, LocalExecutor
+from jepardy.launch.promotion import recorded_chain, stages
 from jepardy.launch.slots import DevicePool, detect_gpus
 from jepardy.launch.slurm import SLURM, SlurmExecutor, SlurmOptions
 from jepardy.launch.torchrun import TorchrunLauncher
@@ -32,6 +33,7 @@ from jepardy.spec.expand import expand_runs
 from jepardy.spec.identity import RunIdentity
 from jepardy.spec.model import Spec
 from jepardy.spec.parse import load_spec
+from jepardy.spec.promote import every_candidate
 from jepardy.spec.validate import run_where
 from jepardy.store.engine import Database
 from jepardy.store.models import RunStatus
@@ -68,6 +70,7 @@ class SweepSummary:
     failed: int = 0
     failures: list[str] = field(default_factory=list)
     wall_s: float = 0.0
+    notes: list[str] = field(default_factory=list)  # promotions decided, lanes pending
 
 
 @dataclass(frozen=True)
@@ -85,9 +88,11 @@ class PreparedSweep:
 
 
 def load_plan(spec: Path | Spec, store: Database | None) -> tuple[Spec, list[PlanEntry]]:
-    """The spec's runs with their status in the store (when one is given)."""
+    """The spec's runs with their status in the store (when one is given); a promoted lane
+    has runs once its decision is recorded there."""
     if not isinstance(spec, Spec):
         spec = load_spec(spec, trainer_schema())
+    spec = recorded_chain(spec, store).spec  # promoted lanes: their runs once decided
     runs = expand_runs(spec)
     statuses = store.statuses([r.run_id for r in runs]) if store else {}
     return spec, [PlanEntry(r, str(statuses.get(r.run_id, "new"))) for r in runs]
@@ -98,7 +103,7 @@ def prepare_sweep(spec_path: Path, options: SweepOptions) -> PreparedSweep:
     spec itself (`load_spec`), the data paths its runs read, and the run directories."""
     spec = load_spec(spec_path, trainer_schema())
     runs = expand_runs(spec)
-    check_paths(spec.path, runs)
+    check_paths(spec.path, expand_runs(every_candidate(spec)))  # promoted runs' too
     check_runs_dir(options.runs_root, spec.name)
     return PreparedSweep(spec, runs)
 
@@ -210,10 +215,32 @@ def run_sweep(
     records them interrupted and re-raises KeyboardInterrupt."""
     observer = observer or SweepObserver()
     prepared = spec if isinstance(spec, PreparedSweep) else prepare_sweep(spec, options)
-    loaded, runs = prepared.spec, prepared.runs
-    waits_for = {lane.name: set(lane.after) for lane in loaded.lanes}
-    tracker = _tracker(store, options, runs, loaded.path, loaded.slurm, observer, waits_for)
+    loaded = prepared.spec
     store.upsert_sweep(loaded.name, str(loaded.path), loaded.text)
+    summary = SweepSummary(sweep=loaded.name, total=0)
+    started = time.perf_counter()
+    # Stages: the runs known now, then those each promotion decided meanwhile promotes.
+    for runs, decisions in stages(loaded, store):
+        summary.notes += [f"lane {d.lane}: {d.note}" for d in decisions]
+        _run_stage(loaded, runs, store, options, observer, summary)
+    waiting = recorded_chain(loaded, store).waiting
+    summary.notes += [f"lane {lane}: pending, {why}" for lane, why in waiting.items()]
+    summary.wall_s = time.perf_counter() - started
+    return summary
+
+
+def _run_stage(
+    spec: Spec,
+    runs: list[RunIdentity],
+    store: Store,
+    options: SweepOptions,
+    observer: SweepObserver,
+    summary: SweepSummary,
+) -> None:
+    """Register `runs`, settle those a gone orchestrator left, run the rest (see run_sweep),
+    counting into `summary`."""
+    waits_for = {lane.name: set(lane.after) for lane in spec.lanes}
+    tracker = _tracker(store, options, runs, spec.path, spec.slurm, observer, waits_for)
     store.register_runs(runs, git_commit())
     tracker.recover(runs)
     statuses = store.statuses([r.run_id for r in runs])
@@ -221,13 +248,13 @@ def run_sweep(
         {RunStatus.FAILED, RunStatus.TIMEOUT} if options.retry_failed else set()
     )
     queue = [r for r in runs if statuses[r.run_id] in runnable]
-    summary = SweepSummary(sweep=loaded.name, total=len(runs))
-    observer.planned(len(runs))
+    summary.total += len(runs)
+    observer.planned(summary.total)
     for run in runs:
         if statuses[run.run_id] not in runnable and run.run_id not in tracker.active:
             summary.skipped += 1
             observer.skipped(run)
-    return _execute(tracker, queue, summary)
+    _execute(tracker, queue, summary)
 
 
 def rerun(

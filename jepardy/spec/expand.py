@@ -36,10 +36,23 @@ def count_runs(spec: Spec) -> int:
 
 
 def _lane_count(spec: Spec, lane: Lane) -> int:
+    if not _runs(lane):
+        return 0
     matches = math.prod(len(unit) for unit in _match_units(spec, lane))
     arms = (lane.control, *lane.arms)
     variants = sum(math.prod(len(values) for values in arm.axes.values()) for arm in arms)
-    return variants * matches * len(spec.seeds)
+    return variants * matches * len(lane.seeds or spec.seeds)
+
+
+def _runs(lane: Lane) -> bool:
+    """Whether a lane has runs: not a promoted lane whose decision is pending or promoted
+    nothing (a control alone would be compared with nothing)."""
+    return lane.promote is None or (lane.promote.decided and bool(lane.arms))
+
+
+def arm_variants(arm: Arm) -> list[tuple[str, dict[str, Scalar]]]:
+    """Each point of an arm's axes with its `variant` label, in expansion order."""
+    return [(_label(point), point) for point in _points(_axis_units(arm.axes))]
 
 
 def format_value(value: Scalar) -> str:
@@ -67,11 +80,13 @@ def describe_plan(runs: Sequence[RunIdentity]) -> dict[str, Any]:
 
 
 def _expand_lane(spec: Spec, lane: Lane) -> Iterator[RunIdentity]:
+    if not _runs(lane):
+        return
     matches = _points(_match_units(spec, lane))
     for arm in (lane.control, *lane.arms):
         for variant in _points(_axis_units(arm.axes)):
             for match in matches:
-                for seed in spec.seeds:
+                for seed in lane.seeds or spec.seeds:
                     yield _planned_run(spec, lane, arm, variant, match, seed)
 
 
@@ -104,7 +119,7 @@ def _planned_run(
         match=_label(match),
         seed=seed,
         params=params,
-        nproc=spec.nproc,
+        nproc=lane.nproc or spec.nproc,
         kind=spec.kind,
         script=str(spec.script) if spec.script else "",
     )

@@ -47,6 +47,35 @@ class Lane:
     # Lanes (earlier in the file) whose runs must all finish before this lane's start, e.g.
     # the 600 s lane after the 180 s screen.
     after: tuple[str, ...] = ()
+    # The lane's own seeds and processes per run, where they differ from the sweep's.
+    seeds: tuple[int, ...] | None = None
+    nproc: int | None = None
+    # Arms taken from an earlier lane's winners (jepardy/spec/promote.py); None: its own.
+    promote: Promotion | None = None
+
+
+@dataclass(frozen=True)
+class Condition:
+    """One comparison of a promotion rule: `quantity op threshold`, e.g. p < 0.25."""
+
+    quantity: str
+    op: str
+    threshold: float
+
+
+@dataclass(frozen=True)
+class Promotion:
+    """`promote = { from, top, rule }`: the lane runs the winners of lane `source`. Without
+    arms of its own it takes each winner's arm and variant; with its own arms (a gate) it
+    runs those whose name won. `decided`: the decision is known (from the store), and the
+    lane's arms are the promoted ones."""
+
+    source: str
+    top: int | None  # at most this many winners, best delta first; None: every one passing
+    rule: tuple[Condition, ...]  # all must hold; () promotes by rank alone
+    rule_text: str
+    takes_winners: bool  # False: a gate over the lane's own arms
+    decided: bool = False
 
 
 @dataclass(frozen=True)

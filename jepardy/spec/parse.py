@@ -34,6 +34,7 @@ from jepardy.spec.model import (
     Scalar,
     Spec,
 )
+from jepardy.spec.promote import check_chain, every_candidate, parse_promote
 from jepardy.spec.slurm import SLURM_KEYS, slurm_value_problem
 from jepardy.spec.tomlfile import decode, parse_toml, read_bytes
 from jepardy.spec.validate import check_run_count, check_runs
@@ -42,7 +43,10 @@ from jepardy.trainer.config import coerce_value
 _TOP_KEYS = ("sweep", "trainer", "params", "axes", "lanes", "slurm")
 _SWEEP_KEYS = ("name", "description", "seeds", "zip", "max_runs")
 _TRAINER_KEYS = ("kind", "nproc", "path")
-_LANE_KEYS = ("description", "after", "params", "axes", "control", "arms")
+_LANE_KEYS = (
+    *("description", "after", "params", "axes", "control", "arms"),
+    *("seeds", "nproc", "promote"),
+)
 # Seeds reach torch.manual_seed and the store's BIGINT column.
 _INT64_MAX = 2**63 - 1
 
@@ -62,10 +66,12 @@ def load_spec(
     text = decode(path, data)
     raw = parse_toml(path, text)
     spec = _Parser(str(path), schema).spec(raw, path, text, hashlib.sha256(data).hexdigest())
-    check_run_count(spec)  # before a single run is built
-    runs = expand_runs(spec)  # duplicate runs are only visible after expansion
+    # Promoted lanes are checked as if every candidate won: what the spec can come to run.
+    most = every_candidate(spec)
+    check_run_count(most)  # before a single run is built
+    runs = expand_runs(most)  # duplicate runs are only visible after expansion
     if trainer_rules:
-        check_runs(spec, runs)
+        check_runs(most, runs)
     return spec
 
 
@@ -103,14 +109,14 @@ class _Parser:
         self.check_keys(sweep, "sweep", _SWEEP_KEYS)
         name = self.name(sweep.get("name"), "sweep.name")
         description = self.text(sweep, "description", "sweep")
-        seeds = self.seeds(sweep)
+        seeds = self.seeds(sweep.get("seeds"), "sweep.seeds")
         max_runs = self.max_runs(sweep.get("max_runs", DEFAULT_MAX_RUNS))
         trainer = self.table(raw, "trainer", "")
         self.check_keys(trainer, "trainer", _TRAINER_KEYS)
         kind = self.kind(trainer.get("kind", KINDS[0]))
         self.script_kind = kind == SCRIPT
         script = self.script(trainer.get("path"), path)
-        nproc = self.nproc(trainer.get("nproc", 1))
+        nproc = self.nproc(trainer.get("nproc", 1), "trainer.nproc")
         params = self.params(self.table(raw, "params", ""), "params")
         axes = self.axes(self.table(raw, "axes", ""), "axes")
         lanes = self.lanes(raw)
@@ -181,7 +187,7 @@ class _Parser:
         lanes = self.table(raw, "lanes", "")
         if not lanes:
             self.fail("lanes", "missing; at least one [lanes.<name>] table is required")
-        parsed = tuple(self.lane(name, value) for name, value in lanes.items())
+        parsed = check_chain([self.lane(name, value) for name, value in lanes.items()], self.fail)
         for index, lane in enumerate(parsed):
             earlier = [other.name for other in parsed[:index]]
             for dep in lane.after:
@@ -212,6 +218,11 @@ class _Parser:
             control=control,
             arms=tuple(self.arm(arm, arms, f"{where}.arms") for arm in arms),
             after=self.lane_names(raw.get("after", []), f"{where}.after"),
+            seeds=self.seeds(raw["seeds"], f"{where}.seeds") if "seeds" in raw else None,
+            nproc=self.nproc(raw["nproc"], f"{where}.nproc") if "nproc" in raw else None,
+            promote=parse_promote(raw["promote"], f"{where}.promote", self.fail)
+            if "promote" in raw
+            else None,
         )
 
     def lane_names(self, value: Any, where: str) -> tuple[str, ...]:
@@ -304,25 +315,22 @@ class _Parser:
 
     # sweep-wide rules
 
-    def seeds(self, sweep: dict[str, Any]) -> tuple[int, ...]:
+    def seeds(self, seeds: Any, where: str) -> tuple[int, ...]:
         allowed = "expected a non-empty list of distinct ints"
-        if "seeds" not in sweep:
-            self.fail("sweep.seeds", f"missing; {allowed}")
-        seeds = sweep["seeds"]
+        if seeds is None:
+            self.fail(where, f"missing; {allowed}")
         if not isinstance(seeds, list):
-            self.fail("sweep.seeds", f"{_describe(seeds)}; {allowed}")
+            self.fail(where, f"{_describe(seeds)}; {allowed}")
         if not seeds:
-            self.fail("sweep.seeds", f"[] is empty; {allowed}")
+            self.fail(where, f"[] is empty; {allowed}")
         seen: set[int] = set()
         for i, seed in enumerate(seeds):
             if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-                self.fail(
-                    f"sweep.seeds[{i}]", f"{clipped_repr(seed)} is not an int >= 0; {allowed}"
-                )
+                self.fail(f"{where}[{i}]", f"{clipped_repr(seed)} is not an int >= 0; {allowed}")
             if seed > _INT64_MAX:
-                self.fail(f"sweep.seeds[{i}]", f"{clipped_repr(seed)} is over 2^63 - 1; {allowed}")
+                self.fail(f"{where}[{i}]", f"{clipped_repr(seed)} is over 2^63 - 1; {allowed}")
             if seed in seen:
-                self.fail(f"sweep.seeds[{i}]", f"{seed} appears twice; {allowed}")
+                self.fail(f"{where}[{i}]", f"{seed} appears twice; {allowed}")
             seen.add(seed)
         return tuple(seeds)
 
@@ -358,11 +366,10 @@ class _Parser:
             self.fail("trainer.path", f"{clipped_repr(value)}: {script} is not a file")
         return script
 
-    def nproc(self, value: Any) -> int:
+    def nproc(self, value: Any, where: str) -> int:
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             self.fail(
-                "trainer.nproc",
-                f"{clipped_repr(value)} is not an int >= 1; expected processes per run",
+                where, f"{clipped_repr(value)} is not an int >= 1; expected processes per run"
             )
         return value
 

@@ -249,5 +249,54 @@ def _v1_to_v2_sqlite(connection: sa.Connection) -> None:
         connection.exec_driver_sql(f"SELECT * FROM {view} LIMIT 0")
 
 
+# --- version 2 -> 3: promotion decisions between lanes, with their evidence ---
+
+
+def _v3_promotion_tables() -> tuple[sa.Table, sa.Table]:
+    """The two tables v3 adds, frozen as v3 declares them (store/models.py may move on); the
+    `sweeps` stub only lets their foreign key name its target."""
+    meta = sa.MetaData()
+    sa.Table("sweeps", meta, sa.Column("name", sa.String(200), primary_key=True))
+    text, name = sa.Text, sa.String(200)
+    decisions = sa.Table(
+        "promotions",
+        meta,
+        sa.Column("sweep", name, primary_key=True),
+        sa.Column("lane", name, primary_key=True),
+        sa.Column("source_lane", name, nullable=False),
+        sa.Column("rule", text, nullable=False),
+        sa.Column("top", sa.Integer),
+        sa.Column("note", text, nullable=False),
+        sa.Column("decided_at", sa.DateTime(timezone=True), nullable=False),
+        sa.ForeignKeyConstraint(["sweep"], ["sweeps.name"]),
+    )
+    numbers = ("delta_bpb", "ci_low", "ci_high", "p_welch", "p_holm", "p_margin")
+    candidates = sa.Table(
+        "promotion_candidates",
+        meta,
+        *(sa.Column(key, name, primary_key=True) for key in ("sweep", "lane", "arm")),
+        *(sa.Column(key, text, primary_key=True) for key in ("variant", "match")),
+        *(sa.Column(key, sa.Integer, nullable=False) for key in ("position", "n", "control_n")),
+        *(sa.Column(key, sa.Double) for key in numbers),
+        sa.Column("verdict", text, nullable=False),
+        sa.Column("rank", sa.Integer),
+        sa.Column("selected", sa.Boolean, nullable=False),
+        sa.Column("reason", text, nullable=False),
+        sa.Column("run_ids", text, nullable=False),
+        sa.ForeignKeyConstraint(
+            ["sweep", "lane"], ["promotions.sweep", "promotions.lane"], ondelete="CASCADE"
+        ),
+    )
+    return decisions, candidates
+
+
+def _v2_to_v3(connection: sa.Connection) -> None:
+    """Add `promotions` and `promotion_candidates` (new tables: nothing else changes). The
+    store's create_all may have made them already, before the upgrade ran."""
+    decisions, candidates = _v3_promotion_tables()
+    decisions.create(connection, checkfirst=True)
+    candidates.create(connection, checkfirst=True)
+
+
 # The version each step starts from -> the step that turns it into the next version.
-_STEPS: dict[int, Callable[[sa.Connection], None]] = {1: _v1_to_v2}
+_STEPS: dict[int, Callable[[sa.Connection], None]] = {1: _v1_to_v2, 2: _v2_to_v3}

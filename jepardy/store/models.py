@@ -3,7 +3,7 @@
 Only the orchestrator writes here (docs/architecture.md); jobs write `result.json` and
 `metrics.jsonl` into their run directory and the orchestrator records them when a job ends.
 
-Tables (SCHEMA_VERSION 2; migrations.py upgrades older databases):
+Tables (SCHEMA_VERSION 3; migrations.py upgrades older databases):
 - `schema_info`: one row, the schema version the tables are in (created, or upgraded to).
 - `sweeps`: one row per sweep name, with the spec text and its sha256.
 - `runs`: one row per planned run (id = RunIdentity.run_id), its status, provenance, and the
@@ -13,6 +13,10 @@ Tables (SCHEMA_VERSION 2; migrations.py upgrades older databases):
 - `metrics`: one row per (run, step, name) from `metrics.jsonl`; a non-finite value is stored
   as NULL with `kind` saying which ('nan', 'inf', '-inf'), because SQLite turns NaN into NULL
   and PostgreSQL JSON refuses it.
+- `promotions`: one row per promotion decision (a sweep's lane taking an earlier lane's
+  winners), made once: the source lane, the rule and top it applied, when.
+- `promotion_candidates`: its evidence, one row per candidate (arm, variant, match of the
+  source lane): n, delta, interval, p-values, rank, selected or not and why, the runs.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 
 class RunStatus(enum.StrEnum):
@@ -242,6 +246,48 @@ class Metric(Base):
     name: Mapped[str] = mapped_column(sa.String(200))
     value: Mapped[float | None]
     kind: Mapped[str] = mapped_column(sa.String(8))
+
+
+class PromotionDecision(Base):
+    __tablename__ = "promotions"
+    __table_args__ = (sa.ForeignKeyConstraint(["sweep"], ["sweeps.name"]),)
+
+    sweep: Mapped[str] = mapped_column(sa.String(200), primary_key=True)
+    lane: Mapped[str] = mapped_column(sa.String(200), primary_key=True)  # the promoted lane
+    source_lane: Mapped[str] = mapped_column(sa.String(200))
+    rule: Mapped[str] = mapped_column(sa.Text)  # as written; "" when top alone decides
+    top: Mapped[int | None]
+    note: Mapped[str] = mapped_column(sa.Text)
+    decided_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class PromotionCandidate(Base):
+    __tablename__ = "promotion_candidates"
+    __table_args__ = (
+        sa.ForeignKeyConstraint(
+            ["sweep", "lane"], ["promotions.sweep", "promotions.lane"], ondelete="CASCADE"
+        ),
+    )
+
+    sweep: Mapped[str] = mapped_column(sa.String(200), primary_key=True)
+    lane: Mapped[str] = mapped_column(sa.String(200), primary_key=True)
+    arm: Mapped[str] = mapped_column(sa.String(200), primary_key=True)
+    variant: Mapped[str] = mapped_column(sa.Text, primary_key=True)
+    match: Mapped[str] = mapped_column(sa.Text, primary_key=True)
+    position: Mapped[int]  # the source lane's order
+    n: Mapped[int]
+    control_n: Mapped[int]
+    delta_bpb: Mapped[float | None]
+    ci_low: Mapped[float | None]
+    ci_high: Mapped[float | None]
+    p_welch: Mapped[float | None]
+    p_holm: Mapped[float | None]
+    p_margin: Mapped[float | None]
+    verdict: Mapped[str] = mapped_column(sa.Text)
+    rank: Mapped[int | None]  # 1 = best delta among those passing the rule
+    selected: Mapped[bool]
+    reason: Mapped[str] = mapped_column(sa.Text)
+    run_ids: Mapped[str] = mapped_column(sa.Text)  # JSON list: the arm's and control's runs
 
 
 # The runs columns that say which run a row is (RunIdentity's fields, id for run_id); every

@@ -153,9 +153,13 @@ class Store(Database):
         """
         with self._session(write=True) as session:
             connection = session.connection()
-            Base.metadata.create_all(connection)
-            version = migrations.read_version(connection, self.name, SCHEMA_VERSION)
+            version = None
+            if sa.inspect(connection).has_table("schema_info"):
+                version = migrations.read_version(connection, self.name, SCHEMA_VERSION)
             if version is None:
+                # Only a fresh database is created from the models: an older one gains its
+                # new tables in the upgrade's one transaction, or not at all.
+                Base.metadata.create_all(connection)
                 session.add(SchemaInfo(version=SCHEMA_VERSION))
             else:
                 # A write that changes nothing: a database this process cannot write (a
