@@ -226,7 +226,8 @@ def test_report_markdown_has_control_arm_and_delta(cli, done_sweep: Path) -> Non
     delta = runs["jepa"]["val_bpb"] - runs["control"]["val_bpb"]
     assert shown["control"]["delta_bpb"] == "+0.0000"
     assert shown["jepa"]["delta_bpb"] == f"{delta:+.4f}"
-    assert shown["jepa"]["val_bpb"] == f"{runs['jepa']['val_bpb']:.4f} (n=1)"
+    assert shown["jepa"]["val_bpb"] == f"{runs['jepa']['val_bpb']:.4f}"
+    assert shown["jepa"]["n"] == "1"
     assert shown["jepa"]["match"] == "ema=false"
 
 

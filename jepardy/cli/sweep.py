@@ -6,7 +6,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.table import Table
 from rich.text import Text
 
 from jepardy.cli.options import (
@@ -22,6 +21,7 @@ from jepardy.cli.options import (
 )
 from jepardy.cli.output import console
 from jepardy.cli.progress import RichSweepObserver, sweep_progress
+from jepardy.cli.tables import fitted
 
 if TYPE_CHECKING:
     from jepardy.launch.sweep import PlanEntry, SweepOptions, SweepSummary
@@ -73,18 +73,26 @@ def plan(
             console.print(script, highlight=False, soft_wrap=True)
 
 
-def _plan_table(title: str, entries: list[PlanEntry]) -> Table:
-    table = Table(title=title)
-    for column in ("run_id", "lane", "arm", "variant", "match", "seed", "nproc", "status"):
-        table.add_column(
-            column, no_wrap=column == "run_id", min_width=16 if column == "run_id" else None
-        )
-    for e in entries:
-        r = e.run
-        table.add_row(
-            r.run_id, r.lane, r.arm, r.variant, r.match, str(r.seed), str(r.nproc), e.status
-        )
-    return table
+# The plan's columns kept first when not all fit the terminal (after the varying ones).
+PLAN_PRIORITY = ("id", "arm", "seed", "status", "lane")
+
+
+def _plan_table(title: str, entries: list[PlanEntry]) -> object:
+    import pandas as pd
+
+    frame = pd.DataFrame(
+        {
+            "id": [e.run.run_id for e in entries],
+            "lane": [e.run.lane for e in entries],
+            "arm": [e.run.arm for e in entries],
+            "variant": [e.run.variant for e in entries],
+            "match": [e.run.match for e in entries],
+            "seed": [e.run.seed for e in entries],
+            "status": [e.status for e in entries],
+            "nproc": [e.run.nproc for e in entries],
+        }
+    )
+    return fitted(title, frame, priority=PLAN_PRIORITY)
 
 
 @app.command()
