@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -13,6 +14,7 @@ from jepardy.cli.options import (
     ExecutorOption,
     GpusOption,
     RunsDirOption,
+    SetOption,
     SlotsOption,
     SlurmOverrides,
     SpecArg,
@@ -40,6 +42,7 @@ def plan(
     ] = False,
     runs_dir: RunsDirOption = Path("runs"),
     timeout_s: TimeoutOption = None,
+    sets: SetOption = None,
     *,
     slurm: SlurmOverrides,
 ) -> None:
@@ -51,7 +54,8 @@ def plan(
     from jepardy.launch.command import run_argv, trainer_schema
     from jepardy.spec.parse import load_spec
 
-    checked = load_spec(spec, trainer_schema())  # a bad spec is refused before the imports below
+    # A bad spec is refused before the imports below.
+    checked = load_spec(spec, trainer_schema(), overrides=sets or [])
     from jepardy.launch.sweep import load_plan, sbatch_scripts
     from jepardy.spec.expand import describe_plan
     from jepardy.store.engine import open_reader
@@ -68,6 +72,7 @@ def plan(
             console.print(f"{e.run.run_id}: {' '.join(argv)}", soft_wrap=True)
     if sbatch:
         options = _sweep_options(runs_dir, None, 1, timeout_s, executor="slurm", slurm=slurm)
+        options = replace(options, overrides=tuple(sets or []))
         for run, script in sbatch_scripts(spec, options):
             console.print(f"# --- run {run.run_id} ---", highlight=False)
             console.print(script, highlight=False, soft_wrap=True)
@@ -108,6 +113,7 @@ def sweep(
     ] = False,
     timeout_s: TimeoutOption = None,
     executor: ExecutorOption = "local",
+    sets: SetOption = None,
     *,
     slurm: SlurmOverrides,
 ) -> None:
@@ -119,11 +125,15 @@ def sweep(
     Run it again to resume: done runs are skipped, interrupted and cancelled ones run again,
     and a Slurm job still queued or running is re-attached to, never submitted twice. Ctrl-C
     stops cleanly; a second Ctrl-C kills at once.
+
+    --set KEY=VALUE gives every run a trainer param: other run ids, matched to controls with
+    the same --set; the same --set again resumes them.
     """
     from jepardy.launch.sweep import prepare_sweep, run_sweep
     from jepardy.store.transitions import open_store
 
     options = _sweep_options(runs_dir, gpus, slots, timeout_s, retry_failed, executor, slurm)
+    options = replace(options, overrides=tuple(sets or []))
     prepared = prepare_sweep(spec, options)  # before the database: a bad spec creates none
     store = open_store(db)
     with sweep_progress() as progress:

@@ -101,7 +101,7 @@ def _planned_run(
         lane=lane.name,
         arm=arm.name,
         variant=_label(variant),
-        match=_label(match),
+        match=_label({**match, **spec.overrides}),
         seed=seed,
         params=params,
         nproc=spec.nproc,
