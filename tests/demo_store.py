@@ -34,6 +34,12 @@ def demo_result(index: int) -> dict[str, object]:
         "train_time_s": 31.25 + 0.5 * index,
         "eval_time_s": 1.5,
         "tokens_per_s": 19_660.0 - 11 * index,
+        "code_sha256": "a" * 64,
+        "code_files": {"jepardy/trainer/train.py": "c" * 64},
+        "python_version": "3.11.2",
+        "torch_version": "2.5.1",
+        "device": "cpu",
+        "data": {"train_shards": 1, "val_tokens": 65_536},
     }
 
 

@@ -148,8 +148,10 @@ def rich_table(
     kept: Sequence[str],
     notes: Sequence[str] = (),
     hot: Mapping[int, frozenset[str]] | None = None,
+    wrap: bool = False,
 ) -> Table:
-    """The `kept` columns of `grid` as a rich table that never wraps or cuts a cell; the
+    """The `kept` columns of `grid` as a rich table that never cuts a cell (nor wraps one,
+    unless `wrap`: then a cell too long for its share of the width goes on over lines); the
     cells of row i named in `hot[i]` bold red; `notes` as the caption."""
     caption = "\n".join(note for note in notes if note) or None
     table = Table(
@@ -163,7 +165,7 @@ def rich_table(
     )
     for name in kept:
         justify = "right" if name in grid.right else "left"
-        table.add_column(name, justify=justify, no_wrap=True, overflow="fold")
+        table.add_column(name, justify=justify, no_wrap=not wrap, overflow="fold")
     flagged = hot or {}
     for i in range(grid.rows):
         marked = flagged.get(i, frozenset())

@@ -252,6 +252,6 @@ def _added_table(done: IngestReport) -> object:
         )
         if outcome.status != "done":
             notes.append(f"{run.run_id} failed: {outcome.reason}")
-    frame = pd.DataFrame(rows).convert_dtypes(convert_string=False)
+    frame = pd.DataFrame(rows)
     title = f"{len(done.added)} runs added"
     return fitted(title, frame, priority=_ADDED_PRIORITY, notes=notes, hint=_RUNS_HINT)

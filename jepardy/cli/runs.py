@@ -21,6 +21,8 @@ from jepardy.cli.tables import (
 if TYPE_CHECKING:
     import pandas as pd
 
+    from jepardy.analysis.diff import RunDiff
+
 app = typer.Typer()
 
 
@@ -113,6 +115,66 @@ def show(run_id: RunIdArg, db: DbOption = "results.db") -> None:
     for title, section in describe_run(open_reader(db), run_id).items():
         console.print(Text(title, style="bold"))
         console.print(Pretty(section, expand_all=True), soft_wrap=True)
+
+
+@app.command()
+def diff(
+    first: RunIdArg,
+    second: RunIdArg,
+    db: DbOption = "results.db",
+    every: Annotated[
+        bool, typer.Option("--all", help="Every field, not only those that differ.")
+    ] = False,
+) -> None:
+    """What differs between two runs.
+
+    Labels, params (as given and as resolved), code hashes, data, runtime and outcome;
+    --all adds the fields they share and each attempt's own (times, hosts, jobs).
+    """
+    from jepardy.analysis.diff import diff_runs
+    from jepardy.store.engine import open_reader
+
+    done = diff_runs(open_reader(db), first, second, everything=every)
+    if not done.fields:
+        console.print(
+            f"runs {done.first_id} and {done.second_id} do not differ in labels, params, code, "
+            "data, runtime or outcome (--all shows every field)",
+            highlight=False,
+            soft_wrap=True,
+        )
+        return
+    console.print(_diff_table(done))
+
+
+def _diff_table(done: RunDiff) -> object:
+    from jepardy.analysis import fit
+
+    sections = [f.section for f in done.fields]
+    firsts = [i == 0 or sections[i - 1] != s for i, s in enumerate(sections)]
+    columns = {
+        "section": [s if first else "" for s, first in zip(sections, firsts, strict=True)],
+        "field": [f.field for f in done.fields],
+        done.first_id: [_shown(f.field, f.first) for f in done.fields],
+        done.second_id: [_shown(f.field, f.second) for f in done.fields],
+    }
+    differ = sum(f.differs for f in done.fields)
+    shared = len(done.fields) - differ
+    if shared:  # --all: mark the fields that differ among those that do not
+        columns["differs"] = ["yes" if f.differs else "" for f in done.fields]
+    title = f"{differ} fields differ" + (f", {shared} the same" if shared else "")
+    return fit.rich_table(fit.Grid(title, columns), list(columns), wrap=True)
+
+
+def _shown(name: str, value: object) -> str:
+    import json
+
+    from jepardy.analysis import fit
+
+    if isinstance(value, list | dict):
+        return json.dumps(value)
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return fit.format_value(name.rsplit(".", 1)[-1], value)
 
 
 @app.command()

@@ -63,10 +63,12 @@ def print_frames(
         for title, frame in frames:
             console.print(fitted(title, frame, columns, priority))
         return
-    from jepardy.analysis.render import frames_text
+    from jepardy.analysis.render import frame_text, frames_text
 
     chosen = [(title, _selected(title, with_axes(frame), columns)) for title, frame in frames]
-    console.file.write(frames_text(chosen, fmt))
+    # One table: a plain CSV, or a JSON list of rows; several: one block or key per table.
+    text = frame_text(chosen[0][1], fmt) if len(chosen) == 1 else frames_text(chosen, fmt)
+    console.file.write(text)
 
 
 def with_axes(frame: pd.DataFrame) -> pd.DataFrame:
