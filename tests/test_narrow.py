@@ -16,7 +16,9 @@ import pandas as pd
 import pytest
 from demo_store import write_demo
 
-from jepardy.analysis.fit import Grid, fit_columns, format_value, label_pairs
+from jepardy.analysis.fit import Grid, fit_columns, label_pairs
+from jepardy.analysis.render import format_value
+from jepardy.store.transitions import open_store
 
 ROOT = Path(__file__).resolve().parent.parent
 WIDTH = 80
@@ -146,8 +148,9 @@ def test_columns_and_formats(demo: Path) -> None:
     csv = jepardy("runs", "--format", "csv", cwd=demo)
     frame = pd.read_csv(io.StringIO(csv.stdout))
     assert len(frame) == 8 and {"reason", "steps", "train_time_s", "ema"} <= set(frame.columns)
-    picked = jepardy("status", "--format", "csv", "--columns", "id,seed", cwd=demo)
-    assert picked.returncode == 0 and "# running" in picked.stdout
+    picked = jepardy("status", "--format", "csv", "--columns", "id,ema", cwd=demo)
+    assert picked.returncode == 0, picked.stderr
+    assert picked.stdout.split("# running\n")[1].splitlines()[0] == "id,ema"
     for args in (("runs", "--columns", "id,nope"), ("status", "--format", "xml")):
         proc = jepardy(*args, cwd=demo)
         assert proc.returncode == 2 and len(proc.stderr.splitlines()) == 1, proc.stderr
@@ -190,3 +193,9 @@ def test_columns_kept_by_priority_and_the_rest_named() -> None:
     # A narrower column later in the order still fills the room a wide one left.
     assert fit_columns(grid, 45, ["a", "b", "c"]) == (["a", "c"], ["b"])
     assert fit_columns(grid, 10) == (["a"], ["b", "c"])  # the first column always shows
+
+
+def test_status_of_an_empty_store_says_so(tmp_path: Path) -> None:
+    open_store(str(tmp_path / "e.db"))
+    lines = shown("status", "--db", "e.db", cwd=tmp_path)
+    assert lines == ["no runs in e.db; jepardy sweep SPEC records them"]

@@ -1,5 +1,6 @@
-"""Tables that fit a terminal: packed labels split into one column per axis, one number
-format per quantity, and columns kept by priority with the rest named in a note.
+"""Tables that fit a terminal: packed labels split into one column per axis, and columns
+kept by priority with the rest named in a note (numbers come formatted, by
+`jepardy.analysis.render.format_value`).
 
 A rich table squeezed into a narrow console cuts every cell into "…"; here a table keeps
 whole columns, most important first, until the next one would not fit, and says which it
@@ -10,11 +11,9 @@ rows is fitted at once.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
 
-import pandas as pd
 from rich import box
 from rich.cells import cell_len
 from rich.table import Table
@@ -25,35 +24,7 @@ from rich.text import Text
 GAP = 2
 BLANK = frozenset({"", "—"})
 
-# One format per quantity, chosen by the column's unit suffix, first match wins: every
-# table of runs (runs, status, plan, diff) formats numbers through `format_value`.
-_QUANTITIES: tuple[tuple[str, Callable[[float], str]], ...] = (
-    ("_per_s", lambda v: f"{v:,.0f}"),  # a rate: tokens_per_s
-    ("_bytes", lambda v: f"{v:,.0f}"),
-    ("_bpb", lambda v: f"{v:.4f}"),
-    ("_loss", lambda v: f"{v:.4f}"),
-    ("_s", lambda v: f"{v:.1f}"),
-)
 _LABEL_SPLIT = re.compile(r",(?=[A-Za-z_][\w.]*=)")
-
-
-def format_value(name: str, value: Any) -> str:
-    """`value` of column `name` as every table shows it: bytes with thousands separators,
-    bpb and losses to 4 decimals, seconds to 1, other floats as written in a spec (`0.1`,
-    not `0.1000`); blank when missing."""
-    if hasattr(value, "item"):  # a numpy scalar
-        value = value.item()
-    if value is None or (not isinstance(value, str) and pd.isna(value) is True):
-        return ""
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return str(value)
-    number = float(value)
-    for suffix, fmt in _QUANTITIES:
-        if name.endswith(suffix) or name == suffix[1:]:
-            return fmt(number)
-    if isinstance(value, int) or number.is_integer():
-        return str(int(number))
-    return repr(number)
 
 
 def label_pairs(label: str) -> dict[str, str]:

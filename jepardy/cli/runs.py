@@ -15,7 +15,9 @@ from jepardy.cli.tables import (
     check_format,
     fitted,
     print_frames,
+    select_columns,
     wanted_columns,
+    with_axes,
 )
 
 if TYPE_CHECKING:
@@ -53,7 +55,13 @@ def status(
     counts = status_counts(runs, every_state=False)
     running = running_jobs(runs, specs=sweep_specs(database))
     if fmt != "table":
-        print_frames([("runs per state", counts), ("running", running)], fmt)
+        picked = select_columns("running", with_axes(running), wanted_columns(columns))
+        print_frames([("runs per state", counts), ("running", picked)], fmt)
+        return
+    if not len(runs):
+        console.print(
+            f"no runs in {database.name}; jepardy sweep SPEC records them", highlight=False
+        )
         return
     console.print(fitted("runs per state", counts))
     if len(running):
@@ -168,13 +176,13 @@ def _diff_table(done: RunDiff) -> object:
 def _shown(name: str, value: object) -> str:
     import json
 
-    from jepardy.analysis import fit
+    from jepardy.analysis.render import format_value
 
     if isinstance(value, list | dict):
         return json.dumps(value)
     if isinstance(value, bool):
         return "true" if value else "false"
-    return fit.format_value(name.rsplit(".", 1)[-1], value)
+    return format_value(name.rsplit(".", 1)[-1], value)
 
 
 @app.command()

@@ -65,7 +65,7 @@ def print_frames(
         return
     from jepardy.analysis.render import frame_text, frames_text
 
-    chosen = [(title, _selected(title, with_axes(frame), columns)) for title, frame in frames]
+    chosen = [(title, select_columns(title, with_axes(frame), columns)) for title, frame in frames]
     # One table: a plain CSV, or a JSON list of rows; several: one block or key per table.
     text = frame_text(chosen[0][1], fmt) if len(chosen) == 1 else frames_text(chosen, fmt)
     console.file.write(text)
@@ -84,7 +84,8 @@ def with_axes(frame: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def _selected(title: str, frame: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:
+def select_columns(title: str, frame: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:
+    """`--columns` of a frame for CSV or JSON (every column when none are named)."""
     if not columns:
         return frame
     grid = fit.Grid(title, {str(name): [] for name in frame.columns})
@@ -93,8 +94,10 @@ def _selected(title: str, frame: pd.DataFrame, columns: Sequence[str]) -> pd.Dat
 
 def frame_grid(title: str, frame: pd.DataFrame) -> fit.Grid:
     """`frame` as formatted text, packed labels split into axis columns, long headers short."""
+    from jepardy.analysis.render import format_value
+
     cells = {
-        str(name): [fit.format_value(str(name), v) for v in frame[name].to_numpy(dtype=object)]
+        str(name): [format_value(str(name), v) for v in frame[name].to_numpy(dtype=object)]
         for name in frame.columns
     }
     numeric = {str(n) for n in frame.columns if _numeric(frame[n])}
