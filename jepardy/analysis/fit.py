@@ -19,7 +19,7 @@ from rich.cells import cell_len
 from rich.table import Table
 from rich.text import Text
 
-# Two spaces between columns: the table style of `fitted_table` (no outer edge, no rule
+# Two spaces between columns: the table style of `rich_table` (no outer edge, no rule
 # between columns), and the aligned-text one.
 GAP = 2
 BLANK = frozenset({"", "—"})
