@@ -4,6 +4,7 @@ local sweep with real processes."""
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections import Counter
@@ -138,10 +139,11 @@ def test_cancel_a_local_sweep_then_resume(tmp_path: Path, cli) -> None:
             assert time.monotonic() < deadline and sweep.poll() is None, "no jobs started"
             time.sleep(0.2)
         job_ids = _job_ids(db)
-        status = cli.run("status", "--db", db, cwd=tmp_path)
+        status = cli.run("status", "--db", db, "--format", "json", cwd=tmp_path)
         assert status.returncode == 0, status.stderr
-        [counts, *running] = _table_rows(status.stdout)
-        assert (counts["sweep"], counts["running"], counts["total"]) == ("cancel", "2", "2")
+        shown = json.loads(status.stdout)
+        [counts], running = shown["runs per state"], shown["running"]
+        assert (counts["sweep"], counts["running"], counts["total"]) == ("cancel", 2, 2)
         assert [(r["executor"], r["job_id"], r["job_state"]) for r in running] == [
             ("local", job_id, "RUNNING") for job_id in job_ids
         ], status.stdout
@@ -176,18 +178,6 @@ def _local_tracker(store: Store, tmp_path: Path, slots: int) -> JobTracker:
         launcher=SleepLauncher(),
         runs_root=tmp_path / "runs",
     )
-
-
-def _table_rows(stdout: str) -> list[dict[str, str]]:
-    """Every row of the rich tables printed, as {column: cell}."""
-    rows, header = [], []
-    for line in stdout.splitlines():
-        cells = [cell.strip() for cell in line.replace("┃", "│").split("│")[1:-1]]
-        if "┃" in line:
-            header = cells
-        elif cells:
-            rows.append(dict(zip(header, cells, strict=True)))
-    return rows
 
 
 def _job_ids(db: Path) -> list[str]:

@@ -35,6 +35,7 @@ COMMANDS = [
     ["status"],
     ["runs"],
     ["show"],
+    ["diff"],
     ["logs"],
     ["report"],
     ["export"],

@@ -188,20 +188,20 @@ def test_markdown(store: Store) -> None:
     assert isinstance(text, str)
     assert text.startswith(f"### {SWEEP} / {LANE}\n")
     header = (
-        "| match | arm | variant | val_bpb | delta_bpb | delta_loss_nats | p_welch | p_paired "
-        "| p_margin | verdict | artifact_bytes | per seed | note |"
+        "| match | arm | variant | n | val_bpb | delta_bpb | delta_loss_nats | p_welch "
+        "| p_paired | p_margin | verdict | bytes | per seed | note |"
     )
     assert header in text
     expected_lines = [
-        f"| {M180} | control |  | 1.3100 ± 0.0141 (n=2) | +0.0000 | +0.0000 | — | — | — "
+        f"| {M180} | control |  | 2 | 1.3100 ± 0.0141 | +0.0000 | +0.0000 | — | — | — "
         "| control | 15,100,000 | 1: 1.3000, 2: 1.3200 | seeds not done: 3 |",
-        f"| {M180} | jepa | jepa_weight=0.1 | 1.2850 ± 0.0071 (n=2) | -0.0250 ± 0.0071 "
+        f"| {M180} | jepa | jepa_weight=0.1 | 2 | 1.2850 ± 0.0071 | -0.0250 ± 0.0071 "
         "| -0.0400 ± 0.0141 | 0.0994 (Holm 0.1987) | 0.0628 | 0.1174 (Holm 0.2347) "
         "| not significant | 15,300,000 | 1: 1.2800, 2: 1.2900 | seeds not done: 3 |",
-        f"| {M180} | ema |  | 1.3200 ± 0.0141 (n=2) | +0.0100 ± 0.0000 | +0.0100 ± 0.0000 "
+        f"| {M180} | ema |  | 2 | 1.3200 ± 0.0141 | +0.0100 ± 0.0000 | +0.0100 ± 0.0000 "
         "| 0.7236 | 1.0000 | 0.7761 | not significant | 16,000,001 OVER CAP (1/2) "
         "| 1: 1.3100, 2: 1.3300 |  |",
-        f"| {M1200} | jepa | jepa_weight=0.1 | 1.1000 (n=1) | — | — | — | — | — "
+        f"| {M1200} | jepa | jepa_weight=0.1 | 1 | 1.1000 | — | — | — | — | — "
         "| no matched control | 15,000,000 | 1: 1.1000 | no matched control |",
     ]
     for line in expected_lines:
@@ -224,7 +224,9 @@ def test_rich_tables_one_per_lane(store: Store) -> None:
     console = Console(file=io.StringIO(), width=400)
     console.print(rendered)
     printed = console.file.getvalue()
-    assert printed.count("┏") == 2 and "OVER CAP" in printed  # two tables: they fit
+    rules = [line for line in printed.splitlines() if set(line.strip()) == {"─"}]
+    assert len(rules) == 2 and "OVER CAP" in printed  # two tables: they fit
+    assert "hidden" not in printed
 
 
 def test_csv_round_trips(store: Store) -> None:
@@ -254,7 +256,7 @@ def test_unknown_artifact_size_is_not_under_cap(store: Store) -> None:
     row = _row(table, M1200, CONTROL)
     assert pd.isna(row["artifact_bytes"]) and not row["under_cap"]
     line = (
-        "| wallclock_s=1200 | control |  | 1.0000 (n=1) | +0.0000 | +0.0000 | — | — | — "
+        "| wallclock_s=1200 | control |  | 1 | 1.0000 | +0.0000 | +0.0000 | — | — | — "
         "| control | — | 1: 1.0000 |  |"
     )
     assert line in render_compare(table, "markdown").splitlines()
@@ -597,9 +599,10 @@ def test_long_reports_print_as_aligned_text_with_flags() -> None:
     assert red == ["16,000,001 OVER CAP"]
 
 
-def test_a_table_too_wide_for_the_terminal_prints_as_aligned_text() -> None:
+def test_a_table_too_wide_for_the_terminal_keeps_whole_columns_and_names_the_rest() -> None:
     """Rich would squeeze a wide table into a narrow console and cut its numbers into "…";
-    such a section prints as aligned text with every digit, and as a table where it fits."""
+    a section keeps whole columns, by priority, while they fit, and names those it left out;
+    where everything fits, nothing is hidden."""
     from rich.console import Console
 
     from jepardy.analysis.render import Section, to_rich
@@ -608,16 +611,26 @@ def test_a_table_too_wide_for_the_terminal_prints_as_aligned_text() -> None:
     rows = [[f"{i}.{j:04d} ± 0.0{j:03d}" for j in range(10)] for i in range(3)]
     rows[1][9] = "16,000,001 OVER CAP"
     flagged = [frozenset(), frozenset({"column_9"}), frozenset()]
-    section = Section("wide / lane", columns, rows, frozenset(), flagged, ["a note"])
+    priority = ("column_9", "column_0")
+    section = Section(
+        "wide / lane", columns, rows, frozenset(), flagged, ["a note"], priority=priority
+    )
     narrow = Console(width=80, record=True, color_system=None)
-    narrow.print(to_rich([section]), soft_wrap=True)
+    narrow.print(to_rich([section]))
     text = narrow.export_text()
-    assert "…" not in text and "┃" not in text
-    assert "  ".join(rows[0]) in text and text.rstrip().endswith("a note")
+    assert "…" not in text and max(len(line) for line in text.splitlines()) <= 80
+    assert "16,000,001 OVER CAP  0.0000 ± 0.0000" not in text  # table order is kept
+    assert "0.0000 ± 0.0000  0.0001 ± 0.0001  0.0002 ± 0.0002" in text
+    assert "16,000,001 OVER CAP" in text
+    hidden = " ".join(text.split("a note")[1].split())
+    assert hidden == (
+        "6 columns hidden: column_3, column_4, column_5, column_6, column_7, column_8; "
+        "a wider terminal or --format markdown shows them"
+    )
     wide = Console(width=400, record=True, color_system=None)
-    wide.print(to_rich([section]), soft_wrap=True)
+    wide.print(to_rich([section]))
     table = wide.export_text()
-    assert "┃ column_0" in table and "│ 16,000,001 OVER CAP │" in table
+    assert "  ".join(rows[2]) in table and "hidden" not in table
 
 
 def test_csv_of_several_parts_names_each_table(tmp_path: Path) -> None:

@@ -226,7 +226,8 @@ def test_report_markdown_has_control_arm_and_delta(cli, done_sweep: Path) -> Non
     delta = runs["jepa"]["val_bpb"] - runs["control"]["val_bpb"]
     assert shown["control"]["delta_bpb"] == "+0.0000"
     assert shown["jepa"]["delta_bpb"] == f"{delta:+.4f}"
-    assert shown["jepa"]["val_bpb"] == f"{runs['jepa']['val_bpb']:.4f} (n=1)"
+    assert shown["jepa"]["val_bpb"] == f"{runs['jepa']['val_bpb']:.4f}"
+    assert shown["jepa"]["n"] == "1"
     assert shown["jepa"]["match"] == "ema=false"
 
 
@@ -252,6 +253,22 @@ def test_show_prints_provenance_and_same_code_shares_its_hash(cli, done_sweep: P
     # 15 steps train every group and keep the gradients alive (a JEPA prediction may still
     # sit below its std target this early: that flag is allowed here).
     assert "frozen" not in health.stdout and "gradients silenced" not in health.stdout
+
+
+def test_diff_of_control_and_arm_shows_what_the_arm_changed(cli, done_sweep: Path) -> None:
+    runs = runs_rows(done_sweep / "results.db", "e2e")
+    control, arm = runs["control"], runs["jepa"]
+    args = ("diff", control["id"][:8], arm["id"][:8], "--db", "results.db")
+    proc = cli.run(*args, cwd=done_sweep)
+    assert proc.returncode == 0, proc.stderr
+    fields = [line.split() for line in proc.stdout.splitlines()]
+    weights = [cells for cells in fields if "jepa_weight" in cells]
+    assert len(weights) == 2  # as the spec gave it, and in the trainer's resolved config
+    assert ["arm", "control", "jepa"] in [cells[-3:] for cells in fields]
+    assert f"{control['val_bpb']:.4f}" in proc.stdout and f"{arm['val_bpb']:.4f}" in proc.stdout
+    # One trainer, one machine: code, runtime and data are the same, so not shown.
+    for same in ("code_sha256", "python_version", "torch_version", "lane"):
+        assert same not in proc.stdout, same
 
 
 def test_logs_prints_the_end_of_the_jobs_log(cli, done_sweep: Path) -> None:

@@ -115,6 +115,7 @@ _SHOWN = [
     "match",
     "arm",
     "variant",
+    "n",
     "val_bpb",
     "delta_bpb",
     "delta_loss_nats",
@@ -122,11 +123,17 @@ _SHOWN = [
     "p_paired",
     "p_margin",
     "verdict",
-    "artifact_bytes",
+    "bytes",
     "per seed",
     "note",
 ]
-_RIGHT = frozenset({"val_bpb", "delta_bpb", "delta_loss_nats", "artifact_bytes"})
+_RIGHT = frozenset({"n", "val_bpb", "delta_bpb", "delta_loss_nats", "bytes"})
+# In a terminal too narrow for every column, these are kept first (after the axis values
+# that `match` and `variant` pack), in this order.
+_PRIORITY = (
+    *("arm", "val_bpb", "delta_bpb", "verdict", "bytes", "n", "p_welch", "per seed"),
+    *("delta_loss_nats", "p_margin", "p_paired", "note"),
+)
 
 
 # --- the compare table ---
@@ -404,12 +411,21 @@ def compare_sections(table: pd.DataFrame, rule: Rule = RECORD) -> list[Section]:
     """
     cells = _cell_columns(table)
     rows = list(zip(*(cells[name] for name in _SHOWN), strict=True))
-    size_flag, no_flag = frozenset({"artifact_bytes"}), frozenset()
+    size_flag, no_flag = frozenset({"bytes"}), frozenset()
     flagged = [size_flag if over else no_flag for over in table["over_cap_runs"].tolist()]
     keys = list(zip(render.texts(table, "sweep"), render.texts(table, "lane"), strict=True))
     notes = [f"verdicts: {rule.describe()}"]
     return [
-        Section(f"{sweep} / {lane}", _SHOWN, rows[part], _RIGHT, flagged[part], notes)
+        Section(
+            f"{sweep} / {lane}",
+            _SHOWN,
+            rows[part],
+            _RIGHT,
+            flagged[part],
+            notes,
+            packed=frozenset({"match", "variant"}),
+            priority=_PRIORITY,
+        )
         for (sweep, lane), part in render.blocks(keys)
     ]
 
@@ -423,7 +439,10 @@ def _cell_columns(table: pd.DataFrame) -> dict[str, list[str]]:
         "match": render.texts(table, "match"),
         "arm": render.texts(table, "arm"),
         "variant": render.texts(table, "variant"),
-        "val_bpb": render.bpb_column(col("val_bpb_mean"), col("val_bpb_std"), col("n")),
+        "n": render.texts(table, "n"),
+        "val_bpb": render.bpb_column(
+            col("val_bpb_mean"), col("val_bpb_std"), col("n"), with_n=False
+        ),
         "delta_bpb": render.delta_column(col("delta_bpb"), col("delta_bpb_std")),
         "delta_loss_nats": render.delta_column(col("delta_loss_nats"), col("delta_loss_std")),
         # An arm that cannot be tested says why in place of its p-value (`n=1: no test`).
@@ -433,9 +452,7 @@ def _cell_columns(table: pd.DataFrame) -> dict[str, list[str]]:
         "p_paired": _untested(render.p_column(col("p_paired"), col("p_paired")), untested),
         "p_margin": _untested(render.p_column(col("p_margin"), col("p_margin_holm")), untested),
         "verdict": verdicts,
-        "artifact_bytes": render.bytes_column(
-            col("artifact_bytes"), col("over_cap_runs"), col("n")
-        ),
+        "bytes": render.bytes_column(col("artifact_bytes"), col("over_cap_runs"), col("n")),
         "per seed": render.seed_values_column(col("seeds"), col("val_bpb_values")),
         "note": render.texts(table, "note"),
     }

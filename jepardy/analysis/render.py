@@ -9,18 +9,18 @@ module knows nothing of statistics. CSV and JSON are written from the DataFrames
 from __future__ import annotations
 
 import itertools
+import json
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import pandas as pd
 from rich.console import Console, ConsoleOptions, Group, RenderResult
-from rich.measure import Measurement
-from rich.table import Table
 from rich.text import Text
 
+from jepardy.analysis import fit
 from jepardy.trainer.config import ARTIFACT_CAP_BYTES
 
 MISSING = "—"
@@ -42,6 +42,10 @@ class Section:
     right: frozenset[str] = frozenset()
     flagged: list[frozenset[str]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    # In the terminal: columns of packed `k=v,k=v` labels (match, variant), shown as one
+    # column per axis; and the columns kept first when not all fit (then the others).
+    packed: frozenset[str] = frozenset()
+    priority: tuple[str, ...] = ()
 
 
 # A rich Table costs about 2 ms a row to lay out (bench/report.py: over two minutes for
@@ -52,9 +56,9 @@ RICH_TABLE_MAX_ROWS = 2_000
 
 def to_rich(sections: Sequence[Section]) -> Group:
     """A rich Group of one Table per section, titled `section.title`, notes as its caption,
-    each printed as aligned text instead where the console is too narrow for it (see
-    `FittedSection`); when the sections hold more than RICH_TABLE_MAX_ROWS rows in all, every
-    one is aligned text. Flagged cells are bold red either way."""
+    each fitted to the console's width (see `FittedSection`); when the sections hold more
+    than RICH_TABLE_MAX_ROWS rows in all, every one is aligned text. Flagged cells are bold
+    red either way."""
     if sum(len(section.rows) for section in sections) <= RICH_TABLE_MAX_ROWS:
         return Group(*(FittedSection(section) for section in sections))
     return Group(*(_aligned_text(section) for section in sections))
@@ -62,16 +66,34 @@ def to_rich(sections: Sequence[Section]) -> Group:
 
 @dataclass(frozen=True)
 class FittedSection:
-    """A section rendered as a rich Table when the table fits the console's width, else as
-    aligned text: a squeezed table cuts numbers into "…", while an aligned line longer
-    than the terminal still shows every digit (wrapped, or with `less -S`)."""
+    """A section rendered as a rich Table that fits the console's width: its packed label
+    columns split into one column per axis, then whole columns kept by the section's
+    priority while they fit, those left out named under it (`jepardy.analysis.fit`). A
+    squeezed table would cut numbers into "…"; a kept column always shows every digit."""
 
     section: Section
 
     def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
-        table = _rich_table(self.section)
-        wanted = Measurement.get(console, options.update_width(10**6), table).maximum
-        yield table if wanted <= options.max_width else _aligned_text(self.section)
+        section = self.section
+        grid = fit.Grid(section.title, dict(zip(section.columns, _cells(section), strict=True)))
+        split = fit.split_labels(grid, list(section.packed))
+        axes = [name for name in split.columns if name not in grid.columns]
+        grid = fit.Grid(section.title, split.columns, section.right)
+        kept, hidden = fit.fit_columns(grid, options.max_width, [*axes, *section.priority])
+        notes = [*section.notes, fit.hidden_note(hidden, HIDDEN_HINT)]
+        hot = dict(enumerate(section.flagged))
+        yield fit.rich_table(grid, kept, notes, hot)
+
+
+# What a report says when the terminal is too narrow for some columns.
+HIDDEN_HINT = "a wider terminal or --format markdown shows them"
+
+
+def _cells(section: Section) -> list[list[str]]:
+    """The section's cells column by column."""
+    if not section.rows:
+        return [[] for _ in section.columns]
+    return [list(column) for column in zip(*section.rows, strict=True)]
 
 
 def _aligned_text(section: Section) -> Text:
@@ -113,28 +135,10 @@ def _kept_columns(section: Section) -> list[int]:
     """Indices of the columns with a value in some row: terminal output leaves blank ones
     out, so it fits a terminal (markdown and csv keep every column)."""
     return [
-        i for i in range(len(section.columns)) if any(row[i] not in _BLANK for row in section.rows)
+        i
+        for i in range(len(section.columns))
+        if any(row[i] not in fit.BLANK for row in section.rows)
     ]
-
-
-def _rich_table(section: Section) -> Table:
-    """A rich Table of the section, blank columns left out (`_kept_columns`)."""
-    caption = "\n".join(section.notes) or None
-    table = Table(title=section.title, caption=caption, caption_justify="left")
-    keep = _kept_columns(section)
-    for i in keep:
-        name = section.columns[i]
-        table.add_column(name, justify="right" if name in section.right else "left")
-    for r, row in enumerate(section.rows):
-        hot = section.flagged[r] if r < len(section.flagged) else frozenset()
-        cells = [
-            Text(row[i], style="bold red") if section.columns[i] in hot else row[i] for i in keep
-        ]
-        table.add_row(*cells)
-    return table
-
-
-_BLANK = frozenset({"", "—"})
 
 
 def to_markdown(sections: Sequence[Section]) -> str:
@@ -158,7 +162,72 @@ def _md_line(cells: Sequence[str]) -> str:
     return f"| {line} |"
 
 
+# --- machine-readable: every column, no number lost to formatting ---
+
+
+def frame_text(frame: pd.DataFrame, fmt: str) -> str:
+    """A frame as CSV (list cells as JSON text) or as a JSON list of objects."""
+    if fmt == "json":
+        return json.dumps(frame_records(frame), indent=2) + "\n"
+    lists = [
+        name
+        for name in frame.columns
+        if frame[name].dtype == object and frame[name].map(_is_list).any()
+    ]
+    flat = frame.assign(**{name: frame[name].map(json.dumps) for name in lists})
+    return flat.to_csv(index=False)
+
+
+def frames_text(frames: Sequence[tuple[str, pd.DataFrame]], fmt: str) -> str:
+    """Several named frames: JSON, one object with a key per frame; CSV, each table after a
+    `# name` line (one frame alone: its CSV only)."""
+    if fmt == "json":
+        return json.dumps({name: frame_records(frame) for name, frame in frames}, indent=2) + "\n"
+    if len(frames) == 1:
+        return frame_text(frames[0][1], "csv")
+    return "\n".join(f"# {name}\n{frame_text(frame, 'csv')}" for name, frame in frames)
+
+
+def frame_records(frame: pd.DataFrame) -> list[dict[str, Any]]:
+    """Row objects with JSON types: NaN and NA as null, numpy scalars as Python numbers."""
+    return json.loads(frame.to_json(orient="records", double_precision=15))
+
+
+def _is_list(value: Any) -> bool:
+    return isinstance(value, list | tuple)
+
+
 # --- number formats shared by every table ---
+
+# One format per quantity, chosen by the column's unit suffix, first match wins: every
+# table of runs (runs, status, plan, ingest, diff) formats numbers through `format_value`;
+# the report's column formatters below use the same precision for the same quantities.
+_QUANTITIES: tuple[tuple[str, Callable[[float], str]], ...] = (
+    ("_per_s", lambda v: f"{v:,.0f}"),  # a rate: tokens_per_s
+    ("_bytes", lambda v: f"{v:,.0f}"),
+    ("_bpb", lambda v: f"{v:.4f}"),
+    ("_loss", lambda v: f"{v:.4f}"),
+    ("_s", lambda v: f"{v:.1f}"),
+)
+
+
+def format_value(name: str, value: Any) -> str:
+    """`value` of column `name` as every table shows it: bytes with thousands separators,
+    bpb and losses to 4 decimals, seconds to 1, other floats as written in a spec (`0.1`,
+    not `0.1000`); blank when missing."""
+    if hasattr(value, "item"):  # a numpy scalar
+        value = value.item()
+    if value is None or (not isinstance(value, str) and pd.isna(value) is True):
+        return ""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return str(value)
+    number = float(value)
+    for suffix, fmt in _QUANTITIES:
+        if name.endswith(suffix) or name == suffix[1:]:
+            return fmt(number)
+    if isinstance(value, int) or number.is_integer():
+        return str(int(number))
+    return repr(number)
 
 
 def format_bpb(mean: float, std: float, n: int) -> str:

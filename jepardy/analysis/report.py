@@ -6,10 +6,8 @@ HTML file.
 from __future__ import annotations
 
 import io
-import json
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
 from rich.console import Group
@@ -56,7 +54,7 @@ def render_compare(table: pd.DataFrame, fmt: str, rule: Rule = RECORD) -> str | 
     """
     check_format(fmt)
     if fmt in ("csv", "json"):
-        return _frame_text(table, fmt)
+        return render.frame_text(table, fmt)
     sections = compare_sections(table, rule)
     return render.to_markdown(sections) if fmt == "markdown" else render.to_rich(sections)
 
@@ -65,28 +63,6 @@ def check_format(fmt: str) -> None:
     """UserError unless `fmt` is one of FORMATS."""
     if fmt not in FORMATS:
         raise UserError(f"unknown report format {fmt!r}; allowed: {', '.join(FORMATS)}")
-
-
-def _frame_text(frame: pd.DataFrame, fmt: str) -> str:
-    """A frame as CSV (list cells as JSON text) or as a JSON list of objects."""
-    if fmt == "json":
-        return json.dumps(_records(frame), indent=2) + "\n"
-    lists = [
-        name
-        for name in frame.columns
-        if frame[name].dtype == object and frame[name].map(_is_list).any()
-    ]
-    flat = frame.assign(**{name: frame[name].map(json.dumps) for name in lists})
-    return flat.to_csv(index=False)
-
-
-def _records(frame: pd.DataFrame) -> list[dict[str, Any]]:
-    """Row objects with JSON types: NaN and NA as null, numpy scalars as Python numbers."""
-    return json.loads(frame.to_json(orient="records", double_precision=15))
-
-
-def _is_list(value: Any) -> bool:
-    return isinstance(value, list | tuple)
 
 
 # --- the whole report ---
@@ -191,13 +167,8 @@ def render_report(report: Report, fmt: str) -> str | Group:
     `# name` line; json is one object with a key per part.
     """
     check_format(fmt)
-    frames = _frames(report)
-    if fmt == "json":
-        return json.dumps({name: _records(frame) for name, frame in frames}, indent=2) + "\n"
-    if fmt == "csv":
-        if len(frames) == 1:
-            return _frame_text(frames[0][1], "csv")
-        return "\n".join(f"# {name}\n{_frame_text(frame, 'csv')}" for name, frame in frames)
+    if fmt in ("csv", "json"):
+        return render.frames_text(_frames(report), fmt)
     sections = _sections(report)
     return render.to_markdown(sections) if fmt == "markdown" else render.to_rich(sections)
 

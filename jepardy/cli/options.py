@@ -28,6 +28,13 @@ TimeoutOption = Annotated[
     float | None,
     typer.Option("--timeout-s", help="Per-run limit (default: wallclock_s + 900 s, else none)."),
 ]
+SetOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--set",
+        help="KEY=VALUE: a trainer param for every run, over the spec's [params]; repeatable.",
+    ),
+]
 ExecutorOption = Annotated[str, typer.Option(help="local (this machine) or slurm.")]
 
 SlurmOverrides = dict[str, str | int]  # SlurmOptions' fields given on the command line

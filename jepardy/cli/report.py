@@ -7,16 +7,18 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.table import Table
 
 from jepardy.analysis.rules import RECORD_ALPHA, RECORD_MARGIN_NATS
 from jepardy.cli.options import DbOption, RunsDirOption, SweepFilterOption
-from jepardy.cli.output import console, err_console, frame_table, tagged
+from jepardy.cli.output import console, err_console, tagged
+from jepardy.cli.tables import fitted
 
 if TYPE_CHECKING:
     from jepardy.ingest.ingest import IngestReport
 
 app = typer.Typer()
+# Where the columns a narrow terminal leaves out of these commands' tables can be seen.
+_RUNS_HINT = "jepardy runs --columns or --format csv shows them"
 
 
 @app.command()
@@ -82,7 +84,7 @@ def report(
         require_sweep(database, sweep_name)
         flagged = health_table(database.runs_frame(sweep_name), only_flagged=True)
         title = f"health: {len(flagged)} runs flagged" if len(flagged) else "health: no flags"
-        console.print(frame_table(flagged, title))
+        console.print(fitted(title, flagged, hint=_RUNS_HINT))
 
     request = ReportRequest(
         sweep=sweep_name,
@@ -102,7 +104,7 @@ def report(
     if isinstance(output.rendered, str):
         sys.stdout.write(output.rendered)
     else:
-        console.print(output.rendered, soft_wrap=True)
+        console.print(output.rendered)
     if output.out is not None:
         err_console.print(f"report: {output.out}", highlight=False, soft_wrap=True)
     if output.plot is not None:
@@ -251,22 +253,32 @@ def ingest(
     )
 
 
-def _added_table(done: IngestReport) -> Table:
-    table = Table(title=f"{len(done.added)} runs added")
-    for column in ("id", "sweep", "lane", "arm", "seed", "status", "val_bpb", "bytes", "from"):
-        table.add_column(column, no_wrap=column == "id")
+# The ingest table's columns kept first when not all fit (after the varying ones).
+_ADDED_PRIORITY = ("id", "arm", "seed", "status", "val_bpb", "artifact_bytes", "from")
+
+
+def _added_table(done: IngestReport) -> object:
+    """The runs added, one line each; a failed run's reason is a line under the table."""
+    import pandas as pd
+
+    rows, notes = [], []
     for added in done.added:
         run, outcome, result = added.identity, added.outcome, added.outcome.result or {}
-        bpb, size = result.get("val_bpb"), result.get("artifact_bytes")
-        table.add_row(
-            run.run_id,
-            run.sweep,
-            run.lane,
-            "/".join(p for p in (run.arm, run.variant) if p),
-            str(run.seed),
-            outcome.status if outcome.status == "done" else f"failed: {outcome.reason}",
-            "" if bpb is None else f"{bpb:.4f}",
-            "" if size is None else f"{size:,}",
-            result.get("metric") or added.source,
+        rows.append(
+            {
+                "id": run.run_id,
+                "sweep": run.sweep,
+                "lane": run.lane,
+                "arm": "/".join(p for p in (run.arm, run.variant) if p),
+                "seed": run.seed,
+                "status": str(outcome.status),
+                "val_bpb": result.get("val_bpb"),
+                "artifact_bytes": result.get("artifact_bytes"),
+                "from": result.get("metric") or added.source,
+            }
         )
-    return table
+        if outcome.status != "done":
+            notes.append(f"{run.run_id} failed: {outcome.reason}")
+    frame = pd.DataFrame(rows)
+    title = f"{len(done.added)} runs added"
+    return fitted(title, frame, priority=_ADDED_PRIORITY, notes=notes, hint=_RUNS_HINT)

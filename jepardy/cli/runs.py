@@ -2,33 +2,80 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.text import Text
 
 from jepardy.cli.options import DbOption, RunIdArg, SweepFilterOption
-from jepardy.cli.output import console, frame_table
+from jepardy.cli.output import console
+from jepardy.cli.tables import (
+    ColumnsOption,
+    FormatOption,
+    check_format,
+    fitted,
+    print_frames,
+    select_columns,
+    wanted_columns,
+    with_axes,
+)
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from jepardy.analysis.diff import RunDiff
 
 app = typer.Typer()
 
 
+# The columns kept first when a table does not fit the terminal (then the others).
+RUNS_PRIORITY = ("id", "arm", "seed", "status", "val_bpb", "artifact_bytes", "train_time_s")
+RUNNING_PRIORITY = ("id", "state", "arm", "seed", "job_id", "elapsed_s", "devices", "host")
+_STALE = "running (stale"
+
+
 @app.command()
-def status(db: DbOption = "results.db") -> None:
+def status(
+    db: DbOption = "results.db",
+    fmt: FormatOption = "table",
+    columns: ColumnsOption = None,
+) -> None:
     """Runs per state and sweep, and the running runs.
 
     For each running run: its orchestrator, its job (executor, id, state, nodes, devices),
     elapsed time and heartbeat age; a run whose orchestrator stopped beating shows as stale.
+    --columns picks the running runs' columns.
     """
     from jepardy.store.engine import open_reader
     from jepardy.store.views import running_jobs, status_counts, sweep_specs
 
+    check_format(fmt)
     database = open_reader(db)
     runs = database.runs_frame()
-    console.print(frame_table(status_counts(runs, every_state=False), "runs per state"))
+    counts = status_counts(runs, every_state=False)
     running = running_jobs(runs, specs=sweep_specs(database))
+    if fmt != "table":
+        picked = select_columns("running", with_axes(running), wanted_columns(columns))
+        print_frames([("runs per state", counts), ("running", picked)], fmt)
+        return
+    if not len(runs):
+        console.print(
+            f"no runs in {database.name}; jepardy sweep SPEC records them", highlight=False
+        )
+        return
+    console.print(fitted("runs per state", counts))
     if len(running):
-        console.print(frame_table(running, "running"))
+        console.print(_running_table(running, wanted_columns(columns)))
+
+
+def _running_table(running: pd.DataFrame, columns: list[str]) -> object:
+    """The running runs; a stale one's state is `stale` in the table, and its whole state
+    (how long without a heartbeat, the command that resumes it) is a line under it."""
+    states = running["state"].astype(str)
+    stale = states.str.startswith(_STALE)
+    notes = [f"{i}: {state}" for i, state in zip(running["id"][stale], states[stale], strict=True)]
+    shown = running.assign(state=states.where(~stale, "stale"))
+    return fitted("running", shown, columns, RUNNING_PRIORITY, notes)
 
 
 @app.command()
@@ -38,19 +85,26 @@ def runs(
     state: Annotated[str | None, typer.Option("--status", help="Only this state.")] = None,
     lane: Annotated[str | None, typer.Option(help="Only this lane.")] = None,
     arm: Annotated[str | None, typer.Option(help="Only this arm.")] = None,
+    fmt: FormatOption = "table",
+    columns: ColumnsOption = None,
 ) -> None:
     """The recorded runs, filtered.
 
-    Shows each run's id, labels, status, reason, val_bpb and bytes.
+    Shows each run's id, labels and axis values, status, reason, val_bpb and bytes; what
+    does not fit the terminal is named under the table (--columns picks columns).
     """
     from jepardy.store.engine import open_reader
     from jepardy.store.views import empty_selection, filter_runs, require_sweep
 
+    check_format(fmt)
     database = open_reader(db)
     require_sweep(database, sweep_name)
     frame = filter_runs(database.runs_frame(sweep_name), status=state, lane=lane, arm=arm)
-    if len(frame):
-        console.print(frame_table(frame, f"{len(frame)} runs"))
+    if fmt != "table":
+        print_frames([("runs", frame)], fmt, wanted_columns(columns))
+    elif len(frame):
+        title = f"{len(frame)} runs"
+        console.print(fitted(title, frame, wanted_columns(columns), RUNS_PRIORITY))
     else:
         console.print(empty_selection(sweep_name, state, lane, arm), highlight=False)
 
@@ -69,6 +123,66 @@ def show(run_id: RunIdArg, db: DbOption = "results.db") -> None:
     for title, section in describe_run(open_reader(db), run_id).items():
         console.print(Text(title, style="bold"))
         console.print(Pretty(section, expand_all=True), soft_wrap=True)
+
+
+@app.command()
+def diff(
+    first: RunIdArg,
+    second: RunIdArg,
+    db: DbOption = "results.db",
+    every: Annotated[
+        bool, typer.Option("--all", help="Every field, not only those that differ.")
+    ] = False,
+) -> None:
+    """What differs between two runs.
+
+    Labels, params (as given and as resolved), code hashes, data, runtime and outcome;
+    --all adds the fields they share and each attempt's own (times, hosts, jobs).
+    """
+    from jepardy.analysis.diff import diff_runs
+    from jepardy.store.engine import open_reader
+
+    done = diff_runs(open_reader(db), first, second, everything=every)
+    if not done.fields:
+        console.print(
+            f"runs {done.first_id} and {done.second_id} do not differ in labels, params, code, "
+            "data, runtime or outcome (--all shows every field)",
+            highlight=False,
+            soft_wrap=True,
+        )
+        return
+    console.print(_diff_table(done))
+
+
+def _diff_table(done: RunDiff) -> object:
+    from jepardy.analysis import fit
+
+    sections = [f.section for f in done.fields]
+    firsts = [i == 0 or sections[i - 1] != s for i, s in enumerate(sections)]
+    columns = {
+        "section": [s if first else "" for s, first in zip(sections, firsts, strict=True)],
+        "field": [f.field for f in done.fields],
+        done.first_id: [_shown(f.field, f.first) for f in done.fields],
+        done.second_id: [_shown(f.field, f.second) for f in done.fields],
+    }
+    differ = sum(f.differs for f in done.fields)
+    shared = len(done.fields) - differ
+    if shared:  # --all: mark the fields that differ among those that do not
+        columns["differs"] = ["yes" if f.differs else "" for f in done.fields]
+    title = f"{differ} fields differ" + (f", {shared} the same" if shared else "")
+    return fit.rich_table(fit.Grid(title, columns), list(columns), wrap=True)
+
+
+def _shown(name: str, value: object) -> str:
+    import json
+
+    from jepardy.analysis.render import format_value
+
+    if isinstance(value, list | dict):
+        return json.dumps(value)
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return format_value(name.rsplit(".", 1)[-1], value)
 
 
 @app.command()

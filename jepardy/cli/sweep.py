@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.table import Table
 from rich.text import Text
 
 from jepardy.analysis.planning import DEFAULT_OVERHEAD_S
@@ -16,6 +16,7 @@ from jepardy.cli.options import (
     ExecutorOption,
     GpusOption,
     RunsDirOption,
+    SetOption,
     SlotsOption,
     SlurmOverrides,
     SpecArg,
@@ -24,6 +25,7 @@ from jepardy.cli.options import (
 )
 from jepardy.cli.output import console
 from jepardy.cli.progress import RichSweepObserver, sweep_progress
+from jepardy.cli.tables import fitted
 
 if TYPE_CHECKING:
     from jepardy.launch.sweep import PlanEntry, SweepOptions, SweepSummary
@@ -56,6 +58,7 @@ def plan(
     overhead_s: Annotated[
         float, typer.Option(help="Per-run overhead past the budget when no run measured it.")
     ] = DEFAULT_OVERHEAD_S,
+    sets: SetOption = None,
     *,
     slurm: SlurmOverrides,
 ) -> None:
@@ -69,7 +72,8 @@ def plan(
     from jepardy.launch.command import run_argv, trainer_schema
     from jepardy.spec.parse import load_spec
 
-    checked = load_spec(spec, trainer_schema())  # a bad spec is refused before the imports below
+    # A bad spec is refused before the imports below.
+    checked = load_spec(spec, trainer_schema(), overrides=sets or [])
     from jepardy.cli.plan_view import PlanAsk, print_plan_summary
     from jepardy.launch.promotion import chain_lines, recorded_chain
     from jepardy.launch.sweep import data_paths, load_plan, sbatch_scripts
@@ -91,23 +95,32 @@ def plan(
             console.print(f"{e.run.run_id}: {' '.join(argv)}", soft_wrap=True)
     if sbatch:
         options = _sweep_options(runs_dir, None, 1, timeout_s, executor="slurm", slurm=slurm)
+        options = replace(options, overrides=tuple(sets or []))
         for run, script in sbatch_scripts(spec, options):
             console.print(f"# --- run {run.run_id} ---", highlight=False)
             console.print(script, highlight=False, soft_wrap=True)
 
 
-def _plan_table(title: str, entries: list[PlanEntry]) -> Table:
-    table = Table(title=title)
-    for column in ("run_id", "lane", "arm", "variant", "match", "seed", "nproc", "status"):
-        table.add_column(
-            column, no_wrap=column == "run_id", min_width=16 if column == "run_id" else None
-        )
-    for e in entries:
-        r = e.run
-        table.add_row(
-            r.run_id, r.lane, r.arm, r.variant, r.match, str(r.seed), str(r.nproc), e.status
-        )
-    return table
+# The plan's columns kept first when not all fit the terminal (after the varying ones).
+PLAN_PRIORITY = ("id", "arm", "seed", "status", "lane")
+
+
+def _plan_table(title: str, entries: list[PlanEntry]) -> object:
+    import pandas as pd
+
+    frame = pd.DataFrame(
+        {
+            "id": [e.run.run_id for e in entries],
+            "lane": [e.run.lane for e in entries],
+            "arm": [e.run.arm for e in entries],
+            "variant": [e.run.variant for e in entries],
+            "match": [e.run.match for e in entries],
+            "seed": [e.run.seed for e in entries],
+            "status": [e.status for e in entries],
+            "nproc": [e.run.nproc for e in entries],
+        }
+    )
+    return fitted(title, frame, priority=PLAN_PRIORITY)
 
 
 @app.command()
@@ -123,6 +136,7 @@ def sweep(
     ] = False,
     timeout_s: TimeoutOption = None,
     executor: ExecutorOption = "local",
+    sets: SetOption = None,
     *,
     slurm: SlurmOverrides,
 ) -> None:
@@ -134,11 +148,15 @@ def sweep(
     Run it again to resume: done runs are skipped, interrupted and cancelled ones run again,
     and a Slurm job still queued or running is re-attached to, never submitted twice. Ctrl-C
     stops cleanly; a second Ctrl-C kills at once.
+
+    --set KEY=VALUE gives every run a trainer param: other run ids, matched to controls with
+    the same --set; the same --set again resumes them.
     """
     from jepardy.launch.sweep import prepare_sweep, run_sweep
     from jepardy.store.transitions import open_store
 
     options = _sweep_options(runs_dir, gpus, slots, timeout_s, retry_failed, executor, slurm)
+    options = replace(options, overrides=tuple(sets or []))
     prepared = prepare_sweep(spec, options)  # before the database: a bad spec creates none
     store = open_store(db)
     with sweep_progress() as progress:

@@ -59,6 +59,7 @@ class SweepOptions:
     slots: int = 1  # concurrent runs when there are no GPUs
     retry_failed: bool = False  # run failed and timed-out runs again
     timeout_s: float | None = None  # per-run limit; None: wallclock_s + EVAL_ALLOWANCE_S
+    overrides: tuple[str, ...] = ()  # `--set key=value` items over the spec's [params]
 
 
 @dataclass
@@ -101,7 +102,7 @@ def load_plan(spec: Path | Spec, store: Database | None) -> tuple[Spec, list[Pla
 def prepare_sweep(spec_path: Path, options: SweepOptions) -> PreparedSweep:
     """The spec, checked for launching before any database is opened or run claimed: the
     spec itself (`load_spec`), the data paths its runs read, and the run directories."""
-    spec = load_spec(spec_path, trainer_schema())
+    spec = load_spec(spec_path, trainer_schema(), overrides=options.overrides)
     runs = expand_runs(spec)
     check_paths(spec.path, expand_runs(every_candidate(spec)))  # promoted runs' too
     check_runs_dir(options.runs_root, spec.name)
@@ -341,7 +342,7 @@ def _slurm_executor(spec_slurm: dict[str, str | int], options: SweepOptions) -> 
 def sbatch_scripts(spec_path: Path, options: SweepOptions) -> list[tuple[RunIdentity, str]]:
     """Every run of the spec with the sbatch script `jepardy sweep --executor slurm` would
     submit for it (and each node's command), submitting nothing."""
-    spec = load_spec(spec_path, trainer_schema())
+    spec = load_spec(spec_path, trainer_schema(), overrides=options.overrides)
     runs_root = options.runs_root.resolve()
     executor = _slurm_executor(spec.slurm, options)
     return [

@@ -116,7 +116,7 @@ def _planned_run(
         lane=lane.name,
         arm=arm.name,
         variant=_label(variant),
-        match=_label(match),
+        match=_label({**match, **spec.overrides}),
         seed=seed,
         params=params,
         nproc=lane.nproc or spec.nproc,

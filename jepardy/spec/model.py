@@ -102,3 +102,6 @@ class Spec:
     script: Path | None = None
     # [slurm]: SlurmOptions' fields (jepardy/spec/slurm.py).
     slurm: dict[str, str | int] = field(default_factory=dict)
+    # `--set key=value` params that change the spec's [params] (already in `params`); each
+    # run's match label names them (jepardy/spec/overrides.py).
+    overrides: dict[str, Scalar] = field(default_factory=dict)

@@ -34,6 +34,7 @@ from jepardy.spec.model import (
     Scalar,
     Spec,
 )
+from jepardy.spec.overrides import apply_overrides
 from jepardy.spec.promote import check_chain, every_candidate, parse_promote
 from jepardy.spec.slurm import SLURM_KEYS, slurm_value_problem
 from jepardy.spec.tomlfile import decode, parse_toml, read_bytes
@@ -52,7 +53,11 @@ _INT64_MAX = 2**63 - 1
 
 
 def load_spec(
-    path: Path, schema: Mapping[str, Mapping[str, Any]], *, trainer_rules: bool = True
+    path: Path,
+    schema: Mapping[str, Mapping[str, Any]],
+    *,
+    trainer_rules: bool = True,
+    overrides: Sequence[str] = (),
 ) -> Spec:
     """Read, parse and fully validate a spec against the trainer's param schema.
 
@@ -61,11 +66,13 @@ def load_spec(
     mistake, including more runs than `max_runs`, duplicate runs and (unless `trainer_rules`
     is False, for a schema that is not the jepardy trainer's) a run the trainer would refuse
     (`jepardy.spec.validate`), so a returned Spec always expands to runnable runs.
+    `overrides`: `--set key=value` items over [params] (`jepardy.spec.overrides`).
     """
     data = read_bytes(path)
     text = decode(path, data)
     raw = parse_toml(path, text)
     spec = _Parser(str(path), schema).spec(raw, path, text, hashlib.sha256(data).hexdigest())
+    spec = apply_overrides(spec, overrides, schema)
     # Promoted lanes are checked as if every candidate won: what the spec can come to run.
     most = every_candidate(spec)
     check_run_count(most)  # before a single run is built

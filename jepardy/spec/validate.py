@@ -17,6 +17,7 @@ from jepardy.errors import UserError
 from jepardy.spec.expand import arm_field, count_runs
 from jepardy.spec.identity import RunIdentity
 from jepardy.spec.model import Spec
+from jepardy.spec.overrides import set_where
 from jepardy.trainer.config import check_params
 
 # A run's label in a message is cut to this many characters (a spec may have many axes).
@@ -46,7 +47,9 @@ def check_runs(spec: Spec, runs: Sequence[RunIdentity]) -> None:
         if key in checked:
             continue
         if problem := check_params(run.params, world_size=run.nproc):
-            raise UserError(f"{run_where(spec.path, run)}: {problem}")
+            where = run_where(spec.path, run)
+            given = set_where(spec, problem.field)  # a --set value breaks a rule: say so
+            raise UserError(f"{given}: {where}: {problem}" if given else f"{where}: {problem}")
         checked.add(key)
 
 

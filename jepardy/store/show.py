@@ -107,10 +107,11 @@ def find_run(store: Database, ref: str, command: str) -> pd.Series:
     return frame[frame["id"] == run_id].iloc[0]
 
 
-def describe_run(store: Database, run_id: str) -> dict[str, dict[str, Any]]:
+def describe_run(store: Database, run_id: str, command: str = "show") -> dict[str, dict[str, Any]]:
     """Sections of plain values, in display order: identity, outcome, code, runtime, data,
-    params, config. A section is empty when the run did not record it (e.g. never ran)."""
-    row = find_run(store, run_id, "show")
+    params, config. A section is empty when the run did not record it (e.g. never ran).
+    `command` names the command in the error for an unknown id."""
+    row = find_run(store, run_id, command)
     result = json.loads(row["result"]) if isinstance(row["result"], str) else {}
     config_path = Path(row["run_dir"]) / "config.json" if isinstance(row["run_dir"], str) else None
     config = json.loads(config_path.read_text()) if config_path and config_path.exists() else {}

@@ -60,6 +60,8 @@ def running_jobs(
             "sweep": running["sweep"],
             "lane": running["lane"],
             "arm": running["arm"],
+            "variant": running["variant"],
+            "match": running["match"],
             "seed": running["seed"],
             "host": running["host"],
             "pid": running["pid"],

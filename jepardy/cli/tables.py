@@ -1,0 +1,137 @@
+"""Tables of runs in the terminal (`runs`, `status`, `plan`, `report --health`), or as CSV
+or JSON with every column.
+
+In the terminal: numbers in their quantity's one format, the packed `variant` and `match`
+labels as one column per axis, short headers for long column names, and whole columns kept
+by priority (those whose values differ between rows first) while they fit the terminal,
+the rest named under the table. `--columns` picks and orders them instead.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from jepardy.analysis import fit
+from jepardy.cli.output import console
+from jepardy.errors import UserError
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+FORMATS = ("table", "csv", "json")
+FormatOption = Annotated[
+    str, typer.Option("--format", help="table | csv | json (csv, json: every column).")
+]
+ColumnsOption = Annotated[
+    str | None,
+    typer.Option(help="Columns to show, in order, e.g. id,arm,val_bpb (names as in csv)."),
+]
+PACKED = ("variant", "match")
+# Headers in the terminal for columns whose names are much wider than their values.
+SHORT = {
+    "artifact_bytes": "bytes",
+    "train_time_s": "train_s",
+    "heartbeat_age_s": "beat_age_s",
+    "executor": "exec",
+}
+HINT = "--columns to choose"
+
+
+def check_format(fmt: str) -> None:
+    if fmt not in FORMATS:
+        raise UserError(f"--format {fmt}: unknown format; allowed: {', '.join(FORMATS)}")
+
+
+def wanted_columns(columns: str | None) -> list[str]:
+    """`--columns a,b,c` as names; none given: an empty list (every column, by priority)."""
+    return [name.strip() for name in (columns or "").split(",") if name.strip()]
+
+
+def print_frames(
+    frames: Sequence[tuple[str, pd.DataFrame]],
+    fmt: str = "table",
+    columns: Sequence[str] = (),
+    priority: Sequence[str] = (),
+) -> None:
+    """Each (title, frame): a fitted table, or all of them as CSV or JSON (`--columns`
+    selects there too, from the frame's own columns and the axis columns)."""
+    check_format(fmt)
+    if fmt == "table":
+        for title, frame in frames:
+            console.print(fitted(title, frame, columns, priority))
+        return
+    from jepardy.analysis.render import frame_text, frames_text
+
+    chosen = [(title, select_columns(title, with_axes(frame), columns)) for title, frame in frames]
+    # One table: a plain CSV, or a JSON list of rows; several: one block or key per table.
+    text = frame_text(chosen[0][1], fmt) if len(chosen) == 1 else frames_text(chosen, fmt)
+    console.file.write(text)
+
+
+def with_axes(frame: pd.DataFrame) -> pd.DataFrame:
+    """`frame` with one text column per axis of its packed labels after them (a key that is
+    a column already is left to it)."""
+    out = frame.copy()
+    for name in PACKED:
+        if name not in frame.columns:
+            continue
+        for key, values in fit.axis_columns(frame[name].astype(str).tolist()).items():
+            if key not in out.columns:
+                out[key] = values
+    return out
+
+
+def select_columns(title: str, frame: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:
+    """`--columns` of a frame for CSV or JSON (every column when none are named)."""
+    if not columns:
+        return frame
+    grid = fit.Grid(title, {str(name): [] for name in frame.columns})
+    return frame[fit.choose_columns(grid, columns)]
+
+
+def frame_grid(title: str, frame: pd.DataFrame) -> fit.Grid:
+    """`frame` as formatted text, packed labels split into axis columns, long headers short."""
+    from jepardy.analysis.render import format_value
+
+    cells = {
+        str(name): [format_value(str(name), v) for v in frame[name].to_numpy(dtype=object)]
+        for name in frame.columns
+    }
+    numeric = {str(n) for n in frame.columns if _numeric(frame[n])}
+    grid = fit.split_labels(fit.Grid(title, cells, frozenset(numeric)), PACKED)
+    return rename(grid, SHORT)
+
+
+def _numeric(values: pd.Series) -> bool:
+    import pandas as pd
+
+    kinds = pd.api.types
+    return kinds.is_numeric_dtype(values) and not kinds.is_bool_dtype(values)
+
+
+def rename(grid: fit.Grid, names: dict[str, str]) -> fit.Grid:
+    columns = {names.get(n, n): cells for n, cells in grid.columns.items()}
+    right = frozenset(names.get(n, n) for n in grid.right)
+    return fit.Grid(grid.title, columns, right)
+
+
+def fitted(
+    title: str,
+    frame: pd.DataFrame,
+    columns: Sequence[str] = (),
+    priority: Sequence[str] = (),
+    notes: Sequence[str] = (),
+    hint: str = HINT,
+) -> object:
+    """The rich table of `frame` at the console's width: the `columns` asked for, else
+    every column by `priority` with the varying ones first."""
+    grid = frame_grid(title, frame)
+    if columns:
+        names = fit.choose_columns(grid, [SHORT.get(name, name) for name in columns])
+        return fit.rich_table(grid, names, notes)
+    order = fit.varying_first(grid, [SHORT.get(name, name) for name in priority])
+    kept, hidden = fit.fit_columns(grid, console.width, order)
+    return fit.rich_table(grid, kept, [*notes, fit.hidden_note(hidden, hint)])
