@@ -158,7 +158,7 @@ def test_columns_and_formats(demo: Path) -> None:
 
 
 def test_ingest_prints_one_line_per_run(tmp_path: Path) -> None:
-    record = ROOT / "tests" / "fixtures" / "records"
+    record = ROOT / "tests" / "fixtures" / "records" / "2026-03-20_Fake Record"
     lines = shown("ingest", record, "--db", tmp_path / "r.db", cwd=tmp_path, until="note:")
     runs = [line for line in lines if line[:16].isalnum() and len(line) > 16]
     assert len(runs) == 2 and all("1.200" in line for line in runs)

@@ -119,10 +119,11 @@ def test_power_from_the_seed_sd_of_earlier_runs(spec: Path, db: Path) -> None:
     for weight in ("0.05", "0.1"):  # 3 seeds each, 2 arms on one control
         rows = [line for line in text.splitlines() if f"jepa_weight={weight} " in line]
         [line] = [row for row in rows if " sd)" in row]
-        assert all(f" {cell} " in line for cell in cells), line
-    assert "seed sd: pooled over 6 runs of preset isolation_byte, wallclock_s 180: " in text
-    assert "past/main/control, past/main/jepa/jepa_weight=0.1" in text
-    assert "one-sided Welch, p < 0.01 divided over the arms sharing a control" in text
+        assert all(f" {cell} " in f"{line} " for cell in cells), line
+    notes = " ".join(text.split())  # notes wrap at the table's width
+    assert "seed sd: pooled over 6 runs of preset isolation_byte, wallclock_s 180: " in notes
+    assert "past/main/control, past/main/jepa/jepa_weight=0.1" in notes
+    assert "one-sided Welch, p < 0.01 divided over the arms sharing a control" in notes
 
 
 def test_given_seed_std_and_stated_overhead(spec: Path, tmp_path: Path) -> None:
@@ -137,8 +138,9 @@ def test_given_seed_std_and_stated_overhead(spec: Path, tmp_path: Path) -> None:
 
 def test_without_any_sd_the_difference_is_in_seed_sds(spec: Path, tmp_path: Path) -> None:
     text = _plan(spec, tmp_path / "none.db")
+    notes = " ".join(text.split())  # notes wrap at the table's width
     assert (
-        "no seeds of preset isolation_byte, wallclock_s 180 in the store; pass --seed-std" in text
+        "no seeds of preset isolation_byte, wallclock_s 180 in the store; pass --seed-std" in notes
     )
     in_sds = detectable_difference(1.0, 3, make_rule(margin_nats=0.0), family=2)
     assert f"{in_sds:.2f} sd" in text

@@ -26,12 +26,12 @@ def print_counts(console: Console, counts: Mapping[str, Any]) -> None:
         f"{lane} {n} runs ({', '.join(f'{arm} {k}' for arm, k in counts['arms'][lane].items())})"
         for lane, n in counts["lanes"].items()
     )
-    console.print(f"lanes: {lanes}", highlight=False, soft_wrap=True)
+    console.print(f"lanes: {lanes}", highlight=False)
     axes = "; ".join(
         f"{axis} " + ", ".join(f"{value} {n}" for value, n in values.items())
         for axis, values in counts["axes"].items()
     )
-    console.print(f"axes: {axes or 'none'}", highlight=False, soft_wrap=True)
+    console.print(f"axes: {axes or 'none'}", highlight=False)
 
 
 def print_estimate(console: Console, estimate: PlanEstimate) -> None:
@@ -42,14 +42,13 @@ def print_estimate(console: Console, estimate: PlanEstimate) -> None:
         f"{estimate.gpu_hours:.2f} GPU-hours, {duration(estimate.wall_s)} wall on "
         f"{options.slots} {options.slots_source}",
         highlight=False,
-        soft_wrap=True,
     )
     for line in estimate.costs:
-        console.print(f"  {_cost_text(line)}", highlight=False, soft_wrap=True)
+        console.print(f"  {_cost_text(line)}", highlight=False)
     if not estimate.comparisons:
         console.print("power: no arm against a control in this spec", highlight=False)
         return
-    console.print(to_rich([_power_section(estimate)]), soft_wrap=True)
+    console.print(to_rich([_power_section(estimate)]))
 
 
 def _cost_text(line: CostLine) -> str:
@@ -77,7 +76,10 @@ def _power_section(estimate: PlanEstimate) -> Section:
         *(f"seed sd: {s}" for s in dict.fromkeys(c.sd_source for c in estimate.comparisons)),
     ]
     right = frozenset(columns[3:])
-    return Section("power per comparison (arm vs its control)", columns, rows, right, [], notes)
+    # At 80 columns the answer (detectable, seeds needed) is kept before the inputs.
+    first = ("arm", *columns[6:], "seed sd", "seeds")
+    title = "power per comparison (arm vs its control)"
+    return Section(title, columns, rows, right, [], notes, frozenset({"match"}), first)
 
 
 def _power_cells(c: Comparison, detect: float | None) -> list[str]:

@@ -83,12 +83,12 @@ def plan(
     loaded, entries = load_plan(checked, database)
     console.print(_plan_table(f"{loaded.name}: {len(entries)} runs", entries))
     for line in chain_lines(recorded_chain(checked, database)):
-        console.print(line, highlight=False, soft_wrap=True)
+        console.print(line, highlight=False)
     ask = PlanAsk(gpus, slots, seed_std, detect, alpha, sided, power, overhead_s)
     print_plan_summary(console, loaded, entries, database, ask)
     for path in data_paths([e.run for e in entries]):  # what a sweep would refuse, said now
         shown = f"{path.name}: {path.value}: {path.problem or 'found'}"
-        console.print(shown, highlight=False, soft_wrap=True)
+        console.print(shown, highlight=False)
     if commands:
         for e in entries:
             argv = run_argv(e.run, runs_dir / e.run.sweep / e.run.run_id)
