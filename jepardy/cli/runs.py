@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import Annotated
 
 import typer
@@ -14,16 +15,37 @@ app = typer.Typer()
 
 
 @app.command()
-def status(db: DbOption = "results.db") -> None:
+def status(
+    db: DbOption = "results.db",
+    watch: Annotated[
+        bool, typer.Option(help="Follow a sweep live, as `jepardy sweep` shows it (Ctrl-C ends).")
+    ] = False,
+    sweep_name: SweepFilterOption = None,
+    interval_s: Annotated[
+        float, typer.Option("--interval-s", min=0.1, help="Seconds between polls of --watch.")
+    ] = 1.0,
+    count: Annotated[
+        int | None, typer.Option(min=1, help="Stop --watch after this many polls.")
+    ] = None,
+) -> None:
     """Runs per state and sweep, and the running runs.
 
     For each running run: its orchestrator, its job (executor, id, state, nodes, devices),
     elapsed time and heartbeat age; a run whose orchestrator stopped beating shows as stale.
+    With --watch: the live view of a sweep (--sweep, else the one running), from the store
+    and the running runs' metrics.jsonl; plain lines per event when not on a terminal.
     """
     from jepardy.store.engine import open_reader
-    from jepardy.store.views import running_jobs, status_counts, sweep_specs
+    from jepardy.store.views import require_sweep, running_jobs, status_counts, sweep_specs
 
     database = open_reader(db)
+    require_sweep(database, sweep_name)
+    if watch:
+        from jepardy.cli.progress import watch as watch_store
+
+        with contextlib.suppress(KeyboardInterrupt):  # the way a watch ends
+            watch_store(database, sweep_name, interval_s, count)
+        return
     runs = database.runs_frame()
     console.print(frame_table(status_counts(runs, every_state=False), "runs per state"))
     running = running_jobs(runs, specs=sweep_specs(database))
