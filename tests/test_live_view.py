@@ -220,7 +220,7 @@ def test_live_view_shows_every_running_job_advancing_and_ctrl_c_says_how_to_resu
 
 @pytest.mark.slow
 def test_plain_lines_in_a_pipe_and_status_watch_beside(cli, corpus: Path, tmp_path: Path) -> None:
-    (tmp_path / "spec.toml").write_text(_long_spec("plain", corpus, iterations=300))
+    (tmp_path / "spec.toml").write_text(_long_spec("plain", corpus, iterations=120))
     sweep = cli.popen("sweep", "spec.toml", "--db", "results.db", "--slots", "2", cwd=tmp_path)
     try:
 
