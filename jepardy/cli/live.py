@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from rich import box
-from rich.console import Console, Group, RenderableType
+from rich.console import Console, Group, JustifyMethod, RenderableType
 from rich.measure import Measurement
 from rich.table import Table
 from rich.text import Text
@@ -35,7 +35,7 @@ class Column:
     header: str
     cell: Callable[[LiveRun], str]
     drop_rank: int  # columns with the highest rank are dropped first; 0 never
-    justify: str = "right"
+    justify: JustifyMethod = "right"
 
 
 def clock(seconds: float | None) -> str:
@@ -115,7 +115,7 @@ def _table(columns: list[Column], cells: dict[str, list[str]], reason_width: int
         reason = column.header == REASON
         table.add_column(
             column.header,
-            justify=column.justify,  # type: ignore[arg-type]
+            justify=column.justify,
             no_wrap=i > 0,
             overflow="ellipsis" if reason else "fold",
             max_width=reason_width if reason else None,
@@ -131,6 +131,8 @@ def _width(table: Table) -> int:
 
 def header(snapshot: SweepSnapshot) -> Text:
     """`smoke: 3 done, 1 failed, 2 running, 2 pending of 8 | 2 slots | ETA 1:40`."""
+    if not snapshot.runs:
+        return Text(f"{snapshot.name}: no runs yet", style="bold")
     counts: dict[str, int] = {}
     for run in snapshot.runs:
         counts[run.status] = counts.get(run.status, 0) + 1

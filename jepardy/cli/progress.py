@@ -101,4 +101,4 @@ def _store_view(database: Database, sweep: str | None, tails: MetricsTails) -> S
         latest = pool.sort_values("started_at", na_position="first").iloc[-1]
         sweep = str(latest["sweep"])
         runs = runs[runs["sweep"] == sweep]
-    return store_snapshot(runs, sweep or "no sweeps", tails)
+    return store_snapshot(runs, sweep or database.name, tails)

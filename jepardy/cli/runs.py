@@ -46,7 +46,7 @@ def status(
         with contextlib.suppress(KeyboardInterrupt):  # the way a watch ends
             watch_store(database, sweep_name, interval_s, count)
         return
-    runs = database.runs_frame()
+    runs = database.runs_frame(sweep_name)
     console.print(frame_table(status_counts(runs, every_state=False), "runs per state"))
     running = running_jobs(runs, specs=sweep_specs(database))
     if len(running):

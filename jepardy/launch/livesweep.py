@@ -197,13 +197,13 @@ def store_snapshot(
 ) -> SweepSnapshot:
     """A sweep's runs as the store has them (`Database.runs_frame(sweep)`), with the
     running ones' progress from their run directories (`tails` kept between polls). Without
-    `slots`, as many runs as run now are taken to run at once."""
+    `slots`, as many runs as run now are taken to run at once (None when none runs)."""
     runs = [_stored_run(row) for row in frame.to_dict("records")]
     running = [r for r in runs if r.running]
     for run in running:
         if run.run_dir:
             take_progress(run, tails.read(run.run_dir))
-    return SweepSnapshot(name, runs, slots or max(1, len(running)), time.time())
+    return SweepSnapshot(name, runs, slots or len(running) or None, time.time())
 
 
 def _stored_run(row: dict[str, Any]) -> LiveRun:
