@@ -23,7 +23,14 @@ GpusOption = Annotated[
     str | None,
     typer.Option(help="GPU ids to pack runs onto, e.g. 0,1,2,3 (default: detected)."),
 ]
-SlotsOption = Annotated[int, typer.Option(help="Concurrent runs when there are no GPUs.")]
+SlotsOption = Annotated[
+    int | None,
+    typer.Option(
+        min=1,
+        help="Concurrent runs when there are no GPUs (default: one per CPU core; each runs "
+        "single-threaded, so results do not depend on it).",
+    ),
+]
 TimeoutOption = Annotated[
     float | None,
     typer.Option("--timeout-s", help="Per-run limit (default: wallclock_s + 900 s, else none)."),

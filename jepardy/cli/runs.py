@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -39,19 +40,38 @@ def status(
     db: DbOption = "results.db",
     fmt: FormatOption = "table",
     columns: ColumnsOption = None,
+    watch: Annotated[
+        bool, typer.Option(help="Follow a sweep live, as `jepardy sweep` shows it (Ctrl-C ends).")
+    ] = False,
+    sweep_name: SweepFilterOption = None,
+    interval_s: Annotated[
+        float, typer.Option("--interval-s", min=0.1, help="Seconds between polls of --watch.")
+    ] = 1.0,
+    count: Annotated[
+        int | None, typer.Option(min=1, help="Stop --watch after this many polls.")
+    ] = None,
 ) -> None:
     """Runs per state and sweep, and the running runs.
 
     For each running run: its orchestrator, its job (executor, id, state, nodes, devices),
     elapsed time and heartbeat age; a run whose orchestrator stopped beating shows as stale.
     --columns picks the running runs' columns.
+    With --watch: the live view of a sweep (--sweep, else the one running), from the store
+    and the running runs' metrics.jsonl; plain lines per event when not on a terminal.
     """
     from jepardy.store.engine import open_reader
-    from jepardy.store.views import running_jobs, status_counts, sweep_specs
+    from jepardy.store.views import require_sweep, running_jobs, status_counts, sweep_specs
 
     check_format(fmt)
     database = open_reader(db)
-    runs = database.runs_frame()
+    require_sweep(database, sweep_name)
+    if watch:
+        from jepardy.cli.progress import watch as watch_store
+
+        with contextlib.suppress(KeyboardInterrupt):  # the way a watch ends
+            watch_store(database, sweep_name, interval_s, count)
+        return
+    runs = database.runs_frame(sweep_name)
     counts = status_counts(runs, every_state=False)
     running = running_jobs(runs, specs=sweep_specs(database))
     if fmt != "table":

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -24,10 +26,10 @@ from jepardy.cli.options import (
     with_slurm_options,
 )
 from jepardy.cli.output import console
-from jepardy.cli.progress import RichSweepObserver, sweep_progress
 from jepardy.cli.tables import fitted
 
 if TYPE_CHECKING:
+    from jepardy.launch.livesweep import LiveSweep
     from jepardy.launch.sweep import PlanEntry, SweepOptions, SweepSummary
 
 app = typer.Typer()
@@ -130,7 +132,7 @@ def sweep(
     db: DbOption = "results.db",
     runs_dir: RunsDirOption = Path("runs"),
     gpus: GpusOption = None,
-    slots: SlotsOption = 1,
+    slots: SlotsOption = None,
     retry_failed: Annotated[
         bool, typer.Option(help="Run failed and timed-out runs again.")
     ] = False,
@@ -159,8 +161,8 @@ def sweep(
     options = replace(options, overrides=tuple(sets or []))
     prepared = prepare_sweep(spec, options)  # before the database: a bad spec creates none
     store = open_store(db)
-    with sweep_progress() as progress:
-        summary = run_sweep(prepared, store, options, observer=RichSweepObserver(progress))
+    with _interruptible() as observer:
+        summary = run_sweep(prepared, store, options, observer=observer)
     _print_summary(summary, db)
 
 
@@ -191,7 +193,7 @@ def rerun(
     db: DbOption = "results.db",
     runs_dir: RunsDirOption = Path("runs"),
     gpus: GpusOption = None,
-    slots: SlotsOption = 1,
+    slots: SlotsOption = None,
     timeout_s: TimeoutOption = None,
     executor: ExecutorOption = "local",
     *,
@@ -209,15 +211,33 @@ def rerun(
     options = _sweep_options(runs_dir, gpus, slots, timeout_s, False, executor, slurm)
     store = open_store(db)
     full_ids = resolve_run_ids(store, run_ids, "rerun")
-    with sweep_progress() as progress:
-        summary = rerun_runs(full_ids, store, options, observer=RichSweepObserver(progress))
+    with _interruptible() as observer:
+        summary = rerun_runs(full_ids, store, options, observer=observer)
     _print_summary(summary, db)
+
+
+@contextmanager
+def _interruptible() -> Iterator[LiveSweep]:
+    """The sweep's view; after Ctrl-C (its jobs stopped and recorded by then), where it
+    stands and the command that resumes it, and exit status 130."""
+    from jepardy.cli.progress import print_interrupted, sweep_view
+
+    with sweep_view() as observer:
+        try:
+            yield observer
+        except KeyboardInterrupt:
+            interrupted = True
+        else:
+            interrupted = False
+    if interrupted:
+        print_interrupted(observer)
+        raise typer.Exit(130)
 
 
 def _sweep_options(
     runs_dir: Path,
     gpus: str | None,
-    slots: int,
+    slots: int | None,
     timeout_s: float | None,
     retry_failed: bool = False,
     executor: str = "local",

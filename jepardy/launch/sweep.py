@@ -47,6 +47,8 @@ _PATH_PARAMS = ("data_dir", "tokenizer_path")
 EVAL_ALLOWANCE_S = 900.0
 # Runs a sweep (re)starts: new ones, and those stopped before their end (Ctrl-C, a gone
 # orchestrator, `jepardy cancel`): running the sweep again resumes them.
+# Each rank of a CPU job runs single-threaded (see threads_per_rank).
+CPU_THREADS_PER_RANK = 1
 _RETRYABLE = {RunStatus.PENDING, RunStatus.INTERRUPTED, RunStatus.CANCELLED}
 
 
@@ -56,7 +58,7 @@ class SweepOptions:
     executor: str = LOCAL  # or SLURM
     slurm: dict[str, str | int] = field(default_factory=dict)  # SlurmOptions over the spec's
     gpus: list[str] | None = None  # None: detect (CUDA_VISIBLE_DEVICES or nvidia-smi)
-    slots: int = 1  # concurrent runs when there are no GPUs
+    slots: int | None = None  # concurrent runs when there are no GPUs; None: cpu_slots()
     retry_failed: bool = False  # run failed and timed-out runs again
     timeout_s: float | None = None  # per-run limit; None: wallclock_s + EVAL_ALLOWANCE_S
     overrides: tuple[str, ...] = ()  # `--set key=value` items over the spec's [params]
@@ -250,7 +252,7 @@ def _run_stage(
     )
     queue = [r for r in runs if statuses[r.run_id] in runnable]
     summary.total += len(runs)
-    observer.planned(summary.total)
+    observer.planned(runs, tracker.slots)
     for run in runs:
         if statuses[run.run_id] not in runnable and run.run_id not in tracker.active:
             summary.skipped += 1
@@ -287,7 +289,7 @@ def rerun(
     for run in runs:
         store.requeue(run.run_id)
     summary = SweepSummary(sweep=", ".join(sweeps), total=len(runs))
-    observer.planned(len(runs))
+    observer.planned(runs, tracker.slots)
     return _execute(tracker, runs, summary)
 
 
@@ -306,20 +308,19 @@ def _tracker(
     if options.executor == SLURM:
         executor: Executor = _slurm_executor(spec_slurm, options)
         launcher = TorchrunLauncher(threads_per_rank=1)
+        concurrent = None  # Slurm's queue decides
     elif options.executor == LOCAL:
-        pool = DevicePool(detect_gpus() if options.gpus is None else options.gpus, options.slots)
+        ranks = max((r.nproc for r in runs), default=1)
+        slots = options.slots or cpu_slots(ranks)
+        pool = DevicePool(detect_gpus() if options.gpus is None else options.gpus, slots)
         for run in runs:
             if not pool.fits(run.nproc):
                 raise UserError(
                     f"{source}: trainer.nproc: {run.nproc} needs {run.nproc} GPUs; "
                     f"this machine has {pool.capacity}"
                 )
-        # CPU threads per rank: the cores shared among the concurrent CPU runs.
-        concurrent = 1 if pool.uses_gpus else pool.capacity
-        ranks = max((r.nproc for r in runs), default=1)
-        launcher = TorchrunLauncher(
-            threads_per_rank=max(1, (os.cpu_count() or 1) // concurrent // ranks)
-        )
+        concurrent = max(1, pool.capacity // ranks) if pool.uses_gpus else pool.capacity
+        launcher = TorchrunLauncher(threads_per_rank=threads_per_rank(pool.uses_gpus, ranks))
         executor = LocalExecutor(pool, launcher)
     else:
         raise UserError(f"--executor: {options.executor!r} invalid; expected local or slurm")
@@ -331,7 +332,23 @@ def _tracker(
         observer=observer,
         timeout_s=lambda run: run_timeout_s(run, options.timeout_s),
         waits_for=waits_for or {},
+        slots=concurrent,
     )
+
+
+def cpu_slots(ranks: int = 1) -> int:
+    """CPU runs at once by default: one per core this process may use (per rank)."""
+    return max(1, len(os.sched_getaffinity(0)) // max(1, ranks))
+
+
+def threads_per_rank(uses_gpus: bool, ranks: int) -> int:
+    """CPU threads each rank of a local job gets (its OMP_NUM_THREADS, unless set). On CPU
+    always CPU_THREADS_PER_RANK, whatever --slots: a run's numbers never depend on how many
+    ran beside it, and single-threaded runs side by side beat threads fighting over cores.
+    A GPU job's host threads: the cores shared among one machine's ranks."""
+    if not uses_gpus:
+        return CPU_THREADS_PER_RANK
+    return max(1, len(os.sched_getaffinity(0)) // max(1, ranks))
 
 
 def _slurm_executor(spec_slurm: dict[str, str | int], options: SweepOptions) -> SlurmExecutor:

@@ -43,11 +43,13 @@ from jepardy.store.transitions import Store, TransitionError
 class SweepObserver:
     """Hooks a caller overrides to show a sweep's progress; the defaults do nothing."""
 
-    def planned(self, total: int) -> None: ...
+    def planned(self, runs: list[RunIdentity], slots: int | None) -> None:
+        """Every run of the sweep (skipped ones included); `slots`: how many can run at
+        once (None: no limit this side of the executor)."""
 
     def skipped(self, run: RunIdentity) -> None: ...
 
-    def started(self, run: RunIdentity) -> None: ...
+    def started(self, run: RunIdentity, job: JobRecord, executor: str, run_dir: str) -> None: ...
 
     def finished(self, run: RunIdentity, outcome: RunOutcome) -> None: ...
 
@@ -81,6 +83,7 @@ class JobTracker:
     observer: SweepObserver = field(default_factory=SweepObserver)
     timeout_s: Callable[[RunIdentity], float | None] = lambda run: None
     waits_for: dict[str, set[str]] = field(default_factory=dict)  # lane -> lanes it waits for
+    slots: int | None = None  # runs the executor can run at once; None: no limit here
     host: str = field(default_factory=socket.gethostname)
     pid: int = field(default_factory=os.getpid)
     active: dict[str, TrackedJob] = field(default_factory=dict)
@@ -170,7 +173,7 @@ class JobTracker:
             raise
         self._records.append(record)
         self.active[run.run_id] = TrackedJob(run, run_dir, record.job_id, record.state or "")
-        self.observer.started(run)
+        self.observer.started(run, record, self.executor.name, str(run_dir))
 
     def poll(self) -> None:
         """One batched poll of every active job; note state changes, finish ended jobs."""
@@ -297,9 +300,10 @@ class JobTracker:
         run_dir = Path(claim.run_dir) if claim.run_dir else self.run_dir(run)
         job_id = self.executor.recover(claim, run)
         if job_id is not None:
-            self._records.append(JobRecord(run.run_id, job_id))
+            record = JobRecord(run.run_id, job_id)
+            self._records.append(record)
             self.active[run.run_id] = TrackedJob(run, run_dir, job_id, "")
-            self.observer.started(run)
+            self.observer.started(run, record, self.executor.name, str(run_dir))
             return
         has_files = (run_dir / "run.json").exists()
         outcome = self.launcher.collect(run, run_dir, None) if has_files else None
