@@ -145,10 +145,19 @@ def to_markdown(sections: Sequence[Section]) -> str:
 def _markdown(section: Section) -> str:
     lines = [f"### {section.title}", "", _md_line(section.columns)]
     lines.append(_md_line(["---"] * len(section.columns)))
-    lines += [_md_line(row) for row in section.rows]
+    lines += _md_rows(section.rows, len(section.columns))
     if section.notes:
         lines += ["", *(f"- {note}" for note in section.notes)]
     return "\n".join([*lines, ""])
+
+
+def _md_rows(rows: Sequence[Sequence[str]], width: int) -> list[str]:
+    """`_md_line` of every row, joined as one text and split once: when no cell holds a
+    pipe or a line break (counted over the whole text), no cell needs escaping."""
+    body = "\n".join(map(" | ".join, rows))
+    if body.count("|") != len(rows) * (width - 1) or body.count("\n") != max(len(rows) - 1, 0):
+        return [_md_line(row) for row in rows]
+    return f"| {body} |".replace("\n", " |\n| ").split("\n") if rows else []
 
 
 def _md_line(cells: Sequence[str]) -> str:
@@ -241,7 +250,13 @@ def column(frame: pd.DataFrame, name: str) -> Any:
 
 def texts(frame: pd.DataFrame, name: str) -> list[str]:
     """A column as strings (str() of each value)."""
-    return [str(v) for v in frame[name].to_numpy(dtype=object).tolist()]
+    values = frame[name]
+    if isinstance(values.dtype, pd.CategoricalDtype) and not values.isna().any():
+        # str() of each category once, then taken by code: tens of thousands of rows share
+        # a few hundred keys.
+        names = np.array([str(v) for v in values.cat.categories.tolist()], dtype=object)
+        return names[values.cat.codes.to_numpy()].tolist()
+    return [str(v) for v in values.to_numpy(dtype=object).tolist()]
 
 
 def _bulk(fmt: str, *columns: Column) -> list[str]:
@@ -319,8 +334,16 @@ def interval_column(lows: Column, highs: Column) -> list[str]:
 
 
 def seed_values_column(seeds: Sequence[Any], values: Sequence[Any]) -> list[str]:
-    """format_seed_values over columns."""
-    return [format_seed_values(s, v) for s, v in zip(seeds, values, strict=True)]
+    """format_seed_values over columns: every `seed: value` pair in one formatting call
+    (as `_bulk`), then joined per row."""
+    flat_seeds = list(itertools.chain.from_iterable(seeds))
+    if not all(type(seed) is int for seed in flat_seeds):  # "%d" would differ from "{}"
+        return [format_seed_values(s, v) for s, v in zip(seeds, values, strict=True)]
+    flat = list(itertools.chain.from_iterable(values))
+    both = tuple(itertools.chain.from_iterable(zip(flat_seeds, flat, strict=True)))
+    pairs = ("%d: %.4f\x00" * len(flat) % both).split("\x00")
+    bounds = list(itertools.accumulate((len(s) for s in seeds), initial=0))
+    return [", ".join(pairs[start:end]) for start, end in itertools.pairwise(bounds)]
 
 
 def number_column(values: Column) -> list[str]:

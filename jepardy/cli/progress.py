@@ -4,16 +4,25 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
 from jepardy.cli.output import console, tagged
 
 if TYPE_CHECKING:
+    from rich.progress import Progress
+
     from jepardy.spec.identity import RunIdentity
     from jepardy.store.models import RunOutcome
 
 
 def sweep_progress() -> Progress:
+    # rich.progress is imported here, not with the CLI: every command would pay for it.
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
+
     return Progress(
         # The description names a run by its labels (user text): no markup.
         TextColumn("{task.description}", style="bold", markup=False),
