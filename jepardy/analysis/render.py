@@ -274,14 +274,29 @@ def _patch(cells: list[str], where: np.ndarray, fmt: str, *columns: Column) -> N
         cells[i] = fmt % tuple(float(c[i]) for c in columns) if fmt != MISSING else MISSING
 
 
+def _either(
+    where: np.ndarray,
+    fmt: str,
+    columns: Sequence[Column],
+    otherwise: str,
+    other_columns: Sequence[Column],
+) -> list[str]:
+    """`fmt` of `columns` in the rows `where` (a bool mask), `otherwise` of `other_columns`
+    elsewhere: one bulk call when every row takes the same form (a column of single-seed
+    points has no spread at all), patching row by row only a mixed column."""
+    if where.all():
+        return _bulk(fmt, *columns)
+    cells = _bulk(otherwise, *other_columns)
+    _patch(cells, where, fmt, *columns)
+    return cells
+
+
 def bpb_column(means: Column, stds: Column, ns: Column, with_n: bool = True) -> list[str]:
     """format_bpb over columns; without `with_n`, `1.2345 ± 0.0012` only."""
     mean, std, n = (np.asarray(c, dtype=np.float64) for c in (means, stds, ns))
     suffix = " (n=%d)" if with_n else ""
-    cells = (
-        _bulk("%.4f ± %.4f" + suffix, mean, std, n) if with_n else _bulk("%.4f ± %.4f", mean, std)
-    )
-    _patch(cells, np.isnan(std), "%.4f" + suffix, *((mean, n) if with_n else (mean,)))
+    spread, single = ((mean, std, n), (mean, n)) if with_n else ((mean, std), (mean,))
+    cells = _either(np.isnan(std), "%.4f" + suffix, single, "%.4f ± %.4f" + suffix, spread)
     _patch(cells, np.isnan(mean), MISSING)
     return cells
 
@@ -290,8 +305,7 @@ def delta_column(values: Column, stds: Column) -> list[str]:
     """format_delta over columns."""
     # Adding 0.0 turns -0.0 into 0.0, so an exact tie prints +0.0000.
     value, std = np.asarray(values, dtype=np.float64) + 0.0, np.asarray(stds, dtype=np.float64)
-    cells = _bulk("%+.4f ± %.4f", value, std)
-    _patch(cells, np.isnan(std), "%+.4f", value)
+    cells = _either(np.isnan(std), "%+.4f", (value,), "%+.4f ± %.4f", (value, std))
     _patch(cells, np.isnan(value), MISSING)
     return cells
 
@@ -337,7 +351,7 @@ def seed_values_column(seeds: Sequence[Any], values: Sequence[Any]) -> list[str]
     """format_seed_values over columns: every `seed: value` pair in one formatting call
     (as `_bulk`), then joined per row."""
     flat_seeds = list(itertools.chain.from_iterable(seeds))
-    if not all(type(seed) is int for seed in flat_seeds):  # "%d" would differ from "{}"
+    if set(map(type, flat_seeds)) - {int}:  # "%d" would differ from "{}"
         return [format_seed_values(s, v) for s, v in zip(seeds, values, strict=True)]
     flat = list(itertools.chain.from_iterable(values))
     both = tuple(itertools.chain.from_iterable(zip(flat_seeds, flat, strict=True)))

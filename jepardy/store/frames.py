@@ -232,7 +232,7 @@ def _mentioned(texts: pd.Series, keys: Sequence[str]) -> list[str]:
     is a hundredth of the time of parsing 100,000 objects. Keeps every key when a value is
     not text."""
     values = texts.tolist()
-    if not all(isinstance(text, str) for text in values):
+    if set(map(type, values)) - {str}:
         return list(keys)
     joined = "\n".join(values)
     return [key for key in keys if json.dumps(key) in joined or json.dumps(key)[1:-1] != key]
