@@ -323,23 +323,37 @@ def _add_matching(table: pd.DataFrame, done: pd.DataFrame) -> pd.DataFrame:
     """`unmatched`: the MATCH_COLUMNS / MATCH_PARAMS on which an arm group and its control
     group differ, or within either of them vary, comma-joined ("" when they match)."""
     fields = [f for f in (*MATCH_COLUMNS, *MATCH_PARAMS) if f in done.columns]
-    values = done[fields].astype(str).where(done[fields].notna(), "<unset>")
-    grouped = values.assign(_g=done["_g"].to_numpy()).groupby("_g")
-    first, count = grouped.first().reindex(table.index), grouped.nunique().reindex(table.index)
-    has = table["_is_arm"] & (table["_ctl"] >= 0)
-    ctl = table["_ctl"].where(has, table.index)
-    differs = pd.DataFrame(False, index=table.index, columns=fields)
+    groups = done["_g"].to_numpy()
+    first_row = np.unique(groups, return_index=True)[1]  # table row i is group i
+    has = (table["_is_arm"] & (table["_ctl"] >= 0)).to_numpy()
+    ctl = table["_ctl"].where(table["_ctl"] >= 0, table.index).to_numpy()
+    export = table["_export"].to_numpy(dtype=bool)
+    names = np.full(len(table), "", dtype=object)
     for field in fields:
-        other = first[field].reindex(ctl).to_numpy()
-        varies = (count[field] > 1).to_numpy() | (count[field].reindex(ctl).to_numpy() > 1)
-        differs[field] = has.to_numpy() & ((first[field].to_numpy() != other) | varies)
+        codes = _value_codes(done[field])
+        first, count = codes[first_row], _distinct_per_group(groups, codes, len(table))
+        varies = (count > 1) | (count[ctl] > 1)
+        differs = has & ((first != first[ctl]) | varies)
         if field in _EXPORT_OWN:
-            differs[field] &= ~table["_export"].to_numpy(dtype=bool)
-    names = pd.Series("", index=table.index)
-    for field in fields:
-        names = names.where(~differs[field], names + ", " + field)
-    table["unmatched"] = names.str.removeprefix(", ")
+            differs &= ~export
+        names[differs] += ", " + field
+    table["unmatched"] = pd.Series(names, index=table.index).str.removeprefix(", ")
     return table
+
+
+def _value_codes(values: pd.Series) -> np.ndarray:
+    """Integer codes of a column's values (equal codes for equal values, -1 for unset).
+    Values of mixed types (params) are compared as text, so 1 and 1.0 differ."""
+    if values.dtype == object:
+        values = values.astype(str).where(values.notna())
+    return pd.factorize(values)[0]
+
+
+def _distinct_per_group(groups: np.ndarray, codes: np.ndarray, n_groups: int) -> np.ndarray:
+    """Number of distinct codes in each group 0..n_groups-1 (unset counts as a value)."""
+    width = int(codes.max(initial=-1)) + 2
+    pairs = np.unique(groups.astype(np.int64) * width + (codes + 1))
+    return np.bincount(pairs // width, minlength=n_groups)
 
 
 def _add_verdicts(table: pd.DataFrame, rule: Rule) -> pd.DataFrame:

@@ -149,10 +149,19 @@ def to_markdown(sections: Sequence[Section]) -> str:
 def _markdown(section: Section) -> str:
     lines = [f"### {section.title}", "", _md_line(section.columns)]
     lines.append(_md_line(["---"] * len(section.columns)))
-    lines += [_md_line(row) for row in section.rows]
+    lines += _md_rows(section.rows, len(section.columns))
     if section.notes:
         lines += ["", *(f"- {note}" for note in section.notes)]
     return "\n".join([*lines, ""])
+
+
+def _md_rows(rows: Sequence[Sequence[str]], width: int) -> list[str]:
+    """`_md_line` of every row, joined as one text and split once: when no cell holds a
+    pipe or a line break (counted over the whole text), no cell needs escaping."""
+    body = "\n".join(map(" | ".join, rows))
+    if body.count("|") != len(rows) * (width - 1) or body.count("\n") != max(len(rows) - 1, 0):
+        return [_md_line(row) for row in rows]
+    return f"| {body} |".replace("\n", " |\n| ").split("\n") if rows else []
 
 
 def _md_line(cells: Sequence[str]) -> str:
@@ -310,7 +319,13 @@ def column(frame: pd.DataFrame, name: str) -> Any:
 
 def texts(frame: pd.DataFrame, name: str) -> list[str]:
     """A column as strings (str() of each value)."""
-    return [str(v) for v in frame[name].to_numpy(dtype=object).tolist()]
+    values = frame[name]
+    if isinstance(values.dtype, pd.CategoricalDtype) and not values.isna().any():
+        # str() of each category once, then taken by code: tens of thousands of rows share
+        # a few hundred keys.
+        names = np.array([str(v) for v in values.cat.categories.tolist()], dtype=object)
+        return names[values.cat.codes.to_numpy()].tolist()
+    return [str(v) for v in values.to_numpy(dtype=object).tolist()]
 
 
 def _bulk(fmt: str, *columns: Column) -> list[str]:
@@ -328,14 +343,29 @@ def _patch(cells: list[str], where: np.ndarray, fmt: str, *columns: Column) -> N
         cells[i] = fmt % tuple(float(c[i]) for c in columns) if fmt != MISSING else MISSING
 
 
+def _either(
+    where: np.ndarray,
+    fmt: str,
+    columns: Sequence[Column],
+    otherwise: str,
+    other_columns: Sequence[Column],
+) -> list[str]:
+    """`fmt` of `columns` in the rows `where` (a bool mask), `otherwise` of `other_columns`
+    elsewhere: one bulk call when every row takes the same form (a column of single-seed
+    points has no spread at all), patching row by row only a mixed column."""
+    if where.all():
+        return _bulk(fmt, *columns)
+    cells = _bulk(otherwise, *other_columns)
+    _patch(cells, where, fmt, *columns)
+    return cells
+
+
 def bpb_column(means: Column, stds: Column, ns: Column, with_n: bool = True) -> list[str]:
     """format_bpb over columns; without `with_n`, `1.2345 ± 0.0012` only."""
     mean, std, n = (np.asarray(c, dtype=np.float64) for c in (means, stds, ns))
     suffix = " (n=%d)" if with_n else ""
-    cells = (
-        _bulk("%.4f ± %.4f" + suffix, mean, std, n) if with_n else _bulk("%.4f ± %.4f", mean, std)
-    )
-    _patch(cells, np.isnan(std), "%.4f" + suffix, *((mean, n) if with_n else (mean,)))
+    spread, single = ((mean, std, n), (mean, n)) if with_n else ((mean, std), (mean,))
+    cells = _either(np.isnan(std), "%.4f" + suffix, single, "%.4f ± %.4f" + suffix, spread)
     _patch(cells, np.isnan(mean), MISSING)
     return cells
 
@@ -344,8 +374,7 @@ def delta_column(values: Column, stds: Column) -> list[str]:
     """format_delta over columns."""
     # Adding 0.0 turns -0.0 into 0.0, so an exact tie prints +0.0000.
     value, std = np.asarray(values, dtype=np.float64) + 0.0, np.asarray(stds, dtype=np.float64)
-    cells = _bulk("%+.4f ± %.4f", value, std)
-    _patch(cells, np.isnan(std), "%+.4f", value)
+    cells = _either(np.isnan(std), "%+.4f", (value,), "%+.4f ± %.4f", (value, std))
     _patch(cells, np.isnan(value), MISSING)
     return cells
 
@@ -388,8 +417,16 @@ def interval_column(lows: Column, highs: Column) -> list[str]:
 
 
 def seed_values_column(seeds: Sequence[Any], values: Sequence[Any]) -> list[str]:
-    """format_seed_values over columns."""
-    return [format_seed_values(s, v) for s, v in zip(seeds, values, strict=True)]
+    """format_seed_values over columns: every `seed: value` pair in one formatting call
+    (as `_bulk`), then joined per row."""
+    flat_seeds = list(itertools.chain.from_iterable(seeds))
+    if set(map(type, flat_seeds)) - {int}:  # "%d" would differ from "{}"
+        return [format_seed_values(s, v) for s, v in zip(seeds, values, strict=True)]
+    flat = list(itertools.chain.from_iterable(values))
+    both = tuple(itertools.chain.from_iterable(zip(flat_seeds, flat, strict=True)))
+    pairs = ("%d: %.4f\x00" * len(flat) % both).split("\x00")
+    bounds = list(itertools.accumulate((len(s) for s in seeds), initial=0))
+    return [", ".join(pairs[start:end]) for start, end in itertools.pairwise(bounds)]
 
 
 def number_column(values: Column) -> list[str]:

@@ -46,9 +46,10 @@ def is_control(runs: pd.DataFrame) -> pd.Series:
     """Which runs are their lane's control. A re-export of a control run is not one: it is
     another artifact of a training already counted, so as a control it would pair with each
     arm as an extra seed; it is reported as a variant of its own instead."""
-    control = runs["arm"].astype(str) == CONTROL_ARM
+    # Compared as they are: a categorical compares its codes, not 100,000 strings.
+    control = runs["arm"] == CONTROL_ARM
     if "kind" in runs.columns:
-        control &= runs["kind"].astype(str) != EXPORT_KIND
+        control &= runs["kind"] != EXPORT_KIND
     return control
 
 
@@ -145,11 +146,35 @@ def group_codes(rows: pd.DataFrame, keys: Sequence[str]) -> np.ndarray:
     """Integer group ids of `rows` by `keys`, numbered in order of first appearance."""
     if not len(rows):
         return np.zeros(0, dtype=np.int64)
+    combined = _combined_codes(rows, keys)
+    if combined is not None:
+        return pd.factorize(combined)[0].astype(np.int64)  # numbered as first seen
     return (
         rows.groupby(list(keys), sort=False, dropna=False, observed=True)
         .ngroup()
         .to_numpy(dtype=np.int64)
     )
+
+
+def _combined_codes(rows: pd.DataFrame, keys: Sequence[str]) -> np.ndarray | None:
+    """One int64 per row that is equal exactly where all `keys` are, when every key is an
+    integer, boolean or categorical column (a report's keys are): factorising one integer
+    column is several times faster than grouping several. None otherwise."""
+    combined = np.zeros(len(rows), dtype=np.int64)
+    for key in keys:
+        column = rows[key]
+        if isinstance(column.dtype, pd.CategoricalDtype):
+            values = column.cat.codes.to_numpy(dtype=np.int64)  # -1: missing, its own group
+        elif isinstance(column.dtype, np.dtype) and column.dtype.kind in "iub":
+            values = column.to_numpy(dtype=np.int64)
+        else:
+            return None
+        low = int(values.min())
+        width = int(values.max()) - low + 1
+        if int(combined.max()) >= (2**62) // width:
+            return None  # the mixed-radix number would overflow
+        combined = combined * width + (values - low)
+    return combined
 
 
 def split_lists(values: np.ndarray, sorted_codes: np.ndarray) -> list[list[Any]]:

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from jepardy.cli.output import console, tagged
 from jepardy.data.layout import DATA_ROOT
+
+if TYPE_CHECKING:
+    from rich.progress import Progress, TaskID
 
 app = typer.Typer(help="Build, fetch and check token shards.", no_args_is_help=True)
 
@@ -57,7 +59,15 @@ def data_fetch(
 
     Resumable; every file's size is checked.
     """
-    from rich.progress import DownloadColumn, TransferSpeedColumn
+    # rich.progress is imported here, not with the CLI: every command would pay for it.
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+        TransferSpeedColumn,
+    )
 
     from jepardy.data.fetch import DirSource, HubSource, fetch
 

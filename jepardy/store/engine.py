@@ -33,9 +33,8 @@ import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, OperationalError
@@ -45,6 +44,9 @@ from jepardy.errors import UserError
 from jepardy.spec.identity import RunIdentity
 from jepardy.store import migrations
 from jepardy.store.models import SCHEMA_VERSION, Claim, Run, RunStatus, Sweep
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 DEFAULT_BUSY_TIMEOUT_MS = 30_000
 
