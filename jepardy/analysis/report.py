@@ -335,8 +335,10 @@ def _report_columns(request: ReportRequest) -> list[str]:
     """The runs columns the asked-for parts read, and no more: the compare table's match
     checks (MATCH_COLUMNS) and the metric of curves and horizons. Each column left in SQL is
     time saved on a 100,000-run store (bench/report.py)."""
-    # Not the run ids (no part shows them), nor under_cap (tidy_runs recomputes it).
-    columns = [name for name in RUN_COLUMNS if name not in ("id", "under_cap")]
+    # Not under_cap (tidy_runs recomputes it), nor the run ids but in the HTML report (its
+    # training curves are read by run).
+    skipped = ("under_cap",) if request.fmt == HTML else ("id", "under_cap")
+    columns = [name for name in RUN_COLUMNS if name not in skipped]
     if request.compare:
         columns += [name for name in MATCH_COLUMNS if name not in MIRRORED_PARAMS]
         columns.append("result")  # how each run was scored (scoring.mixed_scoring)

@@ -19,10 +19,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from jepardy.errors import UserError
+
+if TYPE_CHECKING:  # numpy is imported where used: the CLI reads this module's defaults
+    import numpy as np
 
 # The record rule's figures, the defaults of `jepardy report`.
 RECORD_MARGIN_NATS = 0.005
@@ -48,6 +50,8 @@ class Rule:
 
     def sided_p(self, p_one_sided: np.ndarray) -> np.ndarray:
         """One-sided p-values as this rule reads them (doubled, capped at 1, when two-sided)."""
+        import numpy as np
+
         p = np.asarray(p_one_sided, dtype=float)
         return np.minimum(1.0, 2.0 * p) if self.sided == "two" else p
 

@@ -116,7 +116,7 @@ class PlanAsk:
     alpha: float
     sided: str
     power: float
-    overhead_s: float
+    overhead_s: float | None  # None: planning's stated default
 
 
 def print_plan_summary(
@@ -127,7 +127,12 @@ def print_plan_summary(
     ask: PlanAsk,
 ) -> None:
     """The counts, cost and power of a plan (under its job matrix)."""
-    from jepardy.analysis.planning import PlanOptions, estimate_plan, read_history
+    from jepardy.analysis.planning import (
+        DEFAULT_OVERHEAD_S,
+        PlanOptions,
+        estimate_plan,
+        read_history,
+    )
     from jepardy.analysis.rules import make_rule
     from jepardy.launch.slots import parse_gpus
     from jepardy.spec.expand import describe_plan
@@ -147,7 +152,7 @@ def print_plan_summary(
         slots=slots,
         slots_source=source,
         rule=make_rule(ask.alpha, 0.0, ask.sided, name="report"),
-        overhead_s=ask.overhead_s,
+        overhead_s=DEFAULT_OVERHEAD_S if ask.overhead_s is None else ask.overhead_s,
         seed_std=ask.seed_std,
         detect=ask.detect,
         power=ask.power,

@@ -11,7 +11,6 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.text import Text
 
-from jepardy.analysis.planning import DEFAULT_OVERHEAD_S
 from jepardy.analysis.rules import RECORD_ALPHA
 from jepardy.cli.options import (
     DbOption,
@@ -58,8 +57,9 @@ def plan(
     sided: Annotated[str, typer.Option(help="one | two: the sides of the test.")] = "one",
     power: Annotated[float, typer.Option(help="Chance of detecting a difference.")] = 0.8,
     overhead_s: Annotated[
-        float, typer.Option(help="Per-run overhead past the budget when no run measured it.")
-    ] = DEFAULT_OVERHEAD_S,
+        float | None,
+        typer.Option(help="Per-run overhead past the budget, s, when no run measured it."),
+    ] = None,  # None: planning's stated default, named in what plan prints
     sets: SetOption = None,
     *,
     slurm: SlurmOverrides,
