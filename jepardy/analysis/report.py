@@ -33,6 +33,7 @@ from jepardy.analysis.curves import Curves, curve_sections, curve_table
 from jepardy.analysis.horizons import Horizons, horizon_sections, horizon_table
 from jepardy.analysis.render import Section
 from jepardy.analysis.rules import RECORD, Rule
+from jepardy.analysis.scoring import RESULT_FIELDS as SCORING_FIELDS
 from jepardy.analysis.scoring import mixed_scoring, scoring_sections
 from jepardy.analysis.summary import paused_gc, split_pairs
 from jepardy.errors import UserError
@@ -313,6 +314,8 @@ def _read(database: Database, request: ReportRequest, params: list[str] | bool) 
             status=None,
             columns=_report_columns(request),
             params=params,
+            # How each run was scored (scoring.mixed_scoring), read by the database.
+            result_fields=SCORING_FIELDS if request.compare else (),
         )
         for sweep in dict.fromkeys(sweeps)
     ]
@@ -341,7 +344,6 @@ def _report_columns(request: ReportRequest) -> list[str]:
     columns = [name for name in RUN_COLUMNS if name not in skipped]
     if request.compare:
         columns += [name for name in MATCH_COLUMNS if name not in MIRRORED_PARAMS]
-        columns.append("result")  # how each run was scored (scoring.mixed_scoring)
     if request.curve or request.horizons:
         columns.append(request.metric)
     if request.against:  # the metric each run scored (other metric: no verdict)

@@ -10,7 +10,6 @@ table.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import pandas as pd
@@ -22,24 +21,32 @@ SCORING_COLUMNS = ["sweep", "lane", "arm", "variant", "scored by"]
 TITLE = "WARNING: arms scored differently; their deltas compare evaluations, not only arms"
 
 
-def scored_by(result: dict[str, Any]) -> str | None:
-    """The evaluation a result's score comes from, or None when it does not say."""
-    tier = result.get("metric_tier")
+# The result.json fields that say how a run was scored, read as `result.<field>` columns
+# (store.frames.read_runs) rather than by parsing every run's whole result.
+RESULT_FIELDS = ("metric_tier", "eval_stride")
+
+
+def scored_by(tier: Any, stride: Any) -> str | None:
+    """The evaluation a score comes from, given its result's `metric_tier` and
+    `eval_stride` (as stored: text, numbers or None), or None when neither says."""
     if isinstance(tier, str) and tier:
         return tier
-    stride = result.get("eval_stride")
-    if isinstance(stride, int) and not isinstance(stride, bool):
-        return "sliding window" if stride > 0 else "round trip"
-    return None
+    try:
+        stride_steps = int(stride)
+    except (TypeError, ValueError):
+        return None
+    return "sliding window" if stride_steps > 0 else "round trip"
 
 
 def mixed_scoring(runs: pd.DataFrame) -> pd.DataFrame:
     """Per arm group of the done runs in a (sweep, lane) scored more than one way: how its
     runs were scored (SCORING_COLUMNS). Empty when every lane scored alike."""
-    if "result" not in runs.columns or runs.empty:
+    columns = [f"result.{name}" for name in RESULT_FIELDS]
+    if not set(columns) <= set(runs.columns) or runs.empty:
         return pd.DataFrame(columns=SCORING_COLUMNS)
     done = runs[runs["status"].astype(str) == RunStatus.DONE.value]
-    kinds = [scored_by(_parsed(text)) for text in done["result"]]
+    pairs = zip(done[columns[0]].tolist(), done[columns[1]].tolist(), strict=True)
+    kinds = [scored_by(tier, stride) for tier, stride in pairs]
     frame = pd.DataFrame(
         {
             "sweep": done["sweep"].astype(str).to_numpy(),
@@ -62,13 +69,3 @@ def scoring_sections(table: pd.DataFrame) -> list[Section]:
         return []
     rows = [[str(cell) for cell in row] for row in table[SCORING_COLUMNS].itertuples(index=False)]
     return [Section(TITLE, SCORING_COLUMNS, rows)]
-
-
-def _parsed(text: Any) -> dict[str, Any]:
-    if not isinstance(text, str):
-        return {}
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError:
-        return {}
-    return value if isinstance(value, dict) else {}

@@ -109,17 +109,21 @@ def read_runs(
     status: str | None,
     columns: Sequence[str],
     params: bool | Sequence[str],
+    result_fields: Sequence[str] = (),
 ) -> pd.DataFrame:
     """The one read path from the runs table to pandas: the named `columns` of the runs of
     one sweep (or all) with one status (or any), through `tidy_runs`'s dtype rules. `params`
-    as for `load_runs`; with False and "params" in `columns`, the JSON text is kept."""
+    as for `load_runs`; with False and "params" in `columns`, the JSON text is kept.
+    `result_fields`: top-level fields of each run's result.json, as text columns
+    `result.<field>` extracted by the database (the whole JSON is not read)."""
     database = db if isinstance(db, Database) else open_reader(db)
     table = Run.__table__
     names = list(dict.fromkeys(columns))
     if params is not False and "params" not in names:
         names.append("params")
+    fields = [_result_field(database.engine, name) for name in result_fields]
     # No ORDER BY: tidy_runs sorts by seq, faster than SQLite's sort of an unindexed column.
-    query = sa.select(*(table.c[name] for name in names))
+    query = sa.select(*(table.c[name] for name in names), *fields)
     if sweep is not None:
         query = query.where(table.c.sweep == sweep)
     if status is not None:
@@ -132,6 +136,20 @@ def read_runs(
         return tidy_runs(frame, params=None, expand=False)
     keys = None if params is True else list(params)
     return tidy_runs(frame, params=keys)
+
+
+def _result_field(engine: sa.Engine, name: str) -> sa.ColumnElement[Any]:
+    """`result.<name>`: one top-level field of the result JSON text, as text, or NULL."""
+    result = Run.__table__.c.result
+    # SQLite's json_extract reads the text as it is; PostgreSQL parses the text column as
+    # json first. A row whose text is not JSON gives SQLite an error, so it is guarded.
+    if engine.dialect.name == "sqlite":
+        value = sa.case(
+            (sa.func.json_valid(result), sa.func.json_extract(result, f"$.{name}")), else_=None
+        )
+    else:
+        value = sa.cast(result, sa.JSON)[name].as_string()
+    return sa.cast(value, sa.Text).label(f"result.{name}")
 
 
 def _fetch(engine: sa.Engine, query: sa.Select[Any]) -> pd.DataFrame:
