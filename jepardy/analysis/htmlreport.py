@@ -19,7 +19,7 @@ from great_tables import GT, loc, style
 from markupsafe import Markup
 
 from jepardy.analysis import plots, render
-from jepardy.analysis.compare import compare_sections
+from jepardy.analysis.compare_render import compare_sections
 from jepardy.analysis.curves import curve_sections
 from jepardy.analysis.horizons import horizon_sections
 from jepardy.analysis.paramdiff import param_differences

@@ -26,9 +26,9 @@ from jepardy.analysis.compare import (
     MATCH_COLUMNS,
     MATCH_PARAMS,
     METRICS,
-    compare_sections,
     compare_table,
 )
+from jepardy.analysis.compare_render import compare_sections
 from jepardy.analysis.curves import Curves, curve_sections, curve_table
 from jepardy.analysis.horizons import Horizons, horizon_sections, horizon_table
 from jepardy.analysis.render import Section
