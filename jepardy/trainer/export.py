@@ -13,12 +13,14 @@ Per tensor, as the challenge's records choose (the 2026-03-23 record's
   tied embedding, which is also the output head;
 - int-`bits` codes (qmax 2^(bits-1) - 1, 31 for int6): every other matrix.
 
-Scale of a row: max(clip / qmax, floor_unit / qmax). The clip is chosen among a few quantiles
-of the row's |w| by reconstruction error (the study's export did so). `floor_unit` is the
-scale floor in units of 1/qmax: the records fix it at 1 (a floor of 1/31 for int6, 1/127 for
-int8), so rows of small weights share one absolute step and compress well; 0 means no floor
-(each row adapts to its spread, about 5.3 bits a weight at int6 whatever the weights' scale).
-budget.py searches it so that the artifact fits a byte budget.
+Step of a row's codes: max(clip / qmax, floor_unit / qmax). The clip is chosen among a few
+quantiles of the row's |w| by reconstruction error (the study's export did so). `floor_unit` is
+the scale floor in units of 1/qmax: the records fix it at 1 (a floor of 1/31 for int6, 1/127
+for int8), so rows of small weights share one absolute step and compress well; 0 means no
+floor (each row adapts to its spread, about 5.3 bits a weight at int6 whatever the weights'
+scale). budget.py searches it so that the artifact fits a byte budget. The stored scale, by
+which the codes are multiplied back, is the least-squares one for the codes (one for all the
+rows at the floor), not the step (`reconstruction_scales`).
 
 v1 artifacts (one `bits` for every matrix, no floor) read back the same way.
 """
@@ -109,11 +111,43 @@ def row_clips(w: Tensor, qmax: int) -> Tensor:
     return best_clip
 
 
+def row_steps(clips: Tensor, qmax: int, floor_unit: float) -> Tensor:
+    """The codes' step of each row, float32: max(clip, floor_unit) / qmax, as float16 holds it."""
+    return (torch.clamp_min(clips, floor_unit) / qmax).half().float().clamp_min(1e-12)
+
+
+def reconstruction_scales(w: Tensor, codes: Tensor, steps: Tensor, shared: Tensor) -> Tensor:
+    """Float16 scale of each row of `w` (rows, cols) for its `codes` taken at `steps`.
+
+    The scale is the least-squares one for the codes (sum w*q / sum q^2): at the coarse steps
+    a budget forces (about 1.25 std on the leader stack), the weights a code stands for sit
+    nearer zero than its step, and restoring them at their centroid's scale cuts the squared
+    error ~10% at the same codes, hence the same bytes. Rows in `shared` (those at the scale
+    floor) get one scale fitted over all of them, so they still store one repeated value, as
+    cheap to compress as the floor itself. Where float16 rounding makes the fit no better
+    than the step, the step is kept: never more error than restoring at the step."""
+    x, q = w.double(), codes.double()
+    sums = [(x * q).sum(dim=1), (q * q).sum(dim=1), (x * x).sum(dim=1)]
+    if bool(shared.any()):
+        for s in sums:
+            s[shared] = s[shared].sum()
+    wq, qq, ww = sums
+    step = steps.double()
+    fit = torch.where(qq > 0, wq / qq.clamp_min(1e-300), step).half().double()
+
+    def squared_error(scale: Tensor) -> Tensor:
+        return ww - 2 * scale * wq + scale * scale * qq
+
+    return torch.where(squared_error(fit) < squared_error(step), fit, step).half()
+
+
 def quantize_with_clips(w: Tensor, clips: Tensor, qmax: int, floor_unit: float) -> QuantizedRows:
-    """Codes and float16 scales of `w` (rows, cols) at scale max(clip, floor_unit) / qmax."""
-    scale = (torch.clamp_min(clips, floor_unit) / qmax).half().float().clamp_min(1e-12)
-    codes = torch.clamp(torch.round(w / scale[:, None]), -qmax, qmax).to(torch.int8)
-    return QuantizedRows(codes=codes, scales=scale.half())
+    """Codes of `w` (rows, cols) at step max(clip, floor_unit) / qmax, with the float16 scales
+    that restore them best (`reconstruction_scales`)."""
+    steps = row_steps(clips, qmax, floor_unit)
+    codes = torch.clamp(torch.round(w / steps[:, None]), -qmax, qmax).to(torch.int8)
+    scales = reconstruction_scales(w, codes, steps, clips <= floor_unit)
+    return QuantizedRows(codes=codes, scales=scales)
 
 
 def quantize_rows(weight: Tensor, bits: int, floor_unit: float = 0.0) -> QuantizedRows:
