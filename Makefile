@@ -8,7 +8,7 @@ PYTHON ?= python3
 TORCH ?= torch==2.13.0
 BIN := $(VENV)/bin
 
-.PHONY: install demo test lint bench clean
+.PHONY: install demo test test-slow lint bench clean
 
 install: $(VENV)/.installed
 
@@ -23,8 +23,13 @@ demo: install
 	$(BIN)/jepardy sweep experiments/smoke.toml
 	$(BIN)/jepardy report --compare
 
+# The fast lane; `test-slow` runs the tests that launch real training, sweeps, Slurm jobs and
+# a browser (CI runs both: .ci/run).
 test: install lint
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -m "not slow"
+
+test-slow: install
+	$(BIN)/pytest -q -m slow
 
 lint: install
 	$(BIN)/ruff check jepardy tests bench
