@@ -88,6 +88,7 @@ def test_an_impossible_budget_is_refused():
         fit_export(small_state(), bits=6, zstd_level=3, budget_bytes=100)
 
 
+@pytest.mark.slow  # a leader-stack export per scale: minutes on 2 cores
 @pytest.mark.parametrize("scale", [0.5, 1.0, 4.0])
 def test_leader_stack_export_fits_the_cap_with_its_code(scale):
     """Without a floor the leader stack's int6 export is ~18.6 MB whatever the weights'

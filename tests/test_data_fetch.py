@@ -318,11 +318,17 @@ def test_the_specs_read_where_a_default_fetch_writes(spec: Path) -> None:
     puts it, and cite no file a user does not have."""
     text = spec.read_text()
     assert "shared/design" not in text
-    params = tomllib.loads(text).get("params", {})
-    variant = fetched_variant(params["data_dir"])
-    if variant is None:  # the embedded corpus, built by `jepardy data build`
-        assert params["data_dir"].startswith("data/embedded/")
-        return
-    assert Path(params["data_dir"]) == dataset_dir(variant)
-    tokenizer = params.get("tokenizer_path")
-    assert tokenizer is None or Path(tokenizer).parent == DATA_ROOT / "tokenizers"
+    table = tomllib.loads(text)
+    lanes = [lane.get("params", {}) for lane in table.get("lanes", {}).values()]
+    # The spec's params, and each lane's own (a chain of lanes may read two datasets).
+    tables = [table.get("params", {}), *lanes]
+    read = [params for params in tables if "data_dir" in params]
+    assert read, f"{spec.name} names no data_dir"
+    for params in read:
+        variant = fetched_variant(params["data_dir"])
+        if variant is None:  # the embedded corpus, built by `jepardy data build`
+            assert params["data_dir"].startswith("data/embedded/")
+            continue
+        assert Path(params["data_dir"]) == dataset_dir(variant)
+        tokenizer = params.get("tokenizer_path")
+        assert tokenizer is None or Path(tokenizer).parent == DATA_ROOT / "tokenizers"

@@ -1,4 +1,4 @@
-"""The JEPA auxiliary loss, as the study defines it (../shared/design/study.md).
+"""The JEPA auxiliary loss, as the study defines it (its train_gpt.py, cited below).
 
 Each training sequence is cut into patches of `patch_size` tokens. The model's final hidden
 state at the last position of patch i is the context; a small predictor maps it to a guess of
