@@ -45,14 +45,17 @@ def mixed_scoring(runs: pd.DataFrame) -> pd.DataFrame:
     if not set(columns) <= set(runs.columns) or runs.empty:
         return pd.DataFrame(columns=SCORING_COLUMNS)
     done = runs[runs["status"].astype(str) == RunStatus.DONE.value]
-    pairs = zip(done[columns[0]].tolist(), done[columns[1]].tolist(), strict=True)
+    # Judged once per distinct group and scoring, not once per run: a 100,000-run store has
+    # a few thousand of them (bench/report.py).
+    groups = done[["sweep", "lane", "arm", "variant", *columns]].drop_duplicates()
+    pairs = zip(groups[columns[0]].tolist(), groups[columns[1]].tolist(), strict=True)
     kinds = [scored_by(tier, stride) for tier, stride in pairs]
     frame = pd.DataFrame(
         {
-            "sweep": done["sweep"].astype(str).to_numpy(),
-            "lane": done["lane"].astype(str).to_numpy(),
-            "arm": done["arm"].astype(str).to_numpy(),
-            "variant": done["variant"].astype(str).to_numpy(),
+            "sweep": groups["sweep"].astype(str).to_numpy(),
+            "lane": groups["lane"].astype(str).to_numpy(),
+            "arm": groups["arm"].astype(str).to_numpy(),
+            "variant": groups["variant"].astype(str).to_numpy(),
             "scored by": kinds,
         }
     ).dropna()
