@@ -31,7 +31,7 @@ from pathlib import Path
 from jepardy.launch.command import trainer_schema
 from jepardy.spec.expand import expand_runs
 from jepardy.spec.parse import load_spec
-from jepardy.store.models import RunOutcome, RunStatus
+from jepardy.store.states import RunOutcome, RunStatus
 from jepardy.store.transitions import open_store
 
 SPEC = Path(__file__).resolve().parent.parent / "experiments" / "smoke.toml"

@@ -37,7 +37,8 @@ from jepardy.analysis.curves import curve_table
 from jepardy.analysis.report import Report, ReportRequest, render_report, run_report
 from jepardy.spec.identity import RunIdentity
 from jepardy.store.frames import load_runs
-from jepardy.store.models import Run, RunStatus
+from jepardy.store.models import Run
+from jepardy.store.states import RunStatus
 from jepardy.store.transitions import open_store
 
 GOAL_S = 2.0

@@ -13,7 +13,7 @@ from pathlib import Path
 from jepardy.launch.command import trainer_schema
 from jepardy.spec.expand import expand_runs
 from jepardy.spec.parse import load_spec
-from jepardy.store.models import JobRecord, RunOutcome
+from jepardy.store.states import JobRecord, RunOutcome
 from jepardy.store.transitions import Store, open_store
 
 SMOKE = Path(__file__).resolve().parent.parent / "experiments" / "smoke.toml"

@@ -14,7 +14,7 @@ from typing import Any
 from jepardy.launch.rundir import collect
 from jepardy.launch.torchrun import job_environment
 from jepardy.spec.identity import RunIdentity
-from jepardy.store.models import RunOutcome
+from jepardy.store.states import RunOutcome
 from jepardy.store.transitions import Store
 
 # argv: run_dir sleep_s exit_code. Writes timing.json at once (so a killed job leaves a

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from jepardy.spec.identity import RunIdentity
-from jepardy.store.models import RunOutcome
+from jepardy.store.states import RunOutcome
 from jepardy.store.transitions import Store
 
 SWEEP = "study"

@@ -18,7 +18,7 @@ from jepardy.launch import tracker as tracker_module
 from jepardy.launch.local_executor import LocalExecutor
 from jepardy.launch.slots import DevicePool
 from jepardy.launch.tracker import JobTracker
-from jepardy.store.models import JobRecord, RunOutcome, RunStatus
+from jepardy.store.states import JobRecord, RunOutcome, RunStatus
 from jepardy.store.transitions import Store, open_store
 
 LEDGER_SCRIPT = Path(__file__).parent / "ledger_train_gpt.py"

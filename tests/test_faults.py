@@ -23,7 +23,7 @@ from jepardy.launch.rundir import collect
 from jepardy.launch.slots import DevicePool
 from jepardy.launch.torchrun import job_environment
 from jepardy.launch.tracker import JobTracker
-from jepardy.store.models import RunOutcome
+from jepardy.store.states import RunOutcome
 from jepardy.store.transitions import open_store
 
 STUBBORN = Path(__file__).parent / "stubborn_train_gpt.py"

@@ -25,7 +25,8 @@ import sqlalchemy as sa
 
 from jepardy.errors import UserError
 from jepardy.store import migrations
-from jepardy.store.models import SCHEMA_VERSION, Base, Claim, RunStatus
+from jepardy.store.models import Base
+from jepardy.store.states import SCHEMA_VERSION, Claim, RunStatus
 from jepardy.store.transitions import open_store
 
 DATA = Path(__file__).parent / "fixtures" / "schema"

@@ -14,7 +14,7 @@ from jepardy.errors import UserError
 from jepardy.launch.command import trainer_schema
 from jepardy.spec.expand import expand_runs
 from jepardy.spec.parse import load_spec
-from jepardy.store.models import RunOutcome
+from jepardy.store.states import RunOutcome
 from jepardy.store.transitions import open_store
 
 LEDGER_SCRIPT = Path(__file__).parent / "ledger_train_gpt.py"

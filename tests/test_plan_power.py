@@ -24,7 +24,8 @@ from jepardy.launch.command import trainer_schema
 from jepardy.spec.expand import expand_runs
 from jepardy.spec.identity import RunIdentity
 from jepardy.spec.parse import load_spec
-from jepardy.store.models import Run, RunOutcome
+from jepardy.store.models import Run
+from jepardy.store.states import RunOutcome
 from jepardy.store.transitions import open_store
 
 PRESET = {"preset": "isolation_byte"}  # a 180 s budget

@@ -15,8 +15,8 @@ from jepardy.launch.command import trainer_schema
 from jepardy.launch.promotion import advance, chain_lines, recorded_chain
 from jepardy.spec.expand import expand_runs
 from jepardy.spec.parse import load_spec
-from jepardy.store.models import RunOutcome, RunStatus
 from jepardy.store.promotions import read_decisions
+from jepardy.store.states import RunOutcome, RunStatus
 from jepardy.store.transitions import Store, open_store
 
 SCRIPT = Path(__file__).parent / "promote_train_gpt.py"

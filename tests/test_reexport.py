@@ -12,7 +12,7 @@ import pytest
 from jobs import FakeRun
 
 from jepardy.data.corpus import EmbeddedCorpus, build_embedded
-from jepardy.store.models import RunOutcome, RunStatus
+from jepardy.store.states import RunOutcome, RunStatus
 from jepardy.store.transitions import open_store
 from jepardy.trainer import export_run
 from jepardy.trainer import train as trainer

@@ -21,7 +21,7 @@ from jepardy.analysis.report import render_compare
 from jepardy.analysis.significance import holm
 from jepardy.errors import UserError
 from jepardy.spec.identity import RunIdentity
-from jepardy.store.models import RunOutcome
+from jepardy.store.states import RunOutcome
 from jepardy.store.transitions import Store, open_store
 
 SWEEP = "golf"

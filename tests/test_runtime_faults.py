@@ -27,7 +27,7 @@ from test_sweep_e2e import wait_for
 from test_trainer_run import corpus, run_trainer, tiny_params  # noqa: F401 (corpus: fixture)
 
 from jepardy.launch.local_executor import KILL_AFTER_S
-from jepardy.store.models import SCHEMA_VERSION
+from jepardy.store.states import SCHEMA_VERSION
 from jepardy.store.transitions import open_store
 
 KILLED = """import os, signal

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from jepardy.cli.app import app
 from jepardy.spec.identity import RunIdentity
-from jepardy.store.models import RunOutcome
+from jepardy.store.states import RunOutcome
 from jepardy.store.transitions import open_store
 
 TITLE = "WARNING: arms scored differently; their deltas compare evaluations, not only arms"

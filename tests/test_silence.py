@@ -20,8 +20,8 @@ from runsets import R
 
 from jepardy.errors import UserError
 from jepardy.store import engine
-from jepardy.store.models import STALE_AFTER_S
 from jepardy.store.show import resolve_run_id
+from jepardy.store.states import STALE_AFTER_S
 from jepardy.store.transitions import open_store
 from jepardy.store.views import running_jobs
 

@@ -31,7 +31,7 @@ from jepardy.launch.tracker import JobTracker
 from jepardy.spec.expand import expand_runs
 from jepardy.spec.identity import RunIdentity
 from jepardy.spec.parse import load_spec
-from jepardy.store.models import JobRecord, RunStatus
+from jepardy.store.states import JobRecord, RunStatus
 from jepardy.store.transitions import open_store
 from jepardy.trainer.config import schema
 

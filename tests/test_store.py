@@ -21,7 +21,7 @@ import sqlalchemy as sa
 
 from jepardy.errors import UserError
 from jepardy.spec.identity import RunIdentity
-from jepardy.store.models import SCHEMA_VERSION, RunOutcome, RunStatus
+from jepardy.store.states import SCHEMA_VERSION, RunOutcome, RunStatus
 from jepardy.store.transitions import Store, TransitionError, open_store
 
 Planned = partial(

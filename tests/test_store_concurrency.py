@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from jepardy.spec.identity import RunIdentity
-from jepardy.store.models import JobRecord, RunOutcome, RunStatus
+from jepardy.store.states import JobRecord, RunOutcome, RunStatus
 from jepardy.store.transitions import TransitionError, open_store
 
 PROCESSES = 16

@@ -23,7 +23,7 @@ from jepardy.errors import UserError
 from jepardy.spec.identity import RunIdentity
 from jepardy.store.engine import open_reader
 from jepardy.store.frames import load_runs
-from jepardy.store.models import RunOutcome
+from jepardy.store.states import RunOutcome
 from jepardy.store.transitions import open_store
 
 READ_COMMANDS = (["status"], ["runs"], ["report"])

@@ -13,7 +13,7 @@ import runsets
 from jepardy.analysis.paramdiff import param_differences
 from jepardy.analysis.training import CLOCK, CURVE_METRICS, training_figures, training_points
 from jepardy.store.frames import load_runs, read_metrics
-from jepardy.store.models import RunOutcome
+from jepardy.store.states import RunOutcome
 from jepardy.store.transitions import open_store
 
 # (arm, seed) -> train_loss at steps 5 and 10, val_bpb at 10, clock (ms) at 5 and 10.

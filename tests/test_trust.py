@@ -13,7 +13,7 @@ from jepardy.analysis.compare import compare_table
 from jepardy.analysis.submission import SubmissionInfo, export_submission
 from jepardy.errors import UserError
 from jepardy.spec.identity import RunIdentity
-from jepardy.store.models import RunOutcome
+from jepardy.store.states import RunOutcome
 from jepardy.store.transitions import Store, open_store
 
 CODE_A = "a" * 64

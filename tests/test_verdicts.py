@@ -14,7 +14,7 @@ from runsets import R
 
 from jepardy.analysis.compare import NOT_SIGNIFICANT, WORSE, compare_table
 from jepardy.analysis.report import ReportRequest, rendered_text, run_report
-from jepardy.store.models import RunOutcome
+from jepardy.store.states import RunOutcome
 from jepardy.store.transitions import Store, open_store
 
 LANE = "isolation"

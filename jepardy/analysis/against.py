@@ -31,7 +31,7 @@ from jepardy.analysis.rules import LEADERBOARD, RECORD, Rule, margin_in_metric
 from jepardy.analysis.significance import compare_pairs, pack
 from jepardy.errors import UserError
 from jepardy.store.frames import ARM_KEYS
-from jepardy.store.models import RunStatus
+from jepardy.store.states import RunStatus
 from jepardy.store.views import unknown_value
 
 RULES = (LEADERBOARD, RECORD)

@@ -25,7 +25,7 @@ from jepardy.analysis.summary import (
     summarize,
 )
 from jepardy.store.frames import ARM_KEYS, tidy_runs
-from jepardy.store.models import RunStatus
+from jepardy.store.states import RunStatus
 
 FORMATS = ("table", "markdown", "csv", "json")
 METRICS = ("val_bpb", "val_loss", "prequant_val_bpb", "prequant_val_loss")

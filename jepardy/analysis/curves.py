@@ -45,7 +45,7 @@ from jepardy.analysis.summary import (
 )
 from jepardy.analysis.summary import SUMMARY_COLUMNS as SUMMARY_STATS
 from jepardy.errors import UserError
-from jepardy.store.models import RunStatus
+from jepardy.store.states import RunStatus
 
 MONOTONIC = "monotonic"
 SINGLE_MINIMUM = "single-minimum"

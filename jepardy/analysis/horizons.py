@@ -34,7 +34,7 @@ from jepardy.analysis.summary import (
     summarize,
     too_few_values,
 )
-from jepardy.store.models import RunStatus
+from jepardy.store.states import RunStatus
 
 SET_KEYS = ["sweep", "lane", "match"]
 ARM = ["arm", "variant"]

@@ -35,7 +35,7 @@ from jepardy.errors import UserError
 from jepardy.spec.identity import RunIdentity
 from jepardy.store.engine import Database
 from jepardy.store.frames import ARM_KEYS, read_runs
-from jepardy.store.models import RunStatus
+from jepardy.store.states import RunStatus
 from jepardy.trainer.config import TrainConfig, preset_params
 
 DEFAULT_OVERHEAD_S = 300.0  # stated when no earlier run of a preset says otherwise

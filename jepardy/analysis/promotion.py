@@ -21,8 +21,8 @@ from jepardy.analysis import render
 from jepardy.analysis.compare import CONTROL, NO_CONTROL, UNMATCHED, UNPAIRED, compare_table
 from jepardy.spec.model import CONTROL as CONTROL_ARM
 from jepardy.spec.model import Condition, Promotion
-from jepardy.store.models import RunStatus
 from jepardy.store.promotions import Candidate, Decision
+from jepardy.store.states import RunStatus
 
 # Rule quantities (jepardy/spec/promote.py) -> compare table columns.
 COLUMNS = {

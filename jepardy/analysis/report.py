@@ -39,8 +39,8 @@ from jepardy.analysis.summary import paused_gc, split_pairs
 from jepardy.errors import UserError
 from jepardy.store.engine import Database, open_reader
 from jepardy.store.frames import MIRRORED_PARAMS, RUN_COLUMNS, read_metrics, read_runs, tidy_runs
-from jepardy.store.models import RunStatus
 from jepardy.store.promotions import read_decisions
+from jepardy.store.states import RunStatus
 from jepardy.store.views import require_sweep
 
 

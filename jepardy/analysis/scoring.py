@@ -15,7 +15,7 @@ from typing import Any
 import pandas as pd
 
 from jepardy.analysis.render import Section
-from jepardy.store.models import RunStatus
+from jepardy.store.states import RunStatus
 
 SCORING_COLUMNS = ["sweep", "lane", "arm", "variant", "scored by"]
 TITLE = "WARNING: arms scored differently; their deltas compare evaluations, not only arms"

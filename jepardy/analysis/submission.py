@@ -24,7 +24,7 @@ import pandas as pd
 from jepardy.analysis import render
 from jepardy.errors import UserError
 from jepardy.store.frames import ARM_KEYS, load_runs
-from jepardy.store.models import RunStatus
+from jepardy.store.states import RunStatus
 from jepardy.trainer.config import ARTIFACT_CAP_BYTES
 
 TRACK = "10min_16mb"

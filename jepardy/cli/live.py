@@ -20,7 +20,7 @@ from rich.text import Text
 
 from jepardy.launch.eta import eta_s
 from jepardy.launch.livesweep import SKIPPED, LiveRun, SweepSnapshot, control_delta
-from jepardy.store.models import RunStatus
+from jepardy.store.states import RunStatus
 
 # Finished runs the view lists (the latest); the summary and `jepardy runs` have the rest.
 FINISHED_SHOWN = 8

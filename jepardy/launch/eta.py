@@ -15,7 +15,7 @@ import heapq
 import statistics
 
 from jepardy.launch.livesweep import LiveRun, SweepSnapshot
-from jepardy.store.models import RunStatus
+from jepardy.store.states import RunStatus
 
 # A projection from a run's first steps is mostly its start-up: not used below this fraction.
 MIN_FRACTION = 0.05

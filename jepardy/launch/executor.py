@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Protocol
 
 from jepardy.spec.identity import RunIdentity
-from jepardy.store.models import Claim, JobRecord, RunOutcome, RunStatus
+from jepardy.store.states import Claim, JobRecord, RunOutcome, RunStatus
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ from jepardy.launch.slurm import SLURM
 from jepardy.launch.tracker import SweepObserver
 from jepardy.spec.identity import JEPARDY, RunIdentity
 from jepardy.spec.model import CONTROL
-from jepardy.store.models import TERMINAL, JobRecord, RunOutcome, RunStatus
+from jepardy.store.states import TERMINAL, JobRecord, RunOutcome, RunStatus
 from jepardy.trainer.config import TrainConfig
 
 SKIPPED = "skipped"  # done before this sweep started (or failed, without --retry-failed)

@@ -27,7 +27,7 @@ from jepardy.launch.executor import JobState, Launcher
 from jepardy.launch.rundir import STDOUT_LOG
 from jepardy.launch.slots import DevicePool
 from jepardy.spec.identity import RunIdentity
-from jepardy.store.models import Claim, JobRecord, RunStatus
+from jepardy.store.states import Claim, JobRecord, RunStatus
 
 LOCAL = "local"
 # A job asked to stop (its timeout, Ctrl-C, `jepardy cancel`) gets this long to exit cleanly

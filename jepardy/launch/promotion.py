@@ -22,8 +22,8 @@ from jepardy.spec.model import Lane, Spec
 from jepardy.spec.promote import every_candidate, pending_lanes, resolve
 from jepardy.store.engine import Database
 from jepardy.store.frames import RUN_COLUMNS, read_runs
-from jepardy.store.models import RunStatus
 from jepardy.store.promotions import Decision, read_decisions, record_decision
+from jepardy.store.states import RunStatus
 from jepardy.store.transitions import Store
 
 

@@ -28,7 +28,7 @@ from jepardy.launch.rundir import STDOUT_LOG, collect
 from jepardy.launch.sweep import git_commit
 from jepardy.spec.identity import RunIdentity, trainer_code_digest
 from jepardy.spec.identity import run_id as make_run_id
-from jepardy.store.models import RunOutcome, RunStatus
+from jepardy.store.states import RunOutcome, RunStatus
 from jepardy.store.transitions import Store
 from jepardy.trainer.config import BOUNDS
 

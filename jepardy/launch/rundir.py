@@ -14,7 +14,7 @@ from typing import Any
 from jepardy.ingest.logparse import parse_log
 from jepardy.launch.command import run_argv, write_run_config
 from jepardy.spec.identity import RunIdentity
-from jepardy.store.models import RunOutcome, RunStatus
+from jepardy.store.states import RunOutcome, RunStatus
 
 STDOUT_LOG = "stdout.log"
 LOG_TAIL_LINES = 40

@@ -34,7 +34,7 @@ from jepardy.launch.executor import JobState
 from jepardy.launch.rundir import STDOUT_LOG
 from jepardy.spec.identity import RunIdentity
 from jepardy.spec.slurm import SlurmOptions
-from jepardy.store.models import Claim, JobRecord, RunStatus
+from jepardy.store.states import Claim, JobRecord, RunStatus
 
 SLURM = "slurm"
 JOB_NAME_PREFIX = "jepardy-"

@@ -36,7 +36,7 @@ from jepardy.spec.parse import load_spec
 from jepardy.spec.promote import every_candidate
 from jepardy.spec.validate import run_where
 from jepardy.store.engine import Database
-from jepardy.store.models import RunStatus
+from jepardy.store.states import RunStatus
 from jepardy.store.transitions import Store
 from jepardy.trainer.config import preset_params
 

@@ -17,7 +17,7 @@ from jepardy.ingest.logresult import metric_series, run_result
 from jepardy.launch.command import RUN_CONFIG, SCRIPT, run_argv, script_environment
 from jepardy.launch.rundir import STDOUT_LOG, collect, prepare_run_dir
 from jepardy.spec.identity import RunIdentity
-from jepardy.store.models import RunOutcome
+from jepardy.store.states import RunOutcome
 
 # result.json fields of docs/architecture.md a script's log may not print.
 _RESULT_KEYS = (

@@ -29,14 +29,7 @@ from jepardy.launch.executor import Executor, JobState, Launcher
 from jepardy.launch.local_executor import LOCAL, kill_jobs
 from jepardy.launch.slurm import SLURM, scancel
 from jepardy.spec.identity import RunIdentity
-from jepardy.store.models import (
-    HEARTBEAT_S,
-    STALE_AFTER_S,
-    Claim,
-    JobRecord,
-    RunOutcome,
-    RunStatus,
-)
+from jepardy.store.states import HEARTBEAT_S, STALE_AFTER_S, Claim, JobRecord, RunOutcome, RunStatus
 from jepardy.store.transitions import Store, TransitionError
 
 

@@ -43,7 +43,8 @@ from sqlalchemy.orm import Session
 from jepardy.errors import UserError
 from jepardy.spec.identity import RunIdentity
 from jepardy.store import migrations
-from jepardy.store.models import SCHEMA_VERSION, Claim, Run, RunStatus, Sweep
+from jepardy.store.models import Run, Sweep
+from jepardy.store.states import SCHEMA_VERSION, Claim, RunStatus
 
 if TYPE_CHECKING:
     import pandas as pd

@@ -20,7 +20,8 @@ import sqlalchemy as sa
 
 from jepardy.errors import UserError
 from jepardy.store.engine import Database, in_chunks, open_reader
-from jepardy.store.models import IDENTITY_COLUMNS, Metric, Run, RunStatus
+from jepardy.store.models import Metric, Run
+from jepardy.store.states import IDENTITY_COLUMNS, RunStatus
 from jepardy.trainer.config import ARTIFACT_CAP_BYTES
 
 # The runs columns every report reads; provenance blobs (result, log_tail, command) stay in SQL.

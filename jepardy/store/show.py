@@ -14,7 +14,8 @@ import sqlalchemy as sa
 
 from jepardy.errors import UserError
 from jepardy.store.engine import Database
-from jepardy.store.models import IDENTITY_COLUMNS, RESULT_FIELDS, Run
+from jepardy.store.models import Run
+from jepardy.store.states import IDENTITY_COLUMNS, RESULT_FIELDS
 
 _IDENTITY = (
     *IDENTITY_COLUMNS,

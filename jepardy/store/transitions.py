@@ -4,7 +4,7 @@ opens it for writing (creating or upgrading it).
 Only the orchestrator writes here (docs/architecture.md); jobs write `result.json` and
 `metrics.jsonl` into their run directory and the orchestrator records them when a job ends.
 A run moves pending -> running (claimed by one orchestrator, compare-and-set) -> one of the
-terminal states (models.TERMINAL); every method is one short write transaction.
+terminal states (states.TERMINAL); every method is one short write transaction.
 """
 
 from __future__ import annotations
@@ -31,20 +31,16 @@ from jepardy.store.engine import (
     display_name,
     in_chunks,
 )
-from jepardy.store.models import (
+from jepardy.store.models import Base, Metric, Run, SchemaInfo, Sweep
+from jepardy.store.states import (
     CLAIMABLE,
     RESULT_FIELDS,
     SCHEMA_VERSION,
     TERMINAL,
-    Base,
     Claim,
     JobRecord,
-    Metric,
-    Run,
     RunOutcome,
     RunStatus,
-    SchemaInfo,
-    Sweep,
 )
 
 

@@ -14,7 +14,8 @@ import sqlalchemy as sa
 
 from jepardy.errors import UserError
 from jepardy.store.engine import Database
-from jepardy.store.models import IDENTITY_COLUMNS, STALE_AFTER_S, RunStatus, Sweep
+from jepardy.store.models import Sweep
+from jepardy.store.states import IDENTITY_COLUMNS, STALE_AFTER_S, RunStatus
 
 STATES = [s.value for s in RunStatus]
 RUNS_COLUMNS = [
