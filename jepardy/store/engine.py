@@ -30,7 +30,7 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -44,6 +44,7 @@ from jepardy.errors import UserError
 from jepardy.spec.identity import RunIdentity
 from jepardy.store import migrations
 from jepardy.store.models import Run, Sweep
+from jepardy.store.reader import in_chunks
 from jepardy.store.states import SCHEMA_VERSION, Claim, RunStatus
 
 if TYPE_CHECKING:
@@ -54,8 +55,6 @@ DEFAULT_BUSY_TIMEOUT_MS = 30_000
 # Execution option that makes the "begin" listeners take the write lock (SQLite: BEGIN
 # IMMEDIATE; PostgreSQL: the advisory lock _PG_WRITE_LOCK).
 _WRITE_OPTION = "jepardy_write"
-# Bound on the number of ids in one IN (...) clause (SQLite limits bound parameters).
-_IN_CHUNK = 500
 # Taking a transaction's lock is tried this many times in all, with jittered exponential
 # backoff from _BACKOFF_S seconds between tries, before the lock error becomes a UserError.
 _LOCK_ATTEMPTS = 4
@@ -287,15 +286,9 @@ class Database:
     def runs_frame(self, sweep: str | None = None) -> pd.DataFrame:
         """Every column of the runs table (one sweep or all), in registration order: the
         store's one read path (`jepardy.store.frames.read_runs`) with params kept as JSON."""
-        from jepardy.store.frames import ALL_COLUMNS, read_runs
+        from jepardy.store.frames import read_runs
 
-        return read_runs(self, sweep=sweep, status=None, columns=ALL_COLUMNS, params=False)
-
-
-def in_chunks(items: Sequence[str], size: int = _IN_CHUNK) -> Iterator[Sequence[str]]:
-    """`items` in slices of at most `size` (the ids of one IN (...) clause)."""
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
+        return read_runs(self, sweep=sweep, status=None, columns=None, params=False)
 
 
 def claim_columns() -> tuple[sa.ColumnElement[Any], ...]:

@@ -13,16 +13,16 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
-import sqlalchemy as sa
 
-from jepardy.errors import UserError
-from jepardy.store.engine import Database, in_chunks, open_reader
-from jepardy.store.models import Metric, Run
-from jepardy.store.states import IDENTITY_COLUMNS, RunStatus
+from jepardy.store.reader import Reader, in_chunks, reading, runs_query
+from jepardy.store.states import IDENTITY_COLUMNS
 from jepardy.trainer.config import ARTIFACT_CAP_BYTES
+
+if TYPE_CHECKING:
+    from jepardy.store.engine import Database
 
 # The runs columns every report reads; provenance blobs (result, log_tail, command) stay in SQL.
 RUN_COLUMNS = [
@@ -68,8 +68,6 @@ INT_COLUMNS = (
     *("pid", "exit_code", "attempts"),
 )
 DATETIME_COLUMNS = ("created_at", "started_at", "finished_at", "heartbeat_at")
-# Every column of the runs table, for `status`, `show` and `Database.runs_frame`.
-ALL_COLUMNS = tuple(column.name for column in Run.__table__.columns)
 ARM_KEYS = ["sweep", "lane", "match", "arm", "variant"]
 CATEGORY_COLUMNS = (*ARM_KEYS, "status")
 PARAM_PREFIX = "param_"
@@ -104,74 +102,29 @@ def load_runs(
 
 
 def read_runs(
-    db: str | Path | Database,
+    db: str | Path | Reader | Database,
     *,
     sweep: str | None,
     status: str | None,
-    columns: Sequence[str],
+    columns: Sequence[str] | None,
     params: bool | Sequence[str],
     result_fields: Sequence[str] = (),
 ) -> pd.DataFrame:
-    """The one read path from the runs table to pandas: the named `columns` of the runs of
-    one sweep (or all) with one status (or any), through `tidy_runs`'s dtype rules. `params`
-    as for `load_runs`; with False and "params" in `columns`, the JSON text is kept.
-    `result_fields`: top-level fields of each run's result.json, as text columns
-    `result.<field>` extracted by the database (the whole JSON is not read)."""
-    database = db if isinstance(db, Database) else open_reader(db)
-    table = Run.__table__
-    names = list(dict.fromkeys(columns))
-    if params is not False and "params" not in names:
-        names.append("params")
-    fields = [_result_field(database.engine, name) for name in result_fields]
-    # No ORDER BY: tidy_runs sorts by seq, faster than SQLite's sort of an unindexed column.
-    query = sa.select(*(table.c[name] for name in names), *fields)
-    if sweep is not None:
-        query = query.where(table.c.sweep == sweep)
-    if status is not None:
-        if status not in {member.value for member in RunStatus}:
-            allowed = ", ".join(member.value for member in RunStatus)
-            raise UserError(f"unknown run status {status!r}; allowed: {allowed}")
-        query = query.where(table.c.status == status)
-    frame = _fetch(database.engine, query)
+    """The one read path from the runs table to pandas: the named `columns` (every column
+    for None) of the runs of one sweep (or all) with one status (or any), through
+    `tidy_runs`'s dtype rules. `params` as for `load_runs`; with False and "params" in
+    `columns`, the JSON text is kept. `result_fields`: top-level fields of each run's
+    result.json, as text columns `result.<field>` extracted by the database (the whole JSON
+    is not read)."""
+    with reading(db) as reader:
+        names, rows = reader.rows(
+            *runs_query(reader, sweep, status, columns, params, result_fields)
+        )
+    frame = pd.DataFrame.from_records(rows, columns=names)
     if params is False:
         return tidy_runs(frame, params=None, expand=False)
     keys = None if params is True else list(params)
     return tidy_runs(frame, params=keys)
-
-
-def _result_field(engine: sa.Engine, name: str) -> sa.ColumnElement[Any]:
-    """`result.<name>`: one top-level field of the result JSON text, as text, or NULL."""
-    result = Run.__table__.c.result
-    # SQLite's json_extract reads the text as it is; PostgreSQL parses the text column as
-    # json first. A row whose text is not JSON gives SQLite an error, so it is guarded.
-    if engine.dialect.name == "sqlite":
-        value = sa.case(
-            (sa.func.json_valid(result), sa.func.json_extract(result, f"$.{name}")), else_=None
-        )
-    else:
-        value = sa.cast(result, sa.JSON)[name].as_string()
-    return sa.cast(value, sa.Text).label(f"result.{name}")
-
-
-def _fetch(engine: sa.Engine, query: sa.Select[Any]) -> pd.DataFrame:
-    """Rows of `query` through the DB-API cursor, as a DataFrame of raw column values.
-
-    `pandas.read_sql` on a SQLAlchemy connection runs every value through SQLAlchemy's
-    result processing, about half of the time for 100,000 runs (bench/report.py); the raw
-    cursor skips it, and `tidy_runs` does the few conversions a report needs. Parameters
-    are rendered as literals by the dialect, so the text is valid on any backend.
-    """
-    sql = str(query.compile(engine, compile_kwargs={"literal_binds": True}))
-    connection = engine.raw_connection()
-    try:
-        cursor = connection.cursor()
-        cursor.execute(sql)
-        names = [column[0] for column in cursor.description]
-        rows = cursor.fetchall()
-        cursor.close()
-    finally:
-        connection.close()
-    return pd.DataFrame.from_records(rows, columns=names)
 
 
 def tidy_runs(
@@ -273,24 +226,22 @@ def is_param_column(name: str) -> bool:
 
 
 def read_metrics(
-    db: str | Path | Database, run_ids: Sequence[str], names: Sequence[str]
+    db: str | Path | Reader | Database, run_ids: Sequence[str], names: Sequence[str]
 ) -> pd.DataFrame:
     """The metric points (each run's metrics.jsonl, recorded when its job ended) named
     `names` of the runs `run_ids`: columns run_id, step, name, value (NaN where the run
     logged a non-finite value), sorted by run, name and step."""
-    database = db if isinstance(db, Database) else open_reader(db)
-    table = Metric.__table__
-    frames = [
-        _fetch(
-            database.engine,
-            sa.select(table.c.run_id, table.c.step, table.c.name, table.c.value).where(
-                table.c.run_id.in_(list(chunk)), table.c.name.in_(list(names))
-            ),
-        )
-        for chunk in in_chunks(run_ids)
-    ]
-    points = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
-    points = points.reindex(columns=["run_id", "step", "name", "value"])
+    rows: list[tuple[object, ...]] = []
+    with reading(db) as reader:
+        wanted = ", ".join(["{p}"] * len(names))
+        for chunk in in_chunks(run_ids):
+            ids = ", ".join(["{p}"] * len(chunk))
+            sql = (
+                "SELECT run_id, step, name, value FROM metrics "
+                f"WHERE run_id IN ({ids}) AND name IN ({wanted})"
+            )
+            rows.extend(reader.rows(sql, [*chunk, *names])[1])
+    points = pd.DataFrame.from_records(rows, columns=["run_id", "step", "name", "value"])
     points["value"] = pd.to_numeric(points["value"], errors="coerce").astype("float64")
     points["step"] = pd.to_numeric(points["step"]).astype("int64")
     return points.sort_values(["run_id", "name", "step"], kind="stable").reset_index(drop=True)

@@ -36,25 +36,17 @@ import sqlalchemy as sa
 from sqlalchemy.exc import DBAPIError
 
 from jepardy.errors import UserError
+from jepardy.store.states import judge_version
 
 _log = logging.getLogger(__name__)
 
 
 def read_version(connection: sa.Connection, name: str, target: int) -> int | None:
-    """The schema version stored in the database, None when it has no version row yet (a
-    fresh database). UserError, naming the database `name`, when there are several rows or
-    the version is neither `target` nor one `upgrade` can start from."""
+    """The schema version stored in the database, judged by `states.judge_version` (the
+    readers' check too): None for a fresh database, UserError naming `name` for one no step
+    upgrades."""
     versions = list(connection.execute(sa.text("SELECT version FROM schema_info")).scalars())
-    if not versions:
-        return None
-    if len(versions) == 1 and (versions[0] == target or versions[0] in _STEPS):
-        return versions[0]
-    found = ", ".join(map(str, versions))
-    newer = len(versions) == 1 and versions[0] > target
-    why = "a newer jepardy wrote it; upgrade jepardy" if newer else "no upgrade starts there"
-    raise UserError(
-        f"database {name} has schema version {found}; this jepardy reads version {target} ({why})"
-    )
+    return judge_version(versions, name, target)
 
 
 def upgrade(engine: sa.Engine, name: str, target: int) -> None:

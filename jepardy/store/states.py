@@ -13,7 +13,26 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
+from jepardy.errors import UserError
+
 SCHEMA_VERSION = 3
+
+
+def judge_version(versions: list[int], name: str, target: int) -> int | None:
+    """The schema version a database's `schema_info` rows hold, None when it has none yet
+    (a fresh database). UserError, naming the database `name`, when there are several rows or
+    the version is neither `target` nor an older one (every older version has an upgrade
+    step: jepardy.store.migrations)."""
+    if not versions:
+        return None
+    if len(versions) == 1 and 1 <= versions[0] <= target:
+        return versions[0]
+    found = ", ".join(map(str, versions))
+    newer = len(versions) == 1 and versions[0] > target
+    why = "a newer jepardy wrote it; upgrade jepardy" if newer else "no upgrade starts there"
+    raise UserError(
+        f"database {name} has schema version {found}; this jepardy reads version {target} ({why})"
+    )
 
 
 class RunStatus(enum.StrEnum):

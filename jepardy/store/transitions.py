@@ -29,9 +29,9 @@ from jepardy.store.engine import (
     claim_columns,
     connect,
     display_name,
-    in_chunks,
 )
 from jepardy.store.models import Base, Metric, Run, SchemaInfo, Sweep
+from jepardy.store.reader import in_chunks
 from jepardy.store.states import (
     CLAIMABLE,
     RESULT_FIELDS,

@@ -1,0 +1,234 @@
+"""Reading the store through a plain DB-API cursor: the connection every read command uses.
+
+A SQLite store is opened with the standard library's sqlite3 alone, read-only (URI
+`mode=ro`; where the WAL's -shm file cannot be made, `immutable=1`, as no writer can be
+changing such a file either): no lock, no creation, no upgrade. `jepardy status`, `runs` and
+`report` then start without importing SQLAlchemy, half a second of a command's start on a
+2-core machine (bench/cli_latency.py). Any other URL (PostgreSQL) is opened read-only by
+`jepardy.store.engine.open_reader` and read through its engine's raw connection.
+
+The SQL here is the store's own (column names from the table itself, values bound as
+parameters), so it runs unchanged on both backends but for the placeholder.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from jepardy.errors import UserError
+from jepardy.store.states import SCHEMA_VERSION, RunStatus, judge_version
+
+if TYPE_CHECKING:
+    from jepardy.store.engine import Database
+
+BUSY_TIMEOUT_S = 30.0
+SQLITE_SCHEMES = ("sqlite://", "sqlite+pysqlite://")
+# Bound on the number of ids in one IN (...) clause (SQLite limits bound parameters).
+IN_CHUNK = 500
+
+
+@dataclass
+class Reader:
+    """A read-only connection to a store: `rows` of a query, the sweeps' names and specs.
+
+    `name` is what error messages call the database (the file path, or the URL without its
+    password); `dialect` is "sqlite" or the SQLAlchemy dialect's name."""
+
+    name: str
+    dialect: str
+    connection: Any  # a DB-API connection
+    close: Callable[[], None]
+
+    @property
+    def placeholder(self) -> str:
+        """The DB-API parameter marker of this connection (sqlite3: ?, psycopg: %s)."""
+        return "?" if self.dialect == "sqlite" else "%s"
+
+    def rows(self, sql: str, params: Sequence[Any] = ()) -> tuple[list[str], list[tuple[Any, ...]]]:
+        """The column names and rows of `sql`. `{p}` in `sql` stands for the placeholder."""
+        cursor = self.connection.cursor()
+        try:
+            cursor.execute(sql.replace("{p}", self.placeholder), tuple(params))
+            names = [column[0] for column in cursor.description]
+            return names, cursor.fetchall()
+        finally:
+            cursor.close()
+            if self.dialect != "sqlite":
+                self.connection.rollback()  # end the read's transaction: never left idle open
+
+    def records(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
+        """The rows of `sql` as {column: value}."""
+        names, rows = self.rows(sql, params)
+        return [dict(zip(names, row, strict=True)) for row in rows]
+
+    def sweep_names(self) -> list[str]:
+        """Every sweep name, sorted."""
+        return [name for (name,) in self.rows("SELECT name FROM sweeps ORDER BY name")[1]]
+
+    def spec_paths(self) -> dict[str, str]:
+        """Each sweep's spec path, as its last `jepardy sweep` gave it."""
+        return dict(self.rows("SELECT name, spec_path FROM sweeps")[1])
+
+    def columns(self, table: str) -> list[str]:
+        """The columns of `table` (one of the store's), in table order."""
+        return self.rows(f"SELECT * FROM {table} WHERE 1 = 0")[0]
+
+
+def open_rows(url: str | Path) -> Reader:
+    """A read-only Reader on the store at `url` (a SQLite path or URL, or any SQLAlchemy URL).
+
+    UserError naming the database when it does not exist, cannot be opened, is not a jepardy
+    database, or is at another schema version than this jepardy's."""
+    path = sqlite_path(url)
+    if path is None:
+        return _engine_reader(url)
+    if path in ("", ":memory:") or not Path(path).is_file():
+        raise UserError(f"database {path or url} does not exist")
+    connection = _sqlite_connection(Path(path))
+    reader = Reader(path, "sqlite", connection, connection.close)
+    try:
+        version = _sqlite_version(reader)
+    except sqlite3.DatabaseError as exc:
+        connection.close()
+        raise UserError(f"cannot open database {path}: {' '.join(str(exc).split())}") from exc
+    except UserError:
+        connection.close()
+        raise
+    if version is None:
+        connection.close()
+        raise UserError(f"database {path} holds no jepardy runs")
+    if version != SCHEMA_VERSION:
+        connection.close()
+        raise UserError(
+            f"database {path} is at schema version {version}; a writing command "
+            f"(jepardy sweep, jepardy ingest) upgrades it to {SCHEMA_VERSION}"
+        )
+    return reader
+
+
+def sqlite_path(url: str | Path) -> str | None:
+    """The file path of a SQLite store (a bare path, or a sqlite:/// URL); None for another
+    backend's URL."""
+    text = str(url)
+    if "://" not in text:
+        return text
+    for scheme in SQLITE_SCHEMES:
+        if text.startswith(scheme + "/"):
+            return text[len(scheme) + 1 :].split("?", 1)[0]
+    return None
+
+
+def _sqlite_connection(path: Path) -> sqlite3.Connection:
+    uri = path.resolve().as_uri()
+    for mode in ("mode=ro", "mode=ro&immutable=1"):
+        connection = sqlite3.connect(
+            f"{uri}?{mode}", uri=True, timeout=BUSY_TIMEOUT_S, isolation_level=None
+        )
+        try:
+            connection.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchall()
+            return connection
+        except sqlite3.OperationalError:
+            connection.close()  # mode=ro needs the -shm file, which this folder may refuse
+    raise UserError(f"cannot open database {path}: unable to open it read-only")
+
+
+def _sqlite_version(reader: Reader) -> int | None:
+    """The stored schema version (judged as the writers judge it); None without the table."""
+    found = reader.rows(
+        "SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'schema_info'"
+    )[1]
+    if not found:
+        return None
+    versions = [version for (version,) in reader.rows("SELECT version FROM schema_info")[1]]
+    return judge_version(versions, reader.name, SCHEMA_VERSION)
+
+
+def _engine_reader(url: str | Path) -> Reader:
+    """A Reader over `open_reader`'s read-only engine (PostgreSQL and any other URL)."""
+    from jepardy.store.engine import open_reader
+
+    database = open_reader(url)
+    connection = database.engine.raw_connection()
+
+    def close() -> None:
+        connection.close()
+        database.close()
+
+    return Reader(database.name, database.engine.dialect.name, connection, close)
+
+
+def runs_query(
+    reader: Reader,
+    sweep: str | None,
+    status: str | None,
+    columns: Sequence[str] | None,
+    params: bool | Sequence[str] = False,
+    result_fields: Sequence[str] = (),
+) -> tuple[str, list[str]]:
+    """The SQL and parameters that select `columns` (every column for None) of the runs of
+    `sweep` (or all) with `status` (or any), plus `result.<field>` for each of
+    `result_fields`, read by the database from the result JSON. Column names are checked
+    against the table (they are written into the SQL); UserError for an unknown status.
+    No ORDER BY: tidy_runs sorts by seq, faster than SQLite's sort of an unindexed column."""
+    table = reader.columns("runs")
+    names = table if columns is None else list(dict.fromkeys(columns))
+    if params is not False and "params" not in names:
+        names.append("params")
+    unknown = sorted(set(names) - set(table))
+    if unknown:
+        raise ValueError(f"no column {', '.join(unknown)} in the runs table")
+    selected = [*names, *(_result_field(reader.dialect, field) for field in result_fields)]
+    where, values = [], []
+    if sweep is not None:
+        where.append("sweep = {p}")
+        values.append(sweep)
+    if status is not None:
+        if status not in {member.value for member in RunStatus}:
+            allowed = ", ".join(member.value for member in RunStatus)
+            raise UserError(f"unknown run status {status!r}; allowed: {allowed}")
+        where.append("status = {p}")
+        values.append(status)
+    condition = f" WHERE {' AND '.join(where)}" if where else ""
+    return f"SELECT {', '.join(selected)} FROM runs{condition}", values
+
+
+def _result_field(dialect: str, name: str) -> str:
+    """`result.<name>`: one top-level field of the result JSON text, as text, or NULL."""
+    if not name.isidentifier():
+        raise ValueError(f"result field {name!r} is not a name")
+    # SQLite's json_extract reads the text as it is (a row whose text is not JSON would be an
+    # error, so it is guarded); PostgreSQL parses the text column as json first.
+    if dialect == "sqlite":
+        value = f"CASE WHEN json_valid(result) THEN json_extract(result, '$.{name}') END"
+    else:
+        value = f"CAST(result AS json) ->> '{name}'"
+    return f'CAST({value} AS TEXT) AS "result.{name}"'
+
+
+def in_chunks(items: Sequence[str], size: int = IN_CHUNK) -> Iterator[Sequence[str]]:
+    """`items` in slices of at most `size` (the ids of one IN (...) clause)."""
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+@contextmanager
+def reading(db: str | Path | Reader | Database) -> Iterator[Reader]:
+    """A Reader on `db` for the block: `db` itself when it is one (left open), else one
+    opened on a path or URL, or on an open Database's engine, and closed after."""
+    if isinstance(db, Reader):
+        yield db
+        return
+    if isinstance(db, str | Path):
+        reader = open_rows(db)
+    else:
+        connection = db.engine.raw_connection()
+        reader = Reader(db.name, db.engine.dialect.name, connection, connection.close)
+    try:
+        yield reader
+    finally:
+        reader.close()
