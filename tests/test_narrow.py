@@ -17,7 +17,7 @@ import pytest
 from demo_store import write_demo
 
 from jepardy.analysis.fit import Grid, fit_columns, label_pairs
-from jepardy.analysis.render import format_value
+from jepardy.analysis.quantities import format_value
 from jepardy.store.transitions import open_store
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -12,7 +12,6 @@ import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import pandas as pd
 import pytest
 import runsets
 from conftest import Cli
@@ -23,7 +22,7 @@ from jepardy.store import engine
 from jepardy.store.show import resolve_run_id
 from jepardy.store.states import STALE_AFTER_S
 from jepardy.store.transitions import open_store
-from jepardy.store.views import running_jobs
+from jepardy.store.views import running_table
 
 SWEEP = "smoke"
 LANE = "isolation"
@@ -156,20 +155,20 @@ def test_a_unique_prefix_is_the_run(cli: Cli, db: Path, tmp_path: Path) -> None:
 
 def test_stale_running_runs_say_so() -> None:
     now = datetime(2026, 1, 1, tzinfo=UTC)
-    beats = [now - timedelta(seconds=5), now - timedelta(seconds=STALE_AFTER_S + 15), pd.NaT]
-    runs = pd.DataFrame(
+    beats = [now - timedelta(seconds=5), now - timedelta(seconds=STALE_AFTER_S + 15), None]
+    blank = ("lane", "arm", "variant", "match", "seed", "host", "pid", "executor", "job_id")
+    rows = [
         {
-            "id": ["a", "b", "c"],
-            "status": "running",
-            "sweep": ["smoke", "smoke", "other"],
-            **{k: None for k in ("lane", "arm", "variant", "match", "seed", "host", "pid")},
-            **{k: None for k in ("executor", "job_id")},
-            **{k: None for k in ("job_state", "job_nodes", "devices")},
-            "started_at": pd.Series([now] * 3, dtype="datetime64[ns, UTC]"),
-            "heartbeat_at": pd.Series(beats, dtype="datetime64[ns, UTC]"),
+            "id": run_id,
+            "sweep": sweep,
+            **dict.fromkeys((*blank, "job_state", "job_nodes", "devices")),
+            # As SQLite keeps them: naive UTC text.
+            "started_at": now.replace(tzinfo=None).isoformat(" "),
+            "heartbeat_at": beat and beat.replace(tzinfo=None).isoformat(" "),
         }
-    )
-    states = running_jobs(runs, now, {"smoke": "experiments/smoke.toml"})["state"].tolist()
+        for run_id, sweep, beat in zip("abc", ["smoke", "smoke", "other"], beats, strict=True)
+    ]
+    states = running_table(rows, now, {"smoke": "experiments/smoke.toml"})["state"]
     assert states == [
         "running",
         "running (stale: no heartbeat for 75 s; resume with jepardy sweep experiments/smoke.toml)",

@@ -6,6 +6,8 @@ on a file nobody may write, and never create a database at a mistyped path.
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
 import sqlite3
 import stat
@@ -130,3 +132,34 @@ def test_readers_work_on_a_read_only_database() -> None:
     finally:
         folder.chmod(0o755)
         shutil.rmtree(folder)
+
+
+def test_status_runs_and_report_read_either_backend(store_url: str) -> None:
+    """SQLite is read through sqlite3 alone, PostgreSQL through SQLAlchemy's engine: the
+    same SQL, the same tables, the same one-line errors."""
+    _filled(store_url)  # type: ignore[arg-type]
+    store = open_store(store_url)
+    running = RunIdentity("00000000000000ff", "s", "main", "jepa", "", "", seed=3, params={})
+    store.register_runs([running], git_commit=None)
+    store.mark_running(running.run_id, "elsewhere", 4242, "runs/x", ["torchrun"])
+    store.close()
+
+    status = _jepardy(["status"], store_url, env={**os.environ, "COLUMNS": "200"})  # type: ignore[arg-type]
+    assert status.returncode == 0, status.stderr
+    lines = status.stdout.splitlines()
+    header = next(i for i, line in enumerate(lines) if line.startswith("sweep "))
+    assert lines[header].split() == ["sweep", "running", "done", "total"], status.stdout
+    assert lines[header + 2].split() == ["s", "1", "2", "3"], status.stdout
+    assert "00000000000000ff" in status.stdout and "elsewhere" in status.stdout
+
+    listed = _jepardy(["runs", "--format", "json"], store_url)  # type: ignore[arg-type]
+    assert listed.returncode == 0, listed.stderr
+    rows = {row["id"]: row for row in json.loads(listed.stdout)}
+    assert rows["0000000000000001"]["val_bpb"] == 1.01
+    assert rows["0000000000000002"]["status"] == "done"
+    assert rows["00000000000000ff"]["status"] == "running"
+
+    typo = _jepardy(["runs", "--lane", "mian"], store_url)  # type: ignore[arg-type]
+    assert typo.returncode == 2
+    assert "no lane 'mian' in the store; did you mean 'main'?" in typo.stderr
+    assert _jepardy(["report"], store_url).returncode == 0  # type: ignore[arg-type]

@@ -1,6 +1,6 @@
 """Tables that fit a terminal: packed labels split into one column per axis, and columns
 kept by priority with the rest named in a note (numbers come formatted, by
-`jepardy.analysis.render.format_value`).
+`jepardy.analysis.quantities.format_value`).
 
 A rich table squeezed into a narrow console cuts every cell into "…"; here a table keeps
 whole columns, most important first, until the next one would not fit, and says which it

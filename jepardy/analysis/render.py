@@ -11,7 +11,7 @@ from __future__ import annotations
 import itertools
 import json
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -207,36 +207,6 @@ def _is_list(value: Any) -> bool:
 
 
 # --- number formats shared by every table ---
-
-# One format per quantity, chosen by the column's unit suffix, first match wins: every
-# table of runs (runs, status, plan, ingest, diff) formats numbers through `format_value`;
-# the report's column formatters below use the same precision for the same quantities.
-_QUANTITIES: tuple[tuple[str, Callable[[float], str]], ...] = (
-    ("_per_s", lambda v: f"{v:,.0f}"),  # a rate: tokens_per_s
-    ("_bytes", lambda v: f"{v:,.0f}"),
-    ("_bpb", lambda v: f"{v:.4f}"),
-    ("_loss", lambda v: f"{v:.4f}"),
-    ("_s", lambda v: f"{v:.1f}"),
-)
-
-
-def format_value(name: str, value: Any) -> str:
-    """`value` of column `name` as every table shows it: bytes with thousands separators,
-    bpb and losses to 4 decimals, seconds to 1, other floats as written in a spec (`0.1`,
-    not `0.1000`); blank when missing."""
-    if hasattr(value, "item"):  # a numpy scalar
-        value = value.item()
-    if value is None or (not isinstance(value, str) and pd.isna(value) is True):
-        return ""
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return str(value)
-    number = float(value)
-    for suffix, fmt in _QUANTITIES:
-        if name.endswith(suffix) or name == suffix[1:]:
-            return fmt(number)
-    if isinstance(value, int) or number.is_integer():
-        return str(int(number))
-    return repr(number)
 
 
 def format_bpb(mean: float, std: float, n: int) -> str:

@@ -11,6 +11,7 @@ from rich.text import Text
 from jepardy.cli.options import DbOption, RunIdArg, SweepFilterOption
 from jepardy.cli.output import console
 from jepardy.cli.tables import (
+    Cells,
     ColumnsOption,
     FormatOption,
     check_format,
@@ -22,8 +23,6 @@ from jepardy.cli.tables import (
 )
 
 if TYPE_CHECKING:
-    import pandas as pd
-
     from jepardy.analysis.diff import RunDiff
 
 app = typer.Typer()
@@ -59,42 +58,50 @@ def status(
     With --watch: the live view of a sweep (--sweep, else the one running), from the store
     and the running runs' metrics.jsonl; plain lines per event when not on a terminal.
     """
-    from jepardy.store.engine import open_reader
-    from jepardy.store.views import require_sweep, running_jobs, status_counts, sweep_specs
+    from jepardy.store.reader import open_rows
+    from jepardy.store.views import require_sweep, running_jobs, status_counts
 
     check_format(fmt)
-    database = open_reader(db)
-    require_sweep(database, sweep_name)
     if watch:
         from jepardy.cli.progress import watch as watch_store
+        from jepardy.store.engine import open_reader
 
+        database = open_reader(db)
+        require_sweep(database, sweep_name)
         with contextlib.suppress(KeyboardInterrupt):  # the way a watch ends
             watch_store(database, sweep_name, interval_s, count)
         return
-    runs = database.runs_frame(sweep_name)
-    counts = status_counts(runs, every_state=False)
-    running = running_jobs(runs, specs=sweep_specs(database))
+    reader = open_rows(db)
+    require_sweep(reader, sweep_name)
+    counts = status_counts(reader, sweep_name, every_state=False)
+    running = running_jobs(reader, sweep_name)
     if fmt != "table":
-        picked = select_columns("running", with_axes(running), wanted_columns(columns))
+        import pandas as pd
+
+        running_frame = with_axes(pd.DataFrame(running))
+        picked = select_columns("running", running_frame, wanted_columns(columns))
         print_frames([("runs per state", counts), ("running", picked)], fmt)
         return
-    if not len(runs):
-        console.print(
-            f"no runs in {database.name}; jepardy sweep SPEC records them", highlight=False
-        )
+    if not counts["sweep"]:
+        console.print(f"no runs in {reader.name}; jepardy sweep SPEC records them", highlight=False)
         return
     console.print(fitted("runs per state", counts))
-    if len(running):
+    if running["id"]:
         console.print(_running_table(running, wanted_columns(columns)))
 
 
-def _running_table(running: pd.DataFrame, columns: list[str]) -> object:
+def _running_table(running: Cells, columns: list[str]) -> object:
     """The running runs; a stale one's state is `stale` in the table, and its whole state
     (how long without a heartbeat, the command that resumes it) is a line under it."""
-    states = running["state"].astype(str)
-    stale = states.str.startswith(_STALE)
-    notes = [f"{i}: {state}" for i, state in zip(running["id"][stale], states[stale], strict=True)]
-    shown = running.assign(state=states.where(~stale, "stale"))
+    states = [str(state) for state in running["state"]]
+    stale = [state.startswith(_STALE) for state in states]
+    notes = [
+        f"{i}: {state}" for i, state, old in zip(running["id"], states, stale, strict=True) if old
+    ]
+    shown = {
+        **running,
+        "state": ["stale" if old else s for s, old in zip(states, stale, strict=True)],
+    }
     return fitted("running", shown, columns, RUNNING_PRIORITY, notes)
 
 
@@ -113,17 +120,17 @@ def runs(
     Shows each run's id, labels and axis values, status, reason, val_bpb and bytes; what
     does not fit the terminal is named under the table (--columns picks columns).
     """
-    from jepardy.store.engine import open_reader
-    from jepardy.store.views import empty_selection, filter_runs, require_sweep
+    from jepardy.store.reader import open_rows
+    from jepardy.store.views import empty_selection, require_sweep, select_runs
 
     check_format(fmt)
-    database = open_reader(db)
-    require_sweep(database, sweep_name)
-    frame = filter_runs(database.runs_frame(sweep_name), status=state, lane=lane, arm=arm)
+    reader = open_rows(db)
+    require_sweep(reader, sweep_name)
+    frame = select_runs(reader, sweep=sweep_name, status=state, lane=lane, arm=arm)
     if fmt != "table":
         print_frames([("runs", frame)], fmt, wanted_columns(columns))
-    elif len(frame):
-        title = f"{len(frame)} runs"
+    elif frame["id"]:
+        title = f"{len(frame['id'])} runs"
         console.print(fitted(title, frame, wanted_columns(columns), RUNS_PRIORITY))
     else:
         console.print(empty_selection(sweep_name, state, lane, arm), highlight=False)
@@ -196,7 +203,7 @@ def _diff_table(done: RunDiff) -> object:
 def _shown(name: str, value: object) -> str:
     import json
 
-    from jepardy.analysis.render import format_value
+    from jepardy.analysis.quantities import format_value
 
     if isinstance(value, list | dict):
         return json.dumps(value)

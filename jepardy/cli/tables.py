@@ -10,16 +10,20 @@ the rest named under the table. `--columns` picks and orders them instead.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from jepardy.analysis import fit
+from jepardy.analysis.quantities import format_value, is_missing
 from jepardy.cli.output import console
 from jepardy.errors import UserError
 
 if TYPE_CHECKING:
     import pandas as pd
+
+# A table as cells by column (jepardy.store.views), or a DataFrame.
+Cells = dict[str, list[Any]]
 
 FORMATS = ("table", "csv", "json")
 FormatOption = Annotated[
@@ -51,7 +55,7 @@ def wanted_columns(columns: str | None) -> list[str]:
 
 
 def print_frames(
-    frames: Sequence[tuple[str, pd.DataFrame]],
+    frames: Sequence[tuple[str, pd.DataFrame | Cells]],
     fmt: str = "table",
     columns: Sequence[str] = (),
     priority: Sequence[str] = (),
@@ -63,9 +67,14 @@ def print_frames(
         for title, frame in frames:
             console.print(fitted(title, frame, columns, priority))
         return
+    import pandas as pd
+
     from jepardy.analysis.render import frame_text, frames_text
 
-    chosen = [(title, select_columns(title, with_axes(frame), columns)) for title, frame in frames]
+    chosen = [
+        (title, select_columns(title, with_axes(pd.DataFrame(frame)), columns))
+        for title, frame in frames
+    ]
     # One table: a plain CSV, or a JSON list of rows; several: one block or key per table.
     text = frame_text(chosen[0][1], fmt) if len(chosen) == 1 else frames_text(chosen, fmt)
     console.file.write(text)
@@ -92,24 +101,25 @@ def select_columns(title: str, frame: pd.DataFrame, columns: Sequence[str]) -> p
     return frame[fit.choose_columns(grid, columns)]
 
 
-def frame_grid(title: str, frame: pd.DataFrame) -> fit.Grid:
-    """`frame` as formatted text, packed labels split into axis columns, long headers short."""
-    from jepardy.analysis.render import format_value
-
-    cells = {
-        str(name): [format_value(str(name), v) for v in frame[name].to_numpy(dtype=object)]
-        for name in frame.columns
-    }
-    numeric = {str(n) for n in frame.columns if _numeric(frame[n])}
+def frame_grid(title: str, frame: pd.DataFrame | Cells) -> fit.Grid:
+    """`frame` as formatted text, packed labels split into axis columns, long headers short;
+    a column of numbers (bools aside) is right-aligned."""
+    values = frame if isinstance(frame, dict) else _cells(frame)
+    cells = {name: [format_value(name, v) for v in column] for name, column in values.items()}
+    numeric = {name for name, column in values.items() if _numeric(column)}
     grid = fit.split_labels(fit.Grid(title, cells, frozenset(numeric)), PACKED)
     return rename(grid, SHORT)
 
 
-def _numeric(values: pd.Series) -> bool:
-    import pandas as pd
+def _cells(frame: pd.DataFrame) -> Cells:
+    return {str(name): frame[name].to_numpy(dtype=object).tolist() for name in frame.columns}
 
-    kinds = pd.api.types
-    return kinds.is_numeric_dtype(values) and not kinds.is_bool_dtype(values)
+
+def _numeric(values: list[Any]) -> bool:
+    present = [v for v in values if not is_missing(v)]
+    return bool(present) and all(
+        isinstance(v, int | float) and not isinstance(v, bool) for v in present
+    )
 
 
 def rename(grid: fit.Grid, names: dict[str, str]) -> fit.Grid:
@@ -120,7 +130,7 @@ def rename(grid: fit.Grid, names: dict[str, str]) -> fit.Grid:
 
 def fitted(
     title: str,
-    frame: pd.DataFrame,
+    frame: pd.DataFrame | Cells,
     columns: Sequence[str] = (),
     priority: Sequence[str] = (),
     notes: Sequence[str] = (),

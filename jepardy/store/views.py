@@ -1,6 +1,8 @@
 """What a store holds right now: counts per state, the running jobs, a filtered runs list.
 
-Plain pandas over `Database.runs_frame()`; the CLI's `status` and `runs` print these.
+Plain rows from the store's `Reader` (no pandas, no SQLAlchemy), as tables of columns
+(`{name: [cell, ...]}`): `jepardy status` and `runs` print these, and answer before pandas
+alone would have finished importing. Each query reads only the columns it shows.
 """
 
 from __future__ import annotations
@@ -8,14 +10,14 @@ from __future__ import annotations
 import difflib
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
-
-import pandas as pd
-import sqlalchemy as sa
+from typing import Any, Protocol
 
 from jepardy.errors import UserError
-from jepardy.store.engine import Database
-from jepardy.store.models import Sweep
+from jepardy.store.reader import Reader
 from jepardy.store.states import IDENTITY_COLUMNS, STALE_AFTER_S, RunStatus
+
+# A table of cells by column, every column as long as the others.
+Table = dict[str, list[Any]]
 
 STATES = [s.value for s in RunStatus]
 RUNS_COLUMNS = [
@@ -27,54 +29,69 @@ RUNS_COLUMNS = [
     "steps",
     "train_time_s",
 ]
+RUNNING_COLUMNS = [
+    *("id", "state", "sweep", "lane", "arm", "variant", "match", "seed", "host", "pid"),
+    *("executor", "job_id", "job_state", "job_nodes", "devices", "elapsed_s", "heartbeat_age_s"),
+]
+# What `running_jobs` reads of a running run (besides its identity).
+_RUNNING_READ = ("host", "pid", "executor", "job_id", "job_state", "job_nodes", "devices")
 
 
-def status_counts(runs: pd.DataFrame, every_state: bool = True) -> pd.DataFrame:
-    """One row per sweep, one column per state in lifecycle order (every state, or with
-    `every_state` False only those some sweep has runs in), plus total."""
-    counts = pd.crosstab(runs["sweep"], runs["status"]).reindex(columns=STATES, fill_value=0)
-    if not every_state:
-        counts = counts.loc[:, (counts != 0).any()]
-    counts["total"] = counts.sum(axis=1)
-    return counts.reset_index()
+class KnowsSweeps(Protocol):
+    """A store a name can be checked against: a Reader, or a Database (jepardy.store.engine)."""
+
+    name: str
+
+    def sweep_names(self) -> list[str]: ...
 
 
-def running_jobs(
-    runs: pd.DataFrame, now: datetime | None = None, specs: Mapping[str, str] | None = None
-) -> pd.DataFrame:
-    """The running runs: their state (`running`, or stale: see `running_state`), who holds
-    them (host and pid of the orchestrator), their job (its executor, id there, state in the
-    executor's words, nodes, local GPUs), for how long, and seconds since their last
+def status_counts(reader: Reader, sweep: str | None = None, every_state: bool = True) -> Table:
+    """One row per sweep (sorted), one column per state in lifecycle order (every state, or
+    with `every_state` False only those some sweep has runs in), plus total."""
+    where, values = _where_sweep(sweep)
+    sql = f"SELECT sweep, status, COUNT(*) FROM runs{where} GROUP BY sweep, status"
+    counts: dict[str, dict[str, int]] = {}
+    for name, state, count in reader.rows(sql, values)[1]:
+        counts.setdefault(name, {})[state] = count
+    sweeps = sorted(counts)
+    states = [s for s in STATES if every_state or any(s in counts[n] for n in sweeps)]
+    table: Table = {"sweep": sweeps}
+    for state in states:
+        table[state] = [counts[name].get(state, 0) for name in sweeps]
+    table["total"] = [sum(counts[name].values()) for name in sweeps]
+    return table
+
+
+def running_jobs(reader: Reader, sweep: str | None = None, now: datetime | None = None) -> Table:
+    """The running runs (of `sweep`, or all) in registration order: see `running_table`."""
+    where, values = _where_sweep(sweep)
+    status = "status = {p}"
+    where = f"{where} AND {status}" if where else f" WHERE {status}"
+    columns = ", ".join([*IDENTITY_COLUMNS, *_RUNNING_READ, "started_at", "heartbeat_at"])
+    sql = f"SELECT {columns} FROM runs{where} ORDER BY seq"
+    rows = reader.records(sql, [*values, RunStatus.RUNNING.value])
+    return running_table(rows, now or datetime.now(UTC), reader.spec_paths())
+
+
+def running_table(
+    rows: Sequence[Mapping[str, Any]], now: datetime, specs: Mapping[str, str]
+) -> Table:
+    """The running runs `rows`: their state (`running`, or stale: see `running_state`), who
+    holds them (host and pid of the orchestrator), their job (its executor, id there, state
+    in the executor's words, nodes, local GPUs), for how long, and seconds since their last
     heartbeat. `specs`: each sweep's spec path, named in the stale state's advice."""
-    now = now or datetime.now(UTC)
-    running = runs[runs["status"] == RunStatus.RUNNING.value]
-    age = (now - running["heartbeat_at"]).dt.total_seconds().round(1)
-    specs = specs or {}
-    states = [
-        running_state(None if pd.isna(a) else a, specs.get(str(sweep), "SPEC"))
-        for a, sweep in zip(age.tolist(), running["sweep"].tolist(), strict=True)
-    ]
-    return pd.DataFrame(
-        {
-            "id": running["id"],
-            "state": pd.Series(states, index=running.index, dtype=object),
-            "sweep": running["sweep"],
-            "lane": running["lane"],
-            "arm": running["arm"],
-            "variant": running["variant"],
-            "match": running["match"],
-            "seed": running["seed"],
-            "host": running["host"],
-            "pid": running["pid"],
-            "executor": running["executor"],
-            "job_id": running["job_id"],
-            "job_state": running["job_state"],
-            "job_nodes": running["job_nodes"],
-            "devices": running["devices"],
-            "elapsed_s": (now - running["started_at"]).dt.total_seconds().round(1),
+    table: Table = {name: [] for name in RUNNING_COLUMNS}
+    for row in rows:
+        age = _seconds_since(now, row["heartbeat_at"])
+        spec = specs.get(str(row["sweep"]), "SPEC")
+        derived = {
+            "state": running_state(age, spec),
+            "elapsed_s": _seconds_since(now, row["started_at"]),
             "heartbeat_age_s": age,
         }
-    )
+        for name in RUNNING_COLUMNS:
+            table[name].append(derived[name] if name in derived else row[name])
+    return table
 
 
 def running_state(heartbeat_age_s: float | None, spec: str) -> str:
@@ -89,11 +106,39 @@ def running_state(heartbeat_age_s: float | None, spec: str) -> str:
     return f"running (stale: {since}; resume with jepardy sweep {spec})"
 
 
-def sweep_specs(database: Database) -> dict[str, str]:
-    """Each sweep's spec path, as its last `jepardy sweep` gave it."""
-    with database.engine.connect() as connection:
-        rows = connection.execute(sa.select(Sweep.name, Sweep.spec_path)).all()
-    return {name: path for name, path in rows}
+def select_runs(
+    reader: Reader,
+    *,
+    sweep: str | None = None,
+    status: str | None = None,
+    lane: str | None = None,
+    arm: str | None = None,
+) -> Table:
+    """The runs matching every given field, RUNS_COLUMNS only, in registration order.
+
+    UserError for a status that is not a RunStatus, and for a lane or arm no run (of the
+    sweep) has, the closest named: a typo must not read as "no such runs"."""
+    if status is not None and status not in STATES:
+        raise unknown_value("status", status, STATES, "jepardy's run states", "statuses")
+    where, values = _where_sweep(sweep)
+    for column, value in (("lane", lane), ("arm", arm)):
+        if value is None:
+            continue
+        known = [
+            name for (name,) in reader.rows(f"SELECT DISTINCT {column} FROM runs{where}", values)[1]
+        ]
+        if value not in known:
+            raise unknown_value(column, value, sorted(map(str, known)), _where(sweep))
+    conditions = [
+        (c, v)
+        for c, v in (("sweep", sweep), ("status", status), ("lane", lane), ("arm", arm))
+        if v is not None
+    ]
+    clause = " AND ".join(f"{column} = {{p}}" for column, _ in conditions)
+    where = f" WHERE {clause}" if clause else ""
+    sql = f"SELECT {', '.join(RUNS_COLUMNS)} FROM runs{where} ORDER BY seq"
+    names, rows = reader.rows(sql, [value for _, value in conditions])
+    return {name: [row[i] for row in rows] for i, name in enumerate(names)}
 
 
 def unknown_value(
@@ -109,40 +154,14 @@ def unknown_value(
     )
 
 
-def require_sweep(database: Database, name: str | None) -> None:
-    """UserError unless `name` is None or a sweep of `database` (an unknown name would
+def require_sweep(store: KnowsSweeps, name: str | None) -> None:
+    """UserError unless `name` is None or a sweep of `store` (an unknown name would
     otherwise select nothing, silently)."""
     if name is None:
         return
-    names = database.sweep_names()
+    names = store.sweep_names()
     if name not in names:
-        raise unknown_value("sweep", name, names, database.name)
-
-
-def filter_runs(
-    runs: pd.DataFrame,
-    *,
-    sweep: str | None = None,
-    status: str | None = None,
-    lane: str | None = None,
-    arm: str | None = None,
-) -> pd.DataFrame:
-    """The runs matching every given field, RUNS_COLUMNS only, in registration order.
-
-    UserError for a status that is not a RunStatus, and for a lane or arm no run has (the
-    closest named): a typo must not read as "no such runs"."""
-    if status is not None and status not in STATES:
-        raise unknown_value("status", status, STATES, "jepardy's run states", "statuses")
-    mask = pd.Series(True, index=runs.index)
-    for column, value in (("sweep", sweep), ("status", status), ("lane", lane), ("arm", arm)):
-        if value is None:
-            continue
-        if column in ("lane", "arm"):
-            known = sorted({str(name) for name in runs[column].unique()})
-            if value not in known:
-                raise unknown_value(column, value, known, _where(sweep))
-        mask &= runs[column] == value
-    return runs.loc[mask, RUNS_COLUMNS]
+        raise unknown_value("sweep", name, names, store.name)
 
 
 def empty_selection(
@@ -153,6 +172,25 @@ def empty_selection(
     which = f"{status} runs" if status else "runs"
     with_fields = f" with {', '.join(fields)}" if fields else ""
     return f"no {which}{with_fields} in {_where(sweep)}"
+
+
+def parse_time(value: Any) -> datetime | None:
+    """A stored time as an aware UTC datetime: SQLite keeps naive UTC text
+    (store.models.UTCDateTime), PostgreSQL gives aware datetimes."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _seconds_since(now: datetime, value: Any) -> float | None:
+    then = parse_time(value)
+    return None if then is None else round((now - then).total_seconds(), 1)
+
+
+def _where_sweep(sweep: str | None) -> tuple[str, list[str]]:
+    return (" WHERE sweep = {p}", [sweep]) if sweep is not None else ("", [])
 
 
 def _where(sweep: str | None) -> str:
