@@ -445,3 +445,11 @@ def test_processes_opening_at_once_upgrade_once(store_url: str) -> None:
                 process.kill()
     assert sorted(outcomes, key=str) == [0] * (PROCESSES - 1) + [1], outcomes
     _assert_upgraded(store_url, before)
+
+
+def test_every_older_schema_version_has_an_upgrade_step() -> None:
+    """Readers judge a stored version without the migrations (states.judge_version takes
+    every version below SCHEMA_VERSION as upgradable): that must stay true."""
+    from jepardy.store.migrations import _STEPS
+
+    assert sorted(_STEPS) == list(range(1, SCHEMA_VERSION))

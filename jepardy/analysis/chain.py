@@ -10,16 +10,15 @@ arms on) and every pair whose order flipped.
 from __future__ import annotations
 
 import math
-import warnings
 from collections.abc import Iterable
 from dataclasses import asdict
 from itertools import combinations
 
 import pandas as pd
-from scipy import stats
 
 from jepardy.analysis import render
 from jepardy.analysis.render import Section
+from jepardy.analysis.summary import kendall_tau
 from jepardy.store.promotions import Decision
 
 COLUMNS = [
@@ -141,11 +140,8 @@ def held(group: pd.DataFrame) -> list[str]:
     )
     if len(arms) < 2:
         return [f"ranking: {len(arms)} promoted arm(s) with results; nothing to compare yet"]
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # ties everywhere: NaN
-        result = stats.kendalltau(arms["before"], arms["after"])
-    tau = float(result.statistic)
-    said = "undefined" if math.isnan(tau) else f"{tau:+.2f} (p {result.pvalue:.3f})"
+    tau, p = kendall_tau(arms["before"], arms["after"])
+    said = "undefined" if math.isnan(tau) else f"{tau:+.2f} (p {p:.3f})"
     source, lane = group["source_lane"].iloc[0], group["lane"].iloc[0]
     lines = [
         f"ranking held? Kendall's tau of the promoted arms' deltas, lane {source} vs lane "

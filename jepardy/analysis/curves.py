@@ -27,9 +27,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from scipy import optimize, stats
 
-from jepardy.analysis import render
+from jepardy.analysis import render, ttests
 from jepardy.analysis.render import Section
 from jepardy.analysis.summary import (
     CONTROL_ARM,
@@ -250,9 +249,9 @@ def curve_noise(n: np.ndarray, std: np.ndarray, noise: float | None, level: floa
 
 @functools.lru_cache(maxsize=256)
 def t_quantile(q: float, df: int) -> float:
-    """scipy's Student t quantile, cached: a grid of curves shares a handful of df values,
-    and one ppf call costs about as much as judging a whole curve."""
-    return float(stats.t.ppf(q, df))
+    """The Student t quantile, cached: a grid of curves shares a handful of df values, and
+    one call costs about as much as judging a whole curve."""
+    return float(ttests.t_quantile(q, df))
 
 
 def zigzag(means: np.ndarray, threshold: np.ndarray) -> list[int]:
@@ -381,6 +380,9 @@ def _monotone_test(
 
 def _monotone_sse(y: np.ndarray, weights: np.ndarray) -> tuple[float, np.ndarray]:
     """The weighted SSE of the better of the increasing and decreasing isotonic fits."""
+    # Imported here: scipy.optimize costs a report without curves a third of a second.
+    from scipy import optimize
+
     best_sse, best_fit = math.inf, y
     for increasing in (True, False):
         fit = optimize.isotonic_regression(y, weights=weights, increasing=increasing).x

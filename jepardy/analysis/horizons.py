@@ -17,19 +17,18 @@ several values of a budget param (wallclock_s, iterations, ...) this module give
 from __future__ import annotations
 
 import math
-import warnings
 from dataclasses import dataclass
 from itertools import combinations, pairwise
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
-from jepardy.analysis import render
+from jepardy.analysis import render, ttests
 from jepardy.analysis.render import Section
 from jepardy.analysis.summary import (
     axis_values,
     drop_key,
+    kendall_tau,
     require_metric,
     summarize,
     too_few_values,
@@ -160,10 +159,7 @@ def _taus(group: pd.DataFrame, axis: str) -> list[dict[str, object]]:
         both = wide[[a, b]].dropna()
         tau, p = math.nan, math.nan
         if len(both) >= 2:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", RuntimeWarning)  # constant input: NaN
-                result = stats.kendalltau(both[a], both[b])
-            tau, p = float(result.statistic), float(result.pvalue)
+            tau, p = kendall_tau(both[a], both[b])
         row = {key: first[key] for key in SET_KEYS}
         out.append(
             {**row, "budget_a": a, "budget_b": b, "n_arms": len(both), "tau": tau, "p_tau": p}
@@ -230,10 +226,8 @@ def _welch_interval(a: list[float], b: list[float]) -> tuple[float, float]:
     """The two-sided LEVEL Welch interval of mean(a) - mean(b); NaNs when a side has n < 2."""
     if len(a) < 2 or len(b) < 2:
         return math.nan, math.nan
-    with warnings.catch_warnings(), np.errstate(all="ignore"):
-        warnings.simplefilter("ignore", RuntimeWarning)
-        interval = stats.ttest_ind(a, b, equal_var=False).confidence_interval(LEVEL)
-    return float(interval.low), float(interval.high)
+    low, high = ttests.welch(np.array([a]), np.array([b])).interval(LEVEL)
+    return float(low[0]), float(high[0])
 
 
 def _excludes_zero(interval: tuple[float, float]) -> bool:

@@ -37,9 +37,9 @@ from jepardy.analysis.scoring import RESULT_FIELDS as SCORING_FIELDS
 from jepardy.analysis.scoring import mixed_scoring, scoring_sections
 from jepardy.analysis.summary import paused_gc, split_pairs
 from jepardy.errors import UserError
-from jepardy.store.engine import Database, open_reader
 from jepardy.store.frames import MIRRORED_PARAMS, RUN_COLUMNS, read_metrics, read_runs, tidy_runs
 from jepardy.store.promotions import read_decisions
+from jepardy.store.reader import Reader, open_rows
 from jepardy.store.states import RunStatus
 from jepardy.store.views import require_sweep
 
@@ -227,7 +227,7 @@ def run_report(db: str | Path, request: ReportRequest) -> ReportOutput:
     # The cyclic GC finds nothing to free in a report (no reference cycles), but the many
     # small lists and tuples it builds trigger full collections: about 0.15 s of 2 for
     # 100,000 runs (bench/report.py).
-    database = open_reader(db)
+    database = open_rows(db)
     require_sweep(database, request.sweep)
     if request.against:
         known = database.sweep_names()
@@ -294,7 +294,7 @@ def _spread(done: pd.DataFrame, param: str, within: list[str]) -> bool:
     return bool((values.groupby([done[k] for k in within], observed=True).nunique() >= 2).any())
 
 
-def _html(database: Database, report: Report, runs: pd.DataFrame) -> str:
+def _html(database: Reader, report: Report, runs: pd.DataFrame) -> str:
     """The HTML page of `report`, with the done runs' training metrics from the store."""
     from jepardy.analysis.htmlreport import html_report
     from jepardy.analysis.training import CLOCK, CURVE_METRICS
@@ -304,7 +304,7 @@ def _html(database: Database, report: Report, runs: pd.DataFrame) -> str:
     return html_report(report, runs, metrics, database.name)
 
 
-def _read(database: Database, request: ReportRequest, params: list[str] | bool) -> pd.DataFrame:
+def _read(database: Reader, request: ReportRequest, params: list[str] | bool) -> pd.DataFrame:
     """The runs the report reads: the sweep asked for (or all), and the leader's sweeps."""
     sweeps = [request.sweep, *request.against] if request.sweep else [None]
     frames = [
@@ -322,9 +322,7 @@ def _read(database: Database, request: ReportRequest, params: list[str] | bool) 
     return frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
 
 
-def _with_chain(
-    report: Report, database: Database, sweep: str | None, runs: pd.DataFrame
-) -> Report:
+def _with_chain(report: Report, database: Reader, sweep: str | None, runs: pd.DataFrame) -> Report:
     """The report with its promotions, when the store recorded any for the sweeps shown."""
     sweeps = [sweep] if sweep else database.sweep_names()
     decisions = [d for name in sweeps for d in read_decisions(database, name).values()]

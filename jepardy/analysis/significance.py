@@ -1,11 +1,12 @@
 """Significance tests of arms against their matched control (design/orchestrator.md,
 "Statistics"), vectorised over many arm/control pairs.
 
-Every test is scipy's: Welch's t-test (`scipy.stats.ttest_ind(equal_var=False)`) is the
-primary one; the paired test on per-seed differences (`scipy.stats.ttest_rel`) sits beside
-it when arm and control ran the same seeds; the challenge's margin is Welch on the arm
-shifted by the margin. Pairs are bucketed by their sample sizes so each bucket is one
-vectorised scipy call (a 100,000-run store has tens of thousands of pairs).
+Welch's t-test (`scipy.stats.ttest_ind(equal_var=False)`'s figures, from
+jepardy.analysis.ttests) is the primary one; the paired test on per-seed differences
+(`scipy.stats.ttest_rel`'s) sits beside it when arm and control ran the same seeds; the
+challenge's margin is Welch on the arm shifted by the margin. Pairs are bucketed by their
+sample sizes so each bucket is one vectorised call (a 100,000-run store has tens of
+thousands of pairs).
 
 The only hand-written procedure is Holm's step-down adjustment: scipy has none
 (`scipy.stats.false_discovery_control` is Benjamini-Hochberg, which controls the false
@@ -15,12 +16,12 @@ a dependency.
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from scipy import stats
+
+from jepardy.analysis import ttests
 
 # The level, margin and sides verdicts are decided by are settings (analysis/rules.py).
 CI_LEVEL = 0.95
@@ -99,34 +100,25 @@ def compare_pairs(
 def _welch_bucket(
     out: dict[str, np.ndarray], idx: np.ndarray, a: np.ndarray, c: np.ndarray, margin: np.ndarray
 ) -> None:
-    with warnings.catch_warnings(), np.errstate(all="ignore"):
-        warnings.simplefilter("ignore", RuntimeWarning)
-        one_sided = stats.ttest_ind(a, c, axis=1, equal_var=False, alternative="less")
-        # The other direction, so that a significant loss is named as one (not computed as
-        # 1 - p_welch, which loses every digit of a p-value near 1).
-        worse = stats.ttest_ind(a, c, axis=1, equal_var=False, alternative="greater")
-        two_sided = stats.ttest_ind(a, c, axis=1, equal_var=False)
-        interval = two_sided.confidence_interval(CI_LEVEL)
-        shifted = stats.ttest_ind(
-            a + margin[:, None], c, axis=1, equal_var=False, alternative="less"
-        )
-    out["t_welch"][idx] = one_sided.statistic
-    out["df_welch"][idx] = one_sided.df
-    out["p_welch"][idx] = one_sided.pvalue
-    out["p_worse"][idx] = worse.pvalue
-    out["ci_low"][idx] = interval.low
-    out["ci_high"][idx] = interval.high
-    out["p_margin"][idx] = np.where(np.isnan(margin), np.nan, shifted.pvalue)
+    welch = ttests.welch(a, c)
+    low, high = welch.interval(CI_LEVEL)
+    out["t_welch"][idx] = welch.t
+    out["df_welch"][idx] = welch.df
+    out["p_welch"][idx] = welch.p_less()
+    # The other direction, so that a significant loss is named as one.
+    out["p_worse"][idx] = welch.p_greater()
+    out["ci_low"][idx] = low
+    out["ci_high"][idx] = high
+    shifted = ttests.welch(a, c, shift=np.nan_to_num(margin)).p_less()
+    out["p_margin"][idx] = np.where(np.isnan(margin), np.nan, shifted)
 
 
 def _paired_bucket(
     out: dict[str, np.ndarray], idx: np.ndarray, a: np.ndarray, c: np.ndarray
 ) -> None:
-    with warnings.catch_warnings(), np.errstate(all="ignore"):
-        warnings.simplefilter("ignore", RuntimeWarning)
-        result = stats.ttest_rel(a, c, axis=1, alternative="less")
-    out["t_paired"][idx] = result.statistic
-    out["p_paired"][idx] = result.pvalue
+    result = ttests.paired(a, c)
+    out["t_paired"][idx] = result.t
+    out["p_paired"][idx] = result.p_less()
 
 
 def holm(p: pd.Series, family: pd.Series) -> pd.Series:

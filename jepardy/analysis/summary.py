@@ -14,13 +14,14 @@ from __future__ import annotations
 import contextlib
 import gc
 import itertools
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
+from jepardy.analysis.ttests import t_interval
 from jepardy.errors import UserError
 from jepardy.store.frames import ARM_KEYS, is_param_column
 from jepardy.trainer.config import ARTIFACT_CAP_BYTES
@@ -224,10 +225,21 @@ def add_t_interval(table: pd.DataFrame, level: float = 0.95) -> pd.DataFrame:
     """Add sem, ci_low, ci_high to a frame with n, mean, std columns (see `summarize`)."""
     n = table["n"].to_numpy(dtype=np.float64)
     sem = table["std"].to_numpy(dtype=np.float64) / np.sqrt(n)
-    # scipy's Student t interval with n - 1 degrees of freedom; NaN for n < 2 (no interval).
-    with np.errstate(invalid="ignore"):
-        low, high = stats.t.interval(level, n - 1, loc=table["mean"].to_numpy(), scale=sem)
+    # The Student t interval with n - 1 degrees of freedom; NaN for n < 2 (no interval).
+    low, high = t_interval(level, n - 1, table["mean"].to_numpy(dtype=np.float64), sem)
     return table.assign(sem=sem, ci_low=low, ci_high=high)
+
+
+def kendall_tau(x: pd.Series, y: pd.Series) -> tuple[float, float]:
+    """Kendall's tau of two rankings and its p-value (`scipy.stats.kendalltau`); NaNs when
+    one is constant."""
+    # Imported here: scipy.stats costs a report without horizons or promotions a second.
+    from scipy import stats
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # constant input: NaN
+        result = stats.kendalltau(x, y)
+    return float(result.statistic), float(result.pvalue)
 
 
 def split_pairs(text: str) -> dict[str, str]:

@@ -12,11 +12,12 @@ import json
 import math
 from dataclasses import dataclass, fields, replace
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
 
-import sqlalchemy as sa
+from jepardy.store.reader import Reader, parse_time, reading
 
-from jepardy.store.engine import Database
-from jepardy.store.models import PromotionCandidate, PromotionDecision
+if TYPE_CHECKING:
+    from jepardy.store.engine import Database
 
 
 @dataclass(frozen=True)
@@ -66,6 +67,11 @@ class Decision:
 def record_decision(database: Database, decision: Decision) -> Decision:
     """Record `decision` unless one is recorded for its sweep and lane; return the recorded
     one (this, with its time, or the earlier one, unchanged)."""
+    # Imported here: readers of decisions (the report) never load SQLAlchemy.
+    import sqlalchemy as sa
+
+    from jepardy.store.models import PromotionCandidate, PromotionDecision
+
     with database._session(write=True) as session:
         key = (decision.sweep, decision.lane)
         if session.get(PromotionDecision, key) is None:
@@ -88,30 +94,28 @@ def record_decision(database: Database, decision: Decision) -> Decision:
     return read_decisions(database, decision.sweep)[decision.lane]
 
 
-def read_decisions(database: Database, sweep: str) -> dict[str, Decision]:
+def read_decisions(db: Reader | Database, sweep: str) -> dict[str, Decision]:
     """Every recorded decision of `sweep`, by promoted lane."""
-    with database._session(write=False) as session:
-        heads = session.scalars(
-            sa.select(PromotionDecision).where(PromotionDecision.sweep == sweep)
-        ).all()
-        rows = session.scalars(
-            sa.select(PromotionCandidate)
-            .where(PromotionCandidate.sweep == sweep)
-            .order_by(PromotionCandidate.lane, PromotionCandidate.position)
-        ).all()
+    with reading(db) as reader:
+        heads = reader.records(
+            "SELECT lane, source_lane, rule, top, note, decided_at FROM promotions "
+            "WHERE sweep = {p}",
+            [sweep],
+        )
+        rows = reader.records(
+            f"SELECT lane, {', '.join(_CANDIDATE_FIELDS)} FROM promotion_candidates "
+            "WHERE sweep = {p} ORDER BY lane, position",
+            [sweep],
+        )
     by_lane: dict[str, list[Candidate]] = {}
     for row in rows:
-        by_lane.setdefault(row.lane, []).append(_candidate(row))
+        by_lane.setdefault(row.pop("lane"), []).append(_candidate(row))
     return {
-        head.lane: Decision(
-            sweep=head.sweep,
-            lane=head.lane,
-            source_lane=head.source_lane,
-            rule=head.rule,
-            top=head.top,
-            note=head.note,
-            candidates=tuple(by_lane.get(head.lane, [])),
-            decided_at=head.decided_at,
+        head["lane"]: Decision(
+            sweep=sweep,
+            **{name: head[name] for name in ("lane", "source_lane", "rule", "top", "note")},
+            candidates=tuple(by_lane.get(head["lane"], [])),
+            decided_at=parse_time(head["decided_at"]),
         )
         for head in heads
     }
@@ -131,6 +135,7 @@ def _candidate_row(decision: Decision, candidate: Candidate) -> dict[str, object
     return row
 
 
-def _candidate(row: PromotionCandidate) -> Candidate:
-    values = {name: getattr(row, name) for name in _CANDIDATE_FIELDS}
-    return replace(Candidate(**values), run_ids=tuple(json.loads(row.run_ids)))
+def _candidate(row: dict[str, Any]) -> Candidate:
+    # A raw cursor gives SQLite's 0/1 for a boolean.
+    values = {**row, "selected": bool(row["selected"])}
+    return replace(Candidate(**values), run_ids=tuple(json.loads(row["run_ids"])))

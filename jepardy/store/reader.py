@@ -17,6 +17,7 @@ import sqlite3
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -208,6 +209,16 @@ def _result_field(dialect: str, name: str) -> str:
     else:
         value = f"CAST(result AS json) ->> '{name}'"
     return f'CAST({value} AS TEXT) AS "result.{name}"'
+
+
+def parse_time(value: Any) -> datetime | None:
+    """A stored time as an aware UTC datetime: SQLite keeps naive UTC text
+    (store.models.UTCDateTime), PostgreSQL gives aware datetimes."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 def in_chunks(items: Sequence[str], size: int = IN_CHUNK) -> Iterator[Sequence[str]]:

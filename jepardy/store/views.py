@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from jepardy.errors import UserError
-from jepardy.store.reader import Reader
+from jepardy.store.reader import Reader, parse_time
 from jepardy.store.states import IDENTITY_COLUMNS, STALE_AFTER_S, RunStatus
 
 # A table of cells by column, every column as long as the others.
@@ -172,16 +172,6 @@ def empty_selection(
     which = f"{status} runs" if status else "runs"
     with_fields = f" with {', '.join(fields)}" if fields else ""
     return f"no {which}{with_fields} in {_where(sweep)}"
-
-
-def parse_time(value: Any) -> datetime | None:
-    """A stored time as an aware UTC datetime: SQLite keeps naive UTC text
-    (store.models.UTCDateTime), PostgreSQL gives aware datetimes."""
-    if value is None:
-        return None
-    if isinstance(value, str):
-        value = datetime.fromisoformat(value)
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 def _seconds_since(now: datetime, value: Any) -> float | None:
