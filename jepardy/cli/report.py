@@ -14,7 +14,7 @@ from jepardy.cli.output import console, err_console, tagged
 from jepardy.cli.tables import fitted
 
 if TYPE_CHECKING:
-    from jepardy.ingest.ingest import IngestReport
+    from jepardy.ingest.batch import IngestReport
 
 app = typer.Typer()
 # Where the columns a narrow terminal leaves out of these commands' tables can be seen.
