@@ -11,8 +11,9 @@ import pytest
 import runsets
 from runsets import R
 
-from jepardy.analysis.curves import Curves, curve_table, verdict_of, zigzag
+from jepardy.analysis.curves import Curves, curve_table
 from jepardy.analysis.report import ReportRequest, build_report, render_report
+from jepardy.analysis.turns import verdict_of, zigzag
 from jepardy.errors import UserError
 from jepardy.store.frames import load_runs
 from jepardy.store.transitions import open_store

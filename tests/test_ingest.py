@@ -13,7 +13,8 @@ from typer.testing import CliRunner
 
 from jepardy.cli.app import app
 from jepardy.errors import UserError
-from jepardy.ingest.ingest import IngestReport, ingest
+from jepardy.ingest.batch import IngestReport
+from jepardy.ingest.ingest import ingest
 from jepardy.ingest.labels import Labels, arm_from_path, parse_assignments, seed_from_path
 from jepardy.store.transitions import Store, open_store
 

@@ -1,7 +1,7 @@
 """Runs that cannot run are refused at plan time, in one short line, with nothing written.
 
 The battery runs the real `jepardy plan` on hostile specs; the trainer-side tests check that
-the spec layer and the trainer refuse a config through the same rules (trainer/config.py).
+the spec layer and the trainer refuse a config through the same rules (trainer/rules.py).
 The sweep tests check what is tried before any run is claimed: the run directories and
 whether the database can be written.
 """
@@ -22,7 +22,8 @@ from jepardy.spec.expand import count_runs, expand_runs
 from jepardy.spec.model import DEFAULT_MAX_RUNS
 from jepardy.spec.parse import load_spec
 from jepardy.store.transitions import open_store
-from jepardy.trainer.config import BOUNDS, CHOICES, TrainConfig, check_params, config_from_params
+from jepardy.trainer.config import TrainConfig, check_params, config_from_params
+from jepardy.trainer.rules import BOUNDS, CHOICES
 
 
 @pytest.mark.parametrize(("text", "expected"), [pytest.param(t, e, id=i) for i, t, e in HOSTILE])

@@ -10,13 +10,12 @@ only when the curve moves away from it by more than the noise, in both direction
   pooled within-point seed sd of the whole curve and df its degrees of freedom.
 - Without seeds (every point n = 1) it is the explicit `noise` floor, and the report says so.
 
-Turns are found as a zigzag with that threshold: the running extreme becomes a turn once the
-curve has moved from it by more than the noise. Verdict: "monotonic" (at most one leg, a
-flat curve included), "single-minimum" (down then up), otherwise "non-monotonic", listing
-the minima. Optionally (`resamples` > 0) the monotone fit is tested against the free
-per-point means: weighted isotonic regression (scipy), its weighted SSE as the statistic, its
-p-value by parametric bootstrap around the monotone fit, and how often the argmin stays put
-when the means are resampled (design/orchestrator.md, "Statistics").
+Turns are found as a zigzag with that threshold, and make the verdict: "monotonic",
+"single-minimum" or "non-monotonic" (turns.py). Optionally (`resamples` > 0) the monotone
+fit is tested against the free per-point means: weighted isotonic regression (scipy), its
+weighted SSE as the statistic, its p-value by parametric bootstrap around the monotone fit,
+and how often the argmin stays put when the means are resampled (design/orchestrator.md,
+"Statistics").
 """
 
 from __future__ import annotations
@@ -43,12 +42,10 @@ from jepardy.analysis.summary import (
     too_few_values,
 )
 from jepardy.analysis.summary import SUMMARY_COLUMNS as SUMMARY_STATS
+from jepardy.analysis.turns import verdict_of, verdict_text, zigzag
 from jepardy.errors import UserError
 from jepardy.store.states import RunStatus
 
-MONOTONIC = "monotonic"
-SINGLE_MINIMUM = "single-minimum"
-NON_MONOTONIC = "non-monotonic"
 CURVE_KEYS = ["sweep", "lane", "match", "arm", "variant"]
 # Names a curve's axis may not take: they are columns of the points table.
 _RESERVED = {*CURVE_KEYS, "source", "n", "mean", "std", "sem", "ci_low", "ci_high", "seeds"}
@@ -254,49 +251,6 @@ def t_quantile(q: float, df: int) -> float:
     return float(ttests.t_quantile(q, df))
 
 
-def zigzag(means: np.ndarray, threshold: np.ndarray) -> list[int]:
-    """Indices of the turns of a curve: its starting extreme, each point where it changes
-    direction by more than `threshold[i, j]`, and its final extreme. Empty when the curve
-    never moves by more than the noise (flat); two entries for a monotonic curve."""
-    lo = hi = 0  # running extremes before the first confirmed move
-    trend = 0  # +1 rising, -1 falling, 0 not yet known
-    pivots: list[int] = []
-    cand = 0
-    for i in range(1, len(means)):
-        m = means[i]
-        if trend == 0:
-            if m - means[lo] > threshold[lo, i]:
-                trend, pivots, cand = 1, [lo], i
-            elif means[hi] - m > threshold[hi, i]:
-                trend, pivots, cand = -1, [hi], i
-            else:
-                lo = i if m < means[lo] else lo
-                hi = i if m > means[hi] else hi
-        elif trend * (m - means[cand]) > 0:
-            cand = i  # a new running extreme; on a tie the first stays, as np.argmin picks
-        elif abs(m - means[cand]) > threshold[cand, i]:
-            pivots.append(cand)
-            trend, cand = -trend, i
-    return [*pivots, cand] if trend else []
-
-
-def verdict_of(means: np.ndarray, pivots: list[int]) -> tuple[str, list[int], list[int]]:
-    """(verdict, minima, interior maxima) from the zigzag's turns."""
-    if len(pivots) <= 2:
-        minima = [] if not pivots else [min(pivots, key=lambda i: means[i])]
-        return MONOTONIC, minima, []
-    minima, maxima = [], []
-    for k, i in enumerate(pivots):
-        neighbours = [means[j] for j in (pivots[k - 1 : k] + pivots[k + 1 : k + 2])]
-        if all(means[i] < other for other in neighbours):
-            minima.append(i)
-        elif 0 < k < len(pivots) - 1:
-            maxima.append(i)
-    falling_first = means[pivots[1]] < means[pivots[0]]
-    verdict = SINGLE_MINIMUM if len(pivots) == 3 and falling_first else NON_MONOTONIC
-    return verdict, minima, maxima
-
-
 def _judge(
     data: _CurveData,
     noise: float | None,
@@ -330,7 +284,7 @@ def _judge(
         maxima=x[maxima].tolist(),
         direction_changes=max(len(pivots) - 2, 0),
         verdict=verdict,
-        verdict_text=_verdict_text(verdict, x[minima], len(pivots) == 0),
+        verdict_text=verdict_text(verdict, x[minima], len(pivots) == 0),
         noise_source=judged.source,
         pooled_sd=judged.pooled_sd,
         noise_df=judged.df,
@@ -339,16 +293,6 @@ def _judge(
         argmin_stability=stability,
     )
     return _Judged(row, turn, np.arange(len(x)) == best, near)
-
-
-def _verdict_text(verdict: str, minima: np.ndarray, flat: bool) -> str:
-    where = ", ".join(render.format_number(v) for v in minima)
-    if flat:
-        return f"{MONOTONIC}: flat within the noise"
-    if verdict == MONOTONIC:
-        return f"{MONOTONIC}: lowest at {where}"
-    label = "minimum" if len(minima) == 1 else f"{len(minima)} minima"
-    return f"{verdict}: {label} at {where}"
 
 
 def _monotone_test(

@@ -14,58 +14,74 @@ from jepardy.cli.output import console, err_console, tagged
 from jepardy.cli.tables import fitted
 
 if TYPE_CHECKING:
-    from jepardy.ingest.ingest import IngestReport
+    from jepardy.analysis.report import ReportOutput
+    from jepardy.ingest.batch import IngestReport
 
 app = typer.Typer()
 # Where the columns a narrow terminal leaves out of these commands' tables can be seen.
 _RUNS_HINT = "jepardy runs --columns or --format csv shows them"
 
 
+# The report command's own options, named once here so its signature reads one line each.
+_Compare = Annotated[bool, typer.Option(help="Each arm against its matched control.")]
+_Curve = Annotated[
+    str | None, typer.Option(help="A numeric param: the metric over it, e.g. jepa_weight.")
+]
+_Horizons = Annotated[
+    str | None, typer.Option(help="A budget param: rankings at each value, e.g. wallclock_s.")
+]
+_Metric = Annotated[str, typer.Option(help="Metric of --curve and --horizons.")]
+_Noise = Annotated[
+    float | None, typer.Option(help="Noise floor of single-seed curves (metric units).")
+]
+_Resamples = Annotated[
+    int, typer.Option(help="Bootstrap resamples of the curves' monotonicity test; 0 = off.")
+]
+_Format = Annotated[
+    str, typer.Option("--format", help="table | markdown | csv | json | html (needs --out)")
+]
+_Out = Annotated[Path | None, typer.Option(help="Write the report to this file, e.g. report.html.")]
+_Plot = Annotated[
+    Path | None,
+    typer.Option(help="Write a PNG here: the forest plot of the arms, curves and horizons."),
+]
+_Health = Annotated[
+    bool, typer.Option(help="First, flag frozen groups, JEPA collapse, gradient trouble.")
+]
+_Alpha = Annotated[
+    float, typer.Option(help="Significance level of the verdicts (the record rule's 0.01).")
+]
+_Margin = Annotated[
+    float, typer.Option(help="Improvement a verdict needs, in nats (record rule: 0.005).")
+]
+_Sided = Annotated[str, typer.Option(help="one | two: the sides of the tests.")]
+_Against = Annotated[
+    list[str] | None,
+    typer.Option(
+        help="A sweep or ingested record folder: the leader, compared by the leaderboard "
+        "and record rules (repeat to pool reproductions)."
+    ),
+]
+
+
 @app.command()
 def report(
     db: DbOption = "results.db",
     sweep_name: SweepFilterOption = None,
-    compare: Annotated[bool, typer.Option(help="Each arm against its matched control.")] = True,
-    curve: Annotated[
-        str | None, typer.Option(help="A numeric param: the metric over it, e.g. jepa_weight.")
-    ] = None,
-    horizons: Annotated[
-        str | None, typer.Option(help="A budget param: rankings at each value, e.g. wallclock_s.")
-    ] = None,
-    metric: Annotated[str, typer.Option(help="Metric of --curve and --horizons.")] = "val_bpb",
-    noise: Annotated[
-        float | None, typer.Option(help="Noise floor of single-seed curves (metric units).")
-    ] = None,
-    resamples: Annotated[
-        int, typer.Option(help="Bootstrap resamples of the curves' monotonicity test; 0 = off.")
-    ] = 0,
-    fmt: Annotated[
-        str, typer.Option("--format", help="table | markdown | csv | json | html (needs --out)")
-    ] = "table",
-    out: Annotated[
-        Path | None, typer.Option(help="Write the report to this file, e.g. report.html.")
-    ] = None,
-    plot: Annotated[
-        Path | None,
-        typer.Option(help="Write a PNG here: the forest plot of the arms, curves and horizons."),
-    ] = None,
-    health: Annotated[
-        bool, typer.Option(help="First, flag frozen groups, JEPA collapse, gradient trouble.")
-    ] = False,
-    alpha: Annotated[
-        float, typer.Option(help="Significance level of the verdicts (the record rule's 0.01).")
-    ] = RECORD_ALPHA,
-    margin: Annotated[
-        float, typer.Option(help="Improvement a verdict needs, in nats (record rule: 0.005).")
-    ] = RECORD_MARGIN_NATS,
-    sided: Annotated[str, typer.Option(help="one | two: the sides of the tests.")] = "one",
-    against: Annotated[
-        list[str] | None,
-        typer.Option(
-            help="A sweep or ingested record folder: the leader, compared by the leaderboard "
-            "and record rules (repeat to pool reproductions)."
-        ),
-    ] = None,
+    compare: _Compare = True,
+    curve: _Curve = None,
+    horizons: _Horizons = None,
+    metric: _Metric = "val_bpb",
+    noise: _Noise = None,
+    resamples: _Resamples = 0,
+    fmt: _Format = "table",
+    out: _Out = None,
+    plot: _Plot = None,
+    health: _Health = False,
+    alpha: _Alpha = RECORD_ALPHA,
+    margin: _Margin = RECORD_MARGIN_NATS,
+    sided: _Sided = "one",
+    against: _Against = None,
 ) -> None:
     """Report a sweep.
 
@@ -76,16 +92,7 @@ def report(
     from jepardy.analysis.rules import make_rule
 
     if health:
-        from jepardy.analysis.flags import health_table
-        from jepardy.store.engine import open_reader
-        from jepardy.store.views import require_sweep
-
-        database = open_reader(db)
-        require_sweep(database, sweep_name)
-        flagged = health_table(database.runs_frame(sweep_name), only_flagged=True)
-        title = f"health: {len(flagged)} runs flagged" if len(flagged) else "health: no flags"
-        console.print(fitted(title, flagged, hint=_RUNS_HINT))
-
+        _print_health(db, sweep_name)
     request = ReportRequest(
         sweep=sweep_name,
         compare=compare,
@@ -100,7 +107,25 @@ def report(
         against=tuple(against or ()),
         out=out,
     )
-    output = run_report(db, request)
+    _print_report(run_report(db, request))
+
+
+def _print_health(db: str, sweep_name: str | None) -> None:
+    """`report --health`: the runs with health flags, before the report."""
+    from jepardy.analysis.flags import health_table
+    from jepardy.store.engine import open_reader
+    from jepardy.store.views import require_sweep
+
+    database = open_reader(db)
+    require_sweep(database, sweep_name)
+    flagged = health_table(database.runs_frame(sweep_name), only_flagged=True)
+    title = f"health: {len(flagged)} runs flagged" if len(flagged) else "health: no flags"
+    console.print(fitted(title, flagged, hint=_RUNS_HINT))
+
+
+def _print_report(output: ReportOutput) -> None:
+    """The rendered report on stdout (text as it is, a rich table through the console), then
+    where the files it wrote went."""
     if isinstance(output.rendered, str):
         sys.stdout.write(output.rendered)
     else:

@@ -71,14 +71,14 @@ def plan(
     With --sbatch, also the sbatch script of every run as `jepardy sweep --executor slurm`
     with the same Slurm options would submit it.
     """
-    from jepardy.launch.command import run_argv, trainer_schema
+    from jepardy.launch.command import trainer_schema
     from jepardy.spec.parse import load_spec
 
     # A bad spec is refused before the imports below.
     checked = load_spec(spec, trainer_schema(), overrides=sets or [])
     from jepardy.cli.plan_view import PlanAsk, print_plan_summary
     from jepardy.launch.promotion import chain_lines, recorded_chain
-    from jepardy.launch.sweep import data_paths, load_plan, sbatch_scripts
+    from jepardy.launch.sweep import data_paths, load_plan
     from jepardy.store.engine import open_reader
 
     database = open_reader(db) if Path(db).exists() or "://" in db else None
@@ -92,15 +92,28 @@ def plan(
         shown = f"{path.name}: {path.value}: {path.problem or 'found'}"
         console.print(shown, highlight=False)
     if commands:
-        for e in entries:
-            argv = run_argv(e.run, runs_dir / e.run.sweep / e.run.run_id)
-            console.print(f"{e.run.run_id}: {' '.join(argv)}", soft_wrap=True)
+        _print_commands(entries, runs_dir)
     if sbatch:
         options = _sweep_options(runs_dir, None, 1, timeout_s, executor="slurm", slurm=slurm)
-        options = replace(options, overrides=tuple(sets or []))
-        for run, script in sbatch_scripts(spec, options):
-            console.print(f"# --- run {run.run_id} ---", highlight=False)
-            console.print(script, highlight=False, soft_wrap=True)
+        _print_sbatch(spec, replace(options, overrides=tuple(sets or [])))
+
+
+def _print_commands(entries: list[PlanEntry], runs_dir: Path) -> None:
+    """`plan --commands`: every run's exact command, as a sweep would start it."""
+    from jepardy.launch.command import run_argv
+
+    for e in entries:
+        argv = run_argv(e.run, runs_dir / e.run.sweep / e.run.run_id)
+        console.print(f"{e.run.run_id}: {' '.join(argv)}", soft_wrap=True)
+
+
+def _print_sbatch(spec: Path, options: SweepOptions) -> None:
+    """`plan --sbatch`: every run's sbatch script, as `sweep --executor slurm` would submit."""
+    from jepardy.launch.sweep import sbatch_scripts
+
+    for run, script in sbatch_scripts(spec, options):
+        console.print(f"# --- run {run.run_id} ---", highlight=False)
+        console.print(script, highlight=False, soft_wrap=True)
 
 
 # The plan's columns kept first when not all fit the terminal (after the varying ones).

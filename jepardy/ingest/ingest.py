@@ -19,20 +19,20 @@ Every ingested run is a row of the runs table like a sweep's, with kind "ingeste
   (a `logs/<id>.txt` copy of `train_seed42.log`) is taken once, from the shallower file.
 
 A run's id hashes (sweep, source path relative to the ingested folder, the run's index in
-the file, the sha256 of its text), so ingesting the same files again adds nothing.
+the file, the sha256 of its text; batch.py), so ingesting the same files again adds nothing.
+This module reads logs and record folders; table_runs.py turns tables' rows into runs.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
-import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from jepardy.errors import UserError
+from jepardy.ingest.batch import KIND, Batch, IngestedRun, IngestReport, file_sha256, ingest_id
 from jepardy.ingest.labels import (
     UNKNOWN_SEED,
     Labels,
@@ -48,7 +48,6 @@ from jepardy.ingest.records import (
     LOG_SUFFIXES,
     README,
     SUBMISSION,
-    Check,
     Submission,
     folder_checks,
     log_files,
@@ -56,54 +55,14 @@ from jepardy.ingest.records import (
     record_folders,
     seed_flags,
 )
-from jepardy.ingest.tables import (
-    METRIC_FIELDS,
-    TableMapping,
-    TextTable,
-    is_results,
-    read_tables,
-    summary_row,
-    typed_row,
-)
+from jepardy.ingest.table_runs import TABLE_SUFFIXES, table_batch
+from jepardy.ingest.tables import TableMapping, is_results, read_tables
 from jepardy.spec.identity import RunIdentity
 from jepardy.store.states import RunOutcome
 from jepardy.store.transitions import Store
-from jepardy.trainer.config import ARTIFACT_CAP_BYTES
 
-KIND = "ingested"
 LOG_LANE = "logs"
-TABLE_LANE = "table"
-TABLE_ARM = "table"
-TABLE_SUFFIXES = (".csv", ".tsv", ".md")
 TAIL_LINES = 40
-
-
-@dataclass(frozen=True)
-class IngestedRun:
-    """A run read from a file: its identity, its outcome, and where in the file it was."""
-
-    identity: RunIdentity
-    outcome: RunOutcome
-    source: str  # "<relative path>" or "<relative path> run <n>" / "table <t> line <l>"
-
-
-@dataclass
-class Batch:
-    """The runs of one ingested folder or file, and what the sweep row records of it."""
-
-    sweep: str
-    path: Path
-    runs: list[IngestedRun] = field(default_factory=list)
-    description: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass
-class IngestReport:
-    added: list[IngestedRun] = field(default_factory=list)
-    existing: list[IngestedRun] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)  # files, tables and rows left out, and why
-    checks: list[Check] = field(default_factory=list)  # submission.json against its logs
-    sweeps: list[str] = field(default_factory=list)
 
 
 def ingest(paths: Sequence[Path], store: Store, labels: Labels | None = None) -> IngestReport:
@@ -147,7 +106,7 @@ def read_paths(paths: Sequence[Path], labels: Labels) -> tuple[list[Batch], Inge
                 raise UserError(f"{path}: no record folder or log below it; {_ALLOWED}")
             batches += [_record_batch(f, labels, sets, report) for f in folders]
         elif suffix in TABLE_SUFFIXES:
-            batches.append(_table_batch(path, labels, sets, mapping, report))
+            batches.append(table_batch(path, labels, sets, mapping, report))
             tables_read = True
         elif suffix in LOG_SUFFIXES:
             batches.append(_log_batch(path, labels, sets, report))
@@ -163,13 +122,6 @@ def read_paths(paths: Sequence[Path], labels: Labels) -> tuple[list[Batch], Inge
 
 
 _ALLOWED = "expected a log (.log, .txt), a table (.csv, .tsv, .md) or a record folder"
-
-
-def ingest_id(sweep: str, source: str, index: int | str, content_sha256: str) -> str:
-    """First 16 hex chars of sha256 over the canonical JSON of an ingested run's identity."""
-    identity = {"sweep": sweep, "source": source, "index": index, "content": content_sha256}
-    text = json.dumps(identity, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 # --- logs ------------------------------------------------------------------------------------
@@ -190,7 +142,7 @@ def _record_batch(folder: Path, labels: Labels, sets: TypedSets, report: IngestR
         runs = _log_runs(file, report, seen)
         if runs is None:
             continue
-        files[relative.as_posix()] = _file_sha256(path)
+        files[relative.as_posix()] = file_sha256(path)
         batch.runs += runs
         reported += [
             (relative.as_posix(), r.outcome.result) for r in runs if r.outcome.result["reported"]
@@ -215,7 +167,7 @@ def _log_batch(path: Path, labels: Labels, sets: TypedSets, report: IngestReport
     batch = Batch(sweep, path.resolve())
     runs = _log_runs(_LogFile(path, Path(path.name), sweep, labels, sets, None), report, {})
     batch.runs = runs or []
-    batch.description = {"ingested": str(path.resolve()), "files": {path.name: _file_sha256(path)}}
+    batch.description = {"ingested": str(path.resolve()), "files": {path.name: file_sha256(path)}}
     return batch
 
 
@@ -322,10 +274,6 @@ def _read_log(path: Path) -> str:
         raise UserError(f"{path}: cannot read ({err.strerror})") from None
 
 
-def _file_sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def _readme_hint(readme: Path) -> list[str]:
     try:
         tables = read_tables(readme, str(readme))
@@ -336,137 +284,3 @@ def _readme_hint(readme: Path) -> list[str]:
     if not found:
         return []
     return [f"{readme}: {found} results table(s) not ingested; `jepardy ingest {readme}` adds them"]
-
-
-# --- tables ----------------------------------------------------------------------------------
-
-
-def _table_batch(
-    path: Path, labels: Labels, sets: TypedSets, mapping: TableMapping, report: IngestReport
-) -> Batch:
-    folder = path.parent.resolve()
-    sweep = checked_name(labels.sweep or f"ingested:{folder.name}", "sweep")
-    batch = Batch(sweep, path.resolve())
-    tables = read_tables(path, str(path))
-    if not tables:
-        report.notes.append(f"{path}: no table found")
-    for table in tables:
-        batch.runs += _table_runs(path, table, sweep, labels, sets, mapping, report)
-    batch.description = {"ingested": str(path.resolve()), "files": {path.name: _file_sha256(path)}}
-    return batch
-
-
-def _table_runs(
-    path: Path,
-    table: TextTable,
-    sweep: str,
-    labels: Labels,
-    sets: TypedSets,
-    mapping: TableMapping,
-    report: IngestReport,
-) -> list[IngestedRun]:
-    columns = mapping.columns(table)
-    if not is_results(columns):
-        header = " | ".join(table.header)
-        report.notes.append(
-            f"{table.where()}: no val_bpb or val_loss column ({header}); skipped "
-            "(--map 'COLUMN=val_bpb' names one)"
-        )
-        return []
-    rows = []
-    for line, cells in table.rows:
-        word = summary_row(columns, cells)
-        if word is not None:
-            report.notes.append(f"{table.source}: line {line}: summary row {word!r}; skipped")
-            continue
-        rows.append(typed_row(table, columns, line, cells))
-    varying = _varying([r.params for r in rows])
-    return [
-        _table_run(path, table, sweep, labels, sets, row, index, varying)
-        for index, row in enumerate(rows)
-    ]
-
-
-def _table_run(
-    path: Path,
-    table: TextTable,
-    sweep: str,
-    labels: Labels,
-    sets: TypedSets,
-    row: Any,
-    index: int,
-    varying: list[str],
-) -> IngestedRun:
-    """One results-table row as an ingested run."""
-    params = {**row.params}
-    for key, value in sets.params.items():
-        params.setdefault(key, value)
-    given = {**sets.labels, **row.labels}
-    seed = int(given.get("seed", UNKNOWN_SEED))
-    if seed != UNKNOWN_SEED:
-        params["seed"] = seed
-    result = _row_result(path, table, row)
-    content = hashlib.sha256(
-        "\n".join(["|".join(table.header), "|".join(row.cells)]).encode()
-    ).hexdigest()
-    variant = ",".join(f"{k}={_format(params[k])}" for k in varying if k in params)
-    return IngestedRun(
-        identity=RunIdentity(
-            run_id=ingest_id(sweep, path.name, f"table{table.index}.row{index}", content),
-            sweep=sweep,
-            lane=checked_name(str(given.get("lane") or labels.lane or TABLE_LANE), "lane"),
-            arm=checked_name(str(given.get("arm") or TABLE_ARM), "arm"),
-            variant=str(given.get("variant", variant)),
-            match=str(given.get("match", "")),
-            seed=seed,
-            params=dict(sorted(params.items())),
-            nproc=0,
-            kind=KIND,
-        ),
-        outcome=RunOutcome(
-            status=result["status"],
-            reason=result["reason"],
-            result=result,
-            metrics=[],
-            log_tail="",
-        ),
-        source=f"{path.name} table {table.index + 1} line {row.line}",
-    )
-
-
-def _row_result(path: Path, table: TextTable, row: Any) -> dict[str, Any]:
-    result: dict[str, Any] = dict(row.results)
-    has_metric = any(
-        isinstance(result.get(f), float) and math.isfinite(result[f]) for f in METRIC_FIELDS
-    )
-    if "artifact_bytes" in result:
-        result["under_cap"] = result["artifact_bytes"] <= ARTIFACT_CAP_BYTES
-    result |= {
-        "status": "done" if has_metric else "failed",
-        "reason": "" if has_metric else f"line {row.line}: no val_bpb or val_loss value",
-        "provenance": {k: {"line": row.line, "column": c} for k, c in row.provenance.items()},
-        "columns": row.unmapped,
-        "source": {
-            "type": "table",
-            "path": str(path.resolve()),
-            "table": table.index + 1,
-            "header_line": table.line,
-            "line": row.line,
-        },
-    }
-    return result
-
-
-def _varying(rows: list[dict[str, Any]]) -> list[str]:
-    """The params (seed aside) whose value differs between rows, sorted."""
-    keys = sorted({k for row in rows for k in row} - {"seed"})
-    return [k for k in keys if len({json.dumps(row.get(k)) for row in rows}) > 1]
-
-
-def _format(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return repr(value) if isinstance(value, float) else str(value)
-
-
-# --- labels ----------------------------------------------------------------------------------

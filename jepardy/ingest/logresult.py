@@ -32,7 +32,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from jepardy.ingest.logparse import MetricLine, ParsedRun, Setting, SizeLine
+from jepardy.ingest.logline import MetricLine, SizeLine
+from jepardy.ingest.logparse import ParsedRun, Setting
 from jepardy.spec import challenge_env
 from jepardy.trainer.config import ARTIFACT_CAP_BYTES
 

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from jepardy.errors import UserError
-from jepardy.ingest.logparse import typed_value
+from jepardy.ingest.logline import typed_value
 from jepardy.spec import challenge_env
 from jepardy.trainer.config import schema
 

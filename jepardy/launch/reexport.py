@@ -30,7 +30,7 @@ from jepardy.spec.identity import RunIdentity, trainer_code_digest
 from jepardy.spec.identity import run_id as make_run_id
 from jepardy.store.states import RunOutcome, RunStatus
 from jepardy.store.transitions import Store
-from jepardy.trainer.config import BOUNDS
+from jepardy.trainer.rules import BOUNDS
 
 KIND = "export"
 CHECKPOINT_FILE = "final.pt"  # the trainer's checkpoint.CHECKPOINT_FILE (a file contract)
@@ -139,7 +139,7 @@ def reexport(
 ) -> ExportOutcome:
     """Re-export run `source_id`, recording the new run row; an identical export already
     done is returned as it is (`existed`)."""
-    # The trainer's own ranges (trainer/config.py), before anything is recorded.
+    # The trainer's own ranges (trainer/rules.py), before anything is recorded.
     for flag, name, value in (
         ("--quant-bits", "quant_bits", quant_bits),
         ("--zstd-level", "zstd_level", zstd_level),

@@ -18,8 +18,9 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from jepardy.errors import UserError, clipped_repr
+from jepardy.spec.axis_scope import check_overlaps, parse_zip
 from jepardy.spec.challenge_env import script_param_type
-from jepardy.spec.expand import arm_field, expand_runs
+from jepardy.spec.expand import expand_runs
 from jepardy.spec.grid import GRID_KEYS, float_grid
 from jepardy.spec.identity import trainer_code_digest
 from jepardy.spec.model import (
@@ -37,7 +38,7 @@ from jepardy.spec.model import (
 from jepardy.spec.overrides import apply_overrides
 from jepardy.spec.promote import check_chain, every_candidate, parse_promote
 from jepardy.spec.slurm import SLURM_KEYS, slurm_value_problem
-from jepardy.spec.tomlfile import decode, parse_toml, read_bytes
+from jepardy.spec.tomlfile import decode, describe, parse_toml, read_bytes
 from jepardy.spec.validate import check_run_count, check_runs
 from jepardy.trainer.config import coerce_value
 
@@ -85,11 +86,6 @@ def load_spec(
 # --- validation --------------------------------------------------------------------------
 
 
-def _describe(value: Any) -> str:
-    kind = {dict: "table", list: "list"}.get(type(value), type(value).__name__)
-    return f"{clipped_repr(value)} is a {kind}"
-
-
 def _unknown(found: str, allowed: Sequence[str], otherwise: str) -> str:
     close = difflib.get_close_matches(found, allowed, n=1)
     return f"did you mean {close[0]}?" if close else otherwise
@@ -127,8 +123,8 @@ class _Parser:
         params = self.params(self.table(raw, "params", ""), "params")
         axes = self.axes(self.table(raw, "axes", ""), "axes")
         lanes = self.lanes(raw)
-        self.check_overlaps(axes, lanes)
-        zip_groups = self.zip_groups(sweep.get("zip"), axes, lanes)
+        check_overlaps(axes, lanes, self.fail)
+        zip_groups = parse_zip(sweep.get("zip"), axes, lanes, self.fail)
         slurm = self.slurm(self.table(raw, "slurm", ""))
         return Spec(
             path=path,
@@ -155,7 +151,7 @@ class _Parser:
         self.check_keys(table, "slurm", SLURM_KEYS)
         for key, value in table.items():
             if problem := slurm_value_problem(key, value):
-                self.fail(f"slurm.{key}", f"{_describe(value)}; {problem}")
+                self.fail(f"slurm.{key}", f"{describe(value)}; {problem}")
         return dict(table)
 
     def check_keys(self, table: dict[str, Any], prefix: str, allowed: Sequence[str]) -> None:
@@ -171,7 +167,7 @@ class _Parser:
 
     def as_table(self, value: Any, where: str) -> dict[str, Any]:
         if not isinstance(value, dict):
-            self.fail(where, f"{_describe(value)}; expected a table")
+            self.fail(where, f"{describe(value)}; expected a table")
         return value
 
     def name(self, value: Any, where: str) -> str:
@@ -187,7 +183,7 @@ class _Parser:
     def text(self, table: dict[str, Any], key: str, prefix: str) -> str:
         value = table.get(key, "")
         if not isinstance(value, str):
-            self.fail(_join(prefix, key), f"{_describe(value)}; expected a string")
+            self.fail(_join(prefix, key), f"{describe(value)}; expected a string")
         return value
 
     def lanes(self, raw: dict[str, Any]) -> tuple[Lane, ...]:
@@ -234,7 +230,7 @@ class _Parser:
 
     def lane_names(self, value: Any, where: str) -> tuple[str, ...]:
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-            self.fail(where, f"{_describe(value)}; expected a list of lane names")
+            self.fail(where, f"{describe(value)}; expected a list of lane names")
         return tuple(value)
 
     def arm(self, name: str, arms: dict[str, Any], prefix: str) -> Arm:
@@ -277,14 +273,14 @@ class _Parser:
         type_name = self.param_name(name, where)
         if isinstance(value, list | dict):
             self.fail(
-                where, f"{_describe(value)}; expected one {type_name} (lists go in axes or arms)"
+                where, f"{describe(value)}; expected one {type_name} (lists go in axes or arms)"
             )
         return self.coerce(value, type_name, where)
 
     def coerce(self, value: Any, type_name: str, where: str) -> Scalar:
         if type_name == "any":
             if not isinstance(value, bool | int | float | str):
-                self.fail(where, f"{_describe(value)}; expected a bool, int, float or string")
+                self.fail(where, f"{describe(value)}; expected a bool, int, float or string")
             return value
         try:
             # coerce_value starts its message with the name it is given: pass the field.
@@ -307,7 +303,7 @@ class _Parser:
             self.check_keys(value, where, GRID_KEYS)
             return float_grid(value, where, self.fail)
         if not isinstance(value, list):
-            self.fail(where, f"{_describe(value)}; expected a list of values or a float grid")
+            self.fail(where, f"{describe(value)}; expected a list of values or a float grid")
         if not value:
             self.fail(where, "[] is empty; an axis needs at least one value")
         values = tuple(self.coerce(v, type_name, f"{where}[{i}]") for i, v in enumerate(value))
@@ -327,7 +323,7 @@ class _Parser:
         if seeds is None:
             self.fail(where, f"missing; {allowed}")
         if not isinstance(seeds, list):
-            self.fail(where, f"{_describe(seeds)}; {allowed}")
+            self.fail(where, f"{describe(seeds)}; {allowed}")
         if not seeds:
             self.fail(where, f"[] is empty; {allowed}")
         seen: set[int] = set()
@@ -343,7 +339,7 @@ class _Parser:
 
     def max_runs(self, value: Any) -> int:
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            self.fail("sweep.max_runs", f"{_describe(value)}; expected an int >= 1")
+            self.fail("sweep.max_runs", f"{describe(value)}; expected an int >= 1")
         return value
 
     def kind(self, value: Any) -> str:
@@ -379,86 +375,6 @@ class _Parser:
                 where, f"{clipped_repr(value)} is not an int >= 1; expected processes per run"
             )
         return value
-
-    def check_overlaps(self, axes: Axes, lanes: tuple[Lane, ...]) -> None:
-        """An axis lives at one level, and a field that is an axis is never an arm param."""
-        for lane in lanes:
-            for key in lane.axes:
-                if key in axes:
-                    self.fail(
-                        f"lanes.{lane.name}.axes.{key}",
-                        f"also a sweep axis (axes.{key}); define an axis at one level",
-                    )
-            scope = {key: f"axes.{key}" for key in axes}
-            scope |= {key: f"lanes.{lane.name}.axes.{key}" for key in lane.axes}
-            for arm in (lane.control, *lane.arms):
-                for key in (*arm.params, *arm.axes):
-                    if key in scope:
-                        self.fail(
-                            f"lanes.{lane.name}.{arm_field(arm.name)}.{key}",
-                            f"also an axis ({scope[key]}); set a field in one place",
-                        )
-
-    def zip_groups(
-        self, value: Any, axes: Axes, lanes: tuple[Lane, ...]
-    ) -> tuple[tuple[str, ...], ...]:
-        """Each group names >= 2 distinct sweep or lane axes of equal length, and no axis is in
-        two groups. In every lane a group is either wholly in scope or wholly absent."""
-        if value is None:
-            return ()
-        if not isinstance(value, list):
-            self.fail("sweep.zip", f"{_describe(value)}; expected a list of lists of axis names")
-        known = set(axes).union(*(lane.axes for lane in lanes))
-        groups = tuple(self.zip_group(g, f"sweep.zip[{i}]", known) for i, g in enumerate(value))
-        for i, group in enumerate(groups):
-            for j, earlier in enumerate(groups[:i]):
-                for name in set(group) & set(earlier):
-                    self.fail(
-                        f"sweep.zip[{i}]",
-                        f"{name} is also in sweep.zip[{j}]; an axis may be in one zip group",
-                    )
-            for lane in lanes:
-                self.check_zip_in_lane(group, f"sweep.zip[{i}]", axes, lane)
-        return groups
-
-    def zip_group(self, group: Any, where: str, known: set[str]) -> tuple[str, ...]:
-        allowed = "expected a list of two or more distinct axis names"
-        if not isinstance(group, list) or len(group) < 2:
-            self.fail(where, f"{_describe(group)}; {allowed}")
-        for i, name in enumerate(group):
-            if not isinstance(name, str) or name in group[:i]:
-                self.fail(
-                    f"{where}[{i}]", f"{clipped_repr(name)} is not a new axis name; {allowed}"
-                )
-            if name not in known:
-                self.fail(
-                    f"{where}[{i}]",
-                    f"{clipped_repr(name)} is not a sweep or lane axis; "
-                    "zip names axes from [axes] or lanes.<name>.axes",
-                )
-        return tuple(group)
-
-    def check_zip_in_lane(self, group: tuple[str, ...], where: str, axes: Axes, lane: Lane) -> None:
-        scope = {**axes, **lane.axes}
-        present = [name for name in group if name in scope]
-        if not present:
-            return
-        if len(present) < len(group):
-            missing = ", ".join(name for name in group if name not in scope)
-            self.fail(
-                f"lanes.{lane.name}.axes",
-                f"lacks {missing} of zip group {where}; "
-                "a zip group's axes must all be defined for the lane",
-            )
-        if len({len(scope[name]) for name in group}) > 1:
-            sizes = ", ".join(f"{name}: {len(scope[name])}" for name in group)
-            # Name the lane only when its own axes take part; sweep axes are the same everywhere.
-            lane_part = f" in lane {lane.name}" if set(group) & set(lane.axes) else ""
-            self.fail(
-                where,
-                f"axes of different lengths ({sizes}){lane_part}; "
-                "zipped axes must have equal lengths",
-            )
 
 
 def _file_sha256(path: Path) -> str:

@@ -18,6 +18,12 @@ MAX_KEY_CHARS = 100
 _TOML_WHERE = re.compile(r"(?P<msg>.*) \(at (?P<where>line \d+, column \d+|end of document)\)")
 
 
+def describe(value: Any) -> str:
+    """A TOML value as a message names it: `[1, 2] is a list`, `{...} is a table`."""
+    kind = {dict: "table", list: "list"}.get(type(value), type(value).__name__)
+    return f"{clipped_repr(value)} is a {kind}"
+
+
 def read_bytes(path: Path) -> bytes:
     try:
         return path.read_bytes()
