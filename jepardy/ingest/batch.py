@@ -16,7 +16,7 @@ from typing import Any
 
 from jepardy.ingest.records import Check
 from jepardy.spec.identity import RunIdentity
-from jepardy.store.models import RunOutcome
+from jepardy.store.states import RunOutcome
 
 KIND = "ingested"
 

@@ -25,7 +25,7 @@ from jepardy.ingest.tables import (
     typed_row,
 )
 from jepardy.spec.identity import RunIdentity
-from jepardy.store.models import RunOutcome
+from jepardy.store.states import RunOutcome
 from jepardy.trainer.config import ARTIFACT_CAP_BYTES
 
 TABLE_LANE = "table"

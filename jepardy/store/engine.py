@@ -45,7 +45,7 @@ from jepardy.spec.identity import RunIdentity
 from jepardy.store import migrations
 from jepardy.store.models import Run, Sweep
 from jepardy.store.reader import in_chunks
-from jepardy.store.states import SCHEMA_VERSION, Claim, RunStatus
+from jepardy.store.states import SCHEMA_VERSION, Claim, RunStatus, check_readable
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -355,17 +355,12 @@ def open_reader(url: str | Path, *, busy_timeout_ms: int = DEFAULT_BUSY_TIMEOUT_
             version = None
             if sa.inspect(connection).has_table("schema_info"):
                 version = migrations.read_version(connection, database.name, SCHEMA_VERSION)
+        check_readable(version, database.name)
     except DBAPIError as exc:
         engine.dispose()
         detail = " ".join(str(exc.orig).split())
         raise UserError(f"cannot open database {database.name}: {detail}") from exc
-    if version is None:
+    except UserError:
         engine.dispose()
-        raise UserError(f"database {database.name} holds no jepardy runs")
-    if version != SCHEMA_VERSION:
-        engine.dispose()
-        raise UserError(
-            f"database {database.name} is at schema version {version}; a writing command "
-            f"(jepardy sweep, jepardy ingest) upgrades it to {SCHEMA_VERSION}"
-        )
+        raise
     return database

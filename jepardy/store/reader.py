@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from jepardy.errors import UserError
-from jepardy.store.states import SCHEMA_VERSION, RunStatus, judge_version
+from jepardy.store.states import SCHEMA_VERSION, RunStatus, check_readable, judge_version
 
 if TYPE_CHECKING:
     from jepardy.store.engine import Database
@@ -93,22 +93,13 @@ def open_rows(url: str | Path) -> Reader:
     connection = _sqlite_connection(Path(path))
     reader = Reader(path, "sqlite", connection, connection.close)
     try:
-        version = _sqlite_version(reader)
+        check_readable(_sqlite_version(reader), path)
     except sqlite3.DatabaseError as exc:
         connection.close()
         raise UserError(f"cannot open database {path}: {' '.join(str(exc).split())}") from exc
     except UserError:
         connection.close()
         raise
-    if version is None:
-        connection.close()
-        raise UserError(f"database {path} holds no jepardy runs")
-    if version != SCHEMA_VERSION:
-        connection.close()
-        raise UserError(
-            f"database {path} is at schema version {version}; a writing command "
-            f"(jepardy sweep, jepardy ingest) upgrades it to {SCHEMA_VERSION}"
-        )
     return reader
 
 

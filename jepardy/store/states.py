@@ -18,6 +18,18 @@ from jepardy.errors import UserError
 SCHEMA_VERSION = 3
 
 
+def check_readable(version: int | None, name: str) -> None:
+    """UserError unless a reader can read database `name`, whose schema is at `version`
+    (None: it holds no jepardy tables). Readers never upgrade: a writer does."""
+    if version is None:
+        raise UserError(f"database {name} holds no jepardy runs")
+    if version != SCHEMA_VERSION:
+        raise UserError(
+            f"database {name} is at schema version {version}; a writing command "
+            f"(jepardy sweep, jepardy ingest) upgrades it to {SCHEMA_VERSION}"
+        )
+
+
 def judge_version(versions: list[int], name: str, target: int) -> int | None:
     """The schema version a database's `schema_info` rows hold, None when it has none yet
     (a fresh database). UserError, naming the database `name`, when there are several rows or
