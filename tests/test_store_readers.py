@@ -18,13 +18,14 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import sqlalchemy as sa
 
 from jepardy.errors import UserError
 from jepardy.spec.identity import RunIdentity
 from jepardy.store.engine import open_reader
-from jepardy.store.frames import load_runs
+from jepardy.store.frames import load_runs, read_runs
 from jepardy.store.states import RunOutcome
 from jepardy.store.transitions import open_store
 
@@ -163,3 +164,35 @@ def test_status_runs_and_report_read_either_backend(store_url: str) -> None:
     assert typo.returncode == 2
     assert "no lane 'mian' in the store; did you mean 'main'?" in typo.stderr
     assert _jepardy(["report"], store_url).returncode == 0  # type: ignore[arg-type]
+
+
+def test_only_the_params_and_result_fields_asked_for_are_read(store_url: str) -> None:
+    """A run's params JSON is read where it names a key asked for, a result field where the
+    result names it; elsewhere they are missing, as when the key is absent."""
+    store = open_store(store_url)
+    store.upsert_sweep("s", "s.toml", "")
+    params = [{"seed": 1, "iterations": 200}, {"seed": 2}, {"seed": 3, "preset": "tiny"}]
+    results = [{"metric_tier": "sliding window", "val_bpb": 1.1}, {"val_bpb": 1.2}, {}]
+    runs = [
+        RunIdentity(f"{i:016x}", "s", "main", "control", "", "", seed=i, params=p)
+        for i, p in enumerate(params, 1)
+    ]
+    store.register_runs(runs, git_commit=None)
+    for run, result in zip(runs, results, strict=True):
+        store.record_result(run.run_id, RunOutcome("done", result={"status": "done", **result}))
+    store.close()
+    frame = read_runs(
+        store_url,
+        sweep="s",
+        status="done",
+        columns=["id", "seq", "seed"],
+        params=["iterations", "preset", "data_dir"],
+        result_fields=["metric_tier", "eval_stride"],
+    )
+    assert frame["iterations"].tolist()[0] == 200 and pd.isna(frame["iterations"][1:]).all()
+    assert frame["preset"].tolist()[2] == "tiny" and pd.isna(frame["preset"][:2]).all()
+    assert "data_dir" not in frame.columns  # no run names it
+    assert frame["result.metric_tier"].tolist()[0] == "sliding window"
+    assert pd.isna(frame["result.metric_tier"][1:]).all()
+    assert pd.isna(frame["result.eval_stride"]).all()
+    assert frame["seed"].tolist() == [1, 2, 3]

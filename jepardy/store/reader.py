@@ -13,6 +13,7 @@ parameters), so it runs unchanged on both backends but for the placeholder.
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -164,9 +165,11 @@ def runs_query(
 ) -> tuple[str, list[str]]:
     """The SQL and parameters that select `columns` (every column for None) of the runs of
     `sweep` (or all) with `status` (or any), plus `result.<field>` for each of
-    `result_fields`, read by the database from the result JSON. Column names are checked
-    against the table (they are written into the SQL); UserError for an unknown status.
-    No ORDER BY: tidy_runs sorts by seq, faster than SQLite's sort of an unindexed column."""
+    `result_fields`, read by the database from the result JSON. With `params` a list of
+    keys, a run's params JSON is read only when it names one of them (NULL otherwise).
+    Column names are checked against the table (they are written into the SQL); UserError
+    for an unknown status. No ORDER BY: tidy_runs sorts by seq, faster than SQLite's sort
+    of an unindexed column."""
     table = reader.columns("runs")
     names = table if columns is None else list(dict.fromkeys(columns))
     if params is not False and "params" not in names:
@@ -174,8 +177,16 @@ def runs_query(
     unknown = sorted(set(names) - set(table))
     if unknown:
         raise ValueError(f"no column {', '.join(unknown)} in the runs table")
-    selected = [*names, *(_result_field(reader.dialect, field) for field in result_fields)]
-    where, values = [], []
+    selected, values = list(names), []
+    if not isinstance(params, bool):
+        # The text of 100,000 params objects is a third of a report's read (bench/report.py),
+        # and most sweeps never set the keys a report asks for (the match checks).
+        needles = [json.dumps(key) for key in params]
+        named = " OR ".join([_contains(reader.dialect, "params", "{p}")] * len(needles))
+        selected[names.index("params")] = f"CASE WHEN {named or 'FALSE'} THEN params END AS params"
+        values.extend(needles)
+    selected += [_result_field(reader.dialect, field) for field in result_fields]
+    where = []
     if sweep is not None:
         where.append("sweep = {p}")
         values.append(sweep)
@@ -193,13 +204,23 @@ def _result_field(dialect: str, name: str) -> str:
     """`result.<name>`: one top-level field of the result JSON text, as text, or NULL."""
     if not name.isidentifier():
         raise ValueError(f"result field {name!r} is not a name")
-    # SQLite's json_extract reads the text as it is (a row whose text is not JSON would be an
-    # error, so it is guarded); PostgreSQL parses the text column as json first.
+    # Parsed only where the text names the field (most results do not); SQLite's
+    # json_extract reads the text as it is (a text that is not JSON would be an error, so it
+    # is guarded), PostgreSQL parses the text column as json first.
+    named = _contains(dialect, "result", f"'\"{name}\"'")
     if dialect == "sqlite":
-        value = f"CASE WHEN json_valid(result) THEN json_extract(result, '$.{name}') END"
+        value = (
+            f"CASE WHEN {named} AND json_valid(result) THEN json_extract(result, '$.{name}') END"
+        )
     else:
-        value = f"CAST(result AS json) ->> '{name}'"
+        value = f"CASE WHEN {named} THEN CAST(result AS json) ->> '{name}' END"
     return f'CAST({value} AS TEXT) AS "result.{name}"'
+
+
+def _contains(dialect: str, column: str, needle: str) -> str:
+    """SQL that is true where text `column` contains `needle` (an SQL expression)."""
+    function = "instr" if dialect == "sqlite" else "strpos"
+    return f"{function}({column}, {needle}) > 0"
 
 
 def parse_time(value: Any) -> datetime | None:
