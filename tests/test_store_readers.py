@@ -26,6 +26,7 @@ from jepardy.errors import UserError
 from jepardy.spec.identity import RunIdentity
 from jepardy.store.engine import open_reader
 from jepardy.store.frames import load_runs, read_runs
+from jepardy.store.reader import SEPARATOR
 from jepardy.store.states import RunOutcome
 from jepardy.store.transitions import open_store
 
@@ -196,3 +197,26 @@ def test_only_the_params_and_result_fields_asked_for_are_read(store_url: str) ->
     assert pd.isna(frame["result.metric_tier"][1:]).all()
     assert pd.isna(frame["result.eval_stride"]).all()
     assert frame["seed"].tolist() == [1, 2, 3]
+
+
+def test_key_columns_come_back_exactly_even_with_the_separator(store_url: str) -> None:
+    """The key columns are read joined by a separator and split again; a sweep whose value
+    holds the separator itself still reads back as written (the columns read one by one)."""
+    store = open_store(store_url)
+    odd = f"path=a{SEPARATOR}b"
+    for sweep, variant in (("odd", odd), ("plain", "path=ab")):
+        store.upsert_sweep(sweep, f"{sweep}.toml", "")
+        runs = [
+            RunIdentity(f"{sweep:a>15}1", sweep, "main", "jepa", variant, "ema=false", 1, {}),
+            RunIdentity(f"{sweep:a>15}2", sweep, "main", "control", "", "ema=false", 1, {}),
+        ]
+        store.register_runs(runs, git_commit=None)
+    store.close()
+    for sweep, variant in (("odd", odd), ("plain", "path=ab")):
+        frame = load_runs(store_url, sweep=sweep, status=None)
+        assert frame["variant"].dtype == "category" and frame["status"].dtype == "category"
+        rows = frame[["sweep", "lane", "arm", "variant", "match", "status"]].astype(str)
+        assert [tuple(row) for row in rows.itertuples(index=False)] == [
+            (sweep, "main", "jepa", variant, "ema=false", "pending"),
+            (sweep, "main", "control", "", "ema=false", "pending"),
+        ]

@@ -18,7 +18,15 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from jepardy.store.reader import Reader, in_chunks, reading, runs_query
+from jepardy.store.reader import (
+    PACKED,
+    SEPARATOR,
+    Reader,
+    RunsQuery,
+    in_chunks,
+    reading,
+    runs_query,
+)
 from jepardy.store.states import IDENTITY_COLUMNS
 from jepardy.trainer.config import ARTIFACT_CAP_BYTES
 
@@ -118,14 +126,40 @@ def read_runs(
     result.json, as text columns `result.<field>` extracted by the database (the whole JSON
     is not read)."""
     with reading(db) as reader:
-        names, rows = reader.rows(
-            *runs_query(reader, sweep, status, columns, params, result_fields)
-        )
-    frame = pd.DataFrame.from_records(rows, columns=names)
+        query = runs_query(reader, sweep, status, columns, params, result_fields, CATEGORY_COLUMNS)
+        frame = _frame(reader, query)
+        if query.packed and not _unpacked(frame, query.packed):
+            # A key holds the separator: read the key columns one by one instead.
+            frame = _frame(
+                reader, runs_query(reader, sweep, status, columns, params, result_fields)
+            )
+    frame = frame[query.columns]
     if params is False:
         return tidy_runs(frame, params=None, expand=False)
     keys = None if params is True else list(params)
     return tidy_runs(frame, params=keys)
+
+
+def _frame(reader: Reader, query: RunsQuery) -> pd.DataFrame:
+    names, rows = reader.rows(query.sql, query.values)
+    return pd.DataFrame.from_records(rows, columns=names)
+
+
+def _unpacked(frame: pd.DataFrame, packed: Sequence[str]) -> bool:
+    """Replace `frame`'s PACKED column by the key columns `packed`, as categoricals: one
+    factorization of the joined keys, then each column's codes from the few hundred distinct
+    joins (the rows never make a string per key). False, and `frame` unchanged, when a
+    joined key does not split into as many values (one held the separator)."""
+    joined = pd.Categorical(frame[PACKED].to_numpy(dtype=object))
+    parts = [str(text).split(SEPARATOR) for text in joined.categories]
+    if any(len(part) != len(packed) for part in parts):
+        return False
+    frame.pop(PACKED)
+    for i, name in enumerate(packed):
+        column = pd.Categorical([part[i] for part in parts])
+        codes = column.codes[joined.codes] if parts else joined.codes
+        frame[name] = pd.Categorical.from_codes(codes, dtype=column.dtype)
+    return True
 
 
 def tidy_runs(

@@ -30,6 +30,10 @@ if TYPE_CHECKING:
 
 BUSY_TIMEOUT_S = 30.0
 SQLITE_SCHEMES = ("sqlite://", "sqlite+pysqlite://")
+# Key columns read as one text (`runs_query`'s `packed`): a sweep's 100,000 runs share a few
+# hundred keys, and one text per row instead of five is a fifth of a report's read.
+PACKED = "packed_keys"
+SEPARATOR = "\x1f"  # ASCII unit separator (SQL char(31)): in no name or label jepardy writes
 # Bound on the number of ids in one IN (...) clause (SQLite limits bound parameters).
 IN_CHUNK = 500
 
@@ -155,6 +159,17 @@ def _engine_reader(url: str | Path) -> Reader:
     return Reader(database.name, database.engine.dialect.name, connection, close)
 
 
+@dataclass(frozen=True)
+class RunsQuery:
+    """A query of the runs table: its SQL and parameters, and the columns a reader makes of
+    its rows, in order (`packed` unpacked: see `runs_query`)."""
+
+    sql: str
+    values: list[str]
+    columns: list[str]
+    packed: list[str]
+
+
 def runs_query(
     reader: Reader,
     sweep: str | None,
@@ -162,11 +177,13 @@ def runs_query(
     columns: Sequence[str] | None,
     params: bool | Sequence[str] = False,
     result_fields: Sequence[str] = (),
-) -> tuple[str, list[str]]:
-    """The SQL and parameters that select `columns` (every column for None) of the runs of
-    `sweep` (or all) with `status` (or any), plus `result.<field>` for each of
-    `result_fields`, read by the database from the result JSON. With `params` a list of
-    keys, a run's params JSON is read only when it names one of them (NULL otherwise).
+    packed: Sequence[str] = (),
+) -> RunsQuery:
+    """The query of `columns` (every column for None) of the runs of `sweep` (or all) with
+    `status` (or any), plus `result.<field>` for each of `result_fields`, read by the
+    database from the result JSON. With `params` a list of keys, a run's params JSON is read
+    only where it names one of them (NULL elsewhere). The text columns `packed` (those of
+    `columns`) come as one column PACKED, their values joined by SEPARATOR.
     Column names are checked against the table (they are written into the SQL); UserError
     for an unknown status. No ORDER BY: tidy_runs sorts by seq, faster than SQLite's sort
     of an unindexed column."""
@@ -185,7 +202,13 @@ def runs_query(
         named = " OR ".join([_contains(reader.dialect, "params", "{p}")] * len(needles))
         selected[names.index("params")] = f"CASE WHEN {named or 'FALSE'} THEN params END AS params"
         values.extend(needles)
-    selected += [_result_field(reader.dialect, field) for field in result_fields]
+    fields = [_result_field(reader.dialect, field) for field in result_fields]
+    packed = [name for name in packed if name in names]
+    if packed:
+        selected = [
+            column for name, column in zip(names, selected, strict=True) if name not in packed
+        ]
+        selected.append(f"{_joined(reader.dialect, packed)} AS {PACKED}")
     where = []
     if sweep is not None:
         where.append("sweep = {p}")
@@ -197,7 +220,15 @@ def runs_query(
         where.append("status = {p}")
         values.append(status)
     condition = f" WHERE {' AND '.join(where)}" if where else ""
-    return f"SELECT {', '.join(selected)} FROM runs{condition}", values
+    sql = f"SELECT {', '.join([*selected, *fields])} FROM runs{condition}"
+    return RunsQuery(sql, values, [*names, *(f"result.{f}" for f in result_fields)], packed)
+
+
+def _joined(dialect: str, columns: Sequence[str]) -> str:
+    """SQL for the text columns `columns` joined by SEPARATOR (none of them is NULL)."""
+    if dialect == "sqlite":
+        return " || char(31) || ".join(columns)
+    return f"concat_ws(chr(31), {', '.join(columns)})"
 
 
 def _result_field(dialect: str, name: str) -> str:
