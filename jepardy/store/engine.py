@@ -18,9 +18,11 @@ lock, before any of its statements run; that step is retried `_LOCK_ATTEMPTS` ti
 jittered exponential backoff. A lock still held after that becomes a one-line `UserError`
 naming the database.
 
-Readers (`open_reader`: status, runs, show, logs, report, plan) open the database read-only:
-no write lock, no table creation, no file creation, and they work on a read-only file.
-Only writers (`jepardy.store.transitions.open_store`) create and migrate a database.
+Readers open the database read-only: no write lock, no table creation, no file creation, and
+they work on a read-only file. `open_reader` is the SQLAlchemy one (show, logs, diff, plan,
+`status --watch`, and every reader of a PostgreSQL store); status, runs and reports read a
+SQLite store through `jepardy.store.reader` alone. Only writers
+(`jepardy.store.transitions.open_store`) create and migrate a database.
 """
 
 from __future__ import annotations
