@@ -281,3 +281,14 @@ def test_runs_json_keeps_whole_numbers_whole_beside_pending_runs(tmp_path: Path)
         "0000000000000002,10",
         "00000000000000ff,",
     ]
+
+
+def test_an_empty_selection_has_the_key_columns_of_a_full_one(tmp_path: Path) -> None:
+    """Text categories whether the packed keys were split or not (none: no rows)."""
+    db = tmp_path / "results.db"
+    _filled(db)
+    columns = ["id", "sweep", "lane", "status", "seq"]
+    for status in ("done", "failed"):
+        frame = read_runs(db, sweep=None, status=status, columns=columns, params=False)
+        for name in ("sweep", "lane", "status"):
+            assert frame[name].cat.categories.dtype == pd.Index([], dtype=str).dtype, name
