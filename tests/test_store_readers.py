@@ -220,3 +220,75 @@ def test_key_columns_come_back_exactly_even_with_the_separator(store_url: str) -
             (sweep, "main", "jepa", variant, "ema=false", "pending"),
             (sweep, "main", "control", "", "ema=false", "pending"),
         ]
+
+
+def test_a_file_that_is_not_a_database_is_one_line(tmp_path: Path) -> None:
+    db = tmp_path / "notes.db"
+    db.write_text("not a database\n" * 100)
+    for args in READ_COMMANDS:
+        done = _jepardy(args, db)
+        assert done.returncode == 2, (args, done.stderr)
+        assert done.stderr.strip().count("\n") == 0 and "file is not a database" in done.stderr
+
+
+def test_a_locked_database_is_an_error_not_a_stale_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A reader that cannot get past a lock says so; it never falls back to reading the file
+    as immutable, which would skip the commits still in the WAL."""
+    from jepardy.store import reader
+
+    db = tmp_path / "results.db"
+    _filled(db)
+    writer = sqlite3.connect(db, isolation_level=None)
+    writer.execute("PRAGMA locking_mode = EXCLUSIVE")
+    writer.execute("UPDATE runs SET status = 'failed'")  # kept in the WAL, lock kept
+    monkeypatch.setattr(reader, "BUSY_TIMEOUT_S", 0.2)
+    try:
+        with pytest.raises(UserError, match="database is locked"):
+            reader.open_rows(db)
+    finally:
+        writer.close()
+    assert set(load_runs(db, status=None)["status"].astype(str)) == {"failed"}
+
+
+@pytest.mark.parametrize("name", ["a%20b.db", "run?1.db"])
+def test_readers_open_the_file_a_writer_made_of_the_same_db(tmp_path: Path, name: str) -> None:
+    """`--db` means one file to writers (SQLAlchemy's URL rules) and readers alike."""
+    for db in (f"sqlite:///{tmp_path}/{name}", f"{tmp_path}/{name}"):
+        for made in tmp_path.iterdir():
+            made.unlink()
+        store = open_store(db)
+        store.upsert_sweep("s", "s.toml", "")
+        store.close()
+        done = _jepardy(["status"], db)  # type: ignore[arg-type]
+        assert done.returncode == 0, (db, done.stderr)
+
+
+def test_runs_json_keeps_whole_numbers_whole_beside_pending_runs(tmp_path: Path) -> None:
+    db = tmp_path / "results.db"
+    _filled(db)
+    store = open_store(db)
+    pending = RunIdentity("00000000000000ff", "s", "main", "control", "", "", 9, {"seed": 9})
+    store.register_runs([pending], git_commit=None)
+    store.close()
+    rows = json.loads(_jepardy(["runs", "--format", "json"], db).stdout)
+    assert [row["artifact_bytes"] for row in rows] == [10, 10, None]
+    assert all(isinstance(row["artifact_bytes"], int | None) for row in rows)
+    csv = _jepardy(["runs", "--format", "csv", "--columns", "id,artifact_bytes"], db).stdout
+    assert csv.splitlines()[1:] == [
+        "0000000000000001,10",
+        "0000000000000002,10",
+        "00000000000000ff,",
+    ]
+
+
+def test_an_empty_selection_has_the_key_columns_of_a_full_one(tmp_path: Path) -> None:
+    """Text categories whether the packed keys were split or not (none: no rows)."""
+    db = tmp_path / "results.db"
+    _filled(db)
+    columns = ["id", "sweep", "lane", "status", "seq"]
+    for status in ("done", "failed"):
+        frame = read_runs(db, sweep=None, status=status, columns=columns, params=False)
+        for name in ("sweep", "lane", "status"):
+            assert frame[name].cat.categories.dtype == pd.Index([], dtype=str).dtype, name

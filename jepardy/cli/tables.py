@@ -67,13 +67,11 @@ def print_frames(
         for title, frame in frames:
             console.print(fitted(title, frame, columns, priority))
         return
-    import pandas as pd
 
     from jepardy.analysis.render import frame_text, frames_text
 
     chosen = [
-        (title, select_columns(title, with_axes(pd.DataFrame(frame)), columns))
-        for title, frame in frames
+        (title, select_columns(title, with_axes(_frame(frame)), columns)) for title, frame in frames
     ]
     # One table: a plain CSV, or a JSON list of rows; several: one block or key per table.
     text = frame_text(chosen[0][1], fmt) if len(chosen) == 1 else frames_text(chosen, fmt)
@@ -109,6 +107,24 @@ def frame_grid(title: str, frame: pd.DataFrame | Cells) -> fit.Grid:
     numeric = {name for name, column in values.items() if _numeric(column)}
     grid = fit.split_labels(fit.Grid(title, cells, frozenset(numeric)), PACKED)
     return rename(grid, SHORT)
+
+
+def _frame(table: pd.DataFrame | Cells) -> pd.DataFrame:
+    """`table` as a DataFrame; a column of whole numbers with gaps (a pending run's bytes)
+    stays whole (Int64), as CSV and JSON show it, not float64."""
+    import pandas as pd
+
+    if not isinstance(table, dict):
+        return table
+    return pd.DataFrame({name: _column(values) for name, values in table.items()})
+
+
+def _column(values: list[Any]) -> Any:
+    import pandas as pd
+
+    present = [v for v in values if not is_missing(v)]
+    whole = all(isinstance(v, int) and not isinstance(v, bool) for v in present)
+    return pd.array(values, dtype="Int64") if present and whole else values
 
 
 def _cells(frame: pd.DataFrame) -> Cells:

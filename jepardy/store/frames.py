@@ -156,7 +156,8 @@ def _unpacked(frame: pd.DataFrame, packed: Sequence[str]) -> bool:
         return False
     frame.pop(PACKED)
     for i, name in enumerate(packed):
-        column = pd.Categorical([part[i] for part in parts])
+        # str categories even with no rows, as tidy_runs' astype(str) gives them.
+        column = pd.Categorical(pd.Index([part[i] for part in parts], dtype=str))
         codes = column.codes[joined.codes] if parts else joined.codes
         frame[name] = pd.Categorical.from_codes(codes, dtype=column.dtype)
     return True

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote
 
 from jepardy.errors import UserError
 from jepardy.store.states import SCHEMA_VERSION, RunStatus, check_readable, judge_version
@@ -113,10 +114,12 @@ def sqlite_path(url: str | Path) -> str | None:
     backend's URL."""
     text = str(url)
     if "://" not in text:
-        return text
+        text = f"sqlite:///{text}"  # as the writers read a bare path (engine._sqlite_url)
     for scheme in SQLITE_SCHEMES:
         if text.startswith(scheme + "/"):
-            return text[len(scheme) + 1 :].split("?", 1)[0]
+            # As SQLAlchemy reads the URL the writers open: the query string cut off, %XX
+            # escapes decoded (a reader must find the file `jepardy sweep` wrote).
+            return unquote(text[len(scheme) + 1 :].split("?", 1)[0])
     return None
 
 
@@ -129,9 +132,30 @@ def _sqlite_connection(path: Path) -> sqlite3.Connection:
         try:
             connection.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchall()
             return connection
-        except sqlite3.OperationalError:
-            connection.close()  # mode=ro needs the -shm file, which this folder may refuse
+        except sqlite3.DatabaseError as exc:
+            connection.close()
+            # mode=ro needs the -shm file, which this folder may refuse (SQLITE_CANTOPEN);
+            # immutable then reads the file alone, right only when no WAL holds commits
+            # beyond it. Any other error (locked, not a database) is the answer.
+            if not _immutable_is_whole(path, exc):
+                detail = " ".join(str(exc).split())
+                raise UserError(f"cannot open database {path}: {detail}{_wal_hint(path)}") from exc
     raise UserError(f"cannot open database {path}: unable to open it read-only")
+
+
+def _immutable_is_whole(path: Path, exc: sqlite3.DatabaseError) -> bool:
+    """Whether reading `path` as immutable gives what mode=ro would have: the error is
+    mode=ro's missing -shm, and there is no WAL (or an empty one) beside the file."""
+    wal = path.with_name(path.name + "-wal")
+    cannot_open = getattr(exc, "sqlite_errorname", "") == "SQLITE_CANTOPEN"
+    return cannot_open and (not wal.exists() or wal.stat().st_size == 0)
+
+
+def _wal_hint(path: Path) -> str:
+    wal = path.with_name(path.name + "-wal")
+    if not wal.exists() or wal.stat().st_size == 0:
+        return ""
+    return f" ({wal.name} holds commits not yet in the file; read a copy in a writable folder)"
 
 
 def _sqlite_version(reader: Reader) -> int | None:
