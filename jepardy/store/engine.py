@@ -46,7 +46,7 @@ from jepardy.errors import UserError
 from jepardy.spec.identity import RunIdentity
 from jepardy.store import migrations
 from jepardy.store.models import Run, Sweep
-from jepardy.store.reader import in_chunks
+from jepardy.store.reader import immutable_is_whole, in_chunks, wal_hint
 from jepardy.store.states import SCHEMA_VERSION, Claim, RunStatus, check_readable
 
 if TYPE_CHECKING:
@@ -327,7 +327,8 @@ def _sqlite_reader(url: sa.URL) -> sa.Engine:
 
     mode=ro reads a WAL database alongside live writers; it needs the -shm file, which a
     directory the reader cannot write may not hold, and then the file is read as immutable
-    (no writer can be changing it there either)."""
+    (no writer can be changing it there either), unless a WAL beside it holds commits that
+    an immutable read would skip (`reader.immutable_is_whole`)."""
     path = Path(url.database or "")
     if not url.database or url.database == ":memory:" or not path.is_file():
         raise UserError(f"database {url.database or url} does not exist")
@@ -336,8 +337,11 @@ def _sqlite_reader(url: sa.URL) -> sa.Engine:
     try:
         with engine.connect():
             pass
-    except OperationalError:
+    except OperationalError as exc:
         engine.dispose()
+        if not immutable_is_whole(path, exc.orig):
+            detail = " ".join(str(exc.orig).split())
+            raise UserError(f"cannot open database {path}: {detail}{wal_hint(path)}") from exc
         engine = sa.create_engine(f"sqlite:///{uri}?mode=ro&immutable=1&uri=true")
     return engine
 

@@ -137,13 +137,13 @@ def _sqlite_connection(path: Path) -> sqlite3.Connection:
             # mode=ro needs the -shm file, which this folder may refuse (SQLITE_CANTOPEN);
             # immutable then reads the file alone, right only when no WAL holds commits
             # beyond it. Any other error (locked, not a database) is the answer.
-            if not _immutable_is_whole(path, exc):
+            if not immutable_is_whole(path, exc):
                 detail = " ".join(str(exc).split())
-                raise UserError(f"cannot open database {path}: {detail}{_wal_hint(path)}") from exc
+                raise UserError(f"cannot open database {path}: {detail}{wal_hint(path)}") from exc
     raise UserError(f"cannot open database {path}: unable to open it read-only")
 
 
-def _immutable_is_whole(path: Path, exc: sqlite3.DatabaseError) -> bool:
+def immutable_is_whole(path: Path, exc: sqlite3.DatabaseError) -> bool:
     """Whether reading `path` as immutable gives what mode=ro would have: the error is
     mode=ro's missing -shm, and there is no WAL (or an empty one) beside the file."""
     wal = path.with_name(path.name + "-wal")
@@ -151,7 +151,7 @@ def _immutable_is_whole(path: Path, exc: sqlite3.DatabaseError) -> bool:
     return cannot_open and (not wal.exists() or wal.stat().st_size == 0)
 
 
-def _wal_hint(path: Path) -> str:
+def wal_hint(path: Path) -> str:
     wal = path.with_name(path.name + "-wal")
     if not wal.exists() or wal.stat().st_size == 0:
         return ""
