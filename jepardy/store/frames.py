@@ -20,6 +20,7 @@ import pandas as pd
 
 from jepardy.store.reader import (
     PACKED,
+    RESULT_TEXT,
     SEPARATOR,
     Reader,
     RunsQuery,
@@ -142,7 +143,31 @@ def read_runs(
 
 def _frame(reader: Reader, query: RunsQuery) -> pd.DataFrame:
     names, rows = reader.rows(query.sql, query.values)
-    return pd.DataFrame.from_records(rows, columns=names)
+    frame = pd.DataFrame.from_records(rows, columns=names)
+    if query.result_fields:
+        results = [_result(text) for text in frame.pop(RESULT_TEXT).tolist()]
+        for field in query.result_fields:
+            frame[f"result.{field}"] = [_field_text(result.get(field)) for result in results]
+    return frame
+
+
+def _result(text: object) -> dict[str, Any]:
+    """A result JSON as a dict; {} where missing, not JSON, or not an object."""
+    if not isinstance(text, str):
+        return {}
+    try:
+        result = json.loads(text)
+    except ValueError:
+        return {}
+    return result if isinstance(result, dict) else {}
+
+
+def _field_text(value: object) -> str | None:
+    """A result field as text, as the database would have cast it: a string as it is,
+    anything else as JSON writes it (NaN too); None where absent or null."""
+    if value is None or isinstance(value, str):
+        return value
+    return json.dumps(value)
 
 
 def _unpacked(frame: pd.DataFrame, packed: Sequence[str]) -> bool:

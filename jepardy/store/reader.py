@@ -34,6 +34,8 @@ SQLITE_SCHEMES = ("sqlite://", "sqlite+pysqlite://")
 # Key columns read as one text (`runs_query`'s `packed`): a sweep's 100,000 runs share a few
 # hundred keys, and one text per row instead of five is a fifth of a report's read.
 PACKED = "packed_keys"
+# The result JSON of the runs that name a result field asked for (`runs_query`).
+RESULT_TEXT = "result_text"
 SEPARATOR = "\x1f"  # ASCII unit separator (SQL char(31)): in no name or label jepardy writes
 # Bound on the number of ids in one IN (...) clause (SQLite limits bound parameters).
 IN_CHUNK = 500
@@ -192,6 +194,7 @@ class RunsQuery:
     values: list[str]
     columns: list[str]
     packed: list[str]
+    result_fields: list[str]
 
 
 def runs_query(
@@ -226,7 +229,7 @@ def runs_query(
         named = " OR ".join([_contains(reader.dialect, "params", "{p}")] * len(needles))
         selected[names.index("params")] = f"CASE WHEN {named or 'FALSE'} THEN params END AS params"
         values.extend(needles)
-    fields = [_result_field(reader.dialect, field) for field in result_fields]
+    fields = _result_text(reader.dialect, result_fields)
     packed = [name for name in packed if name in names]
     if packed:
         selected = [
@@ -245,7 +248,8 @@ def runs_query(
         values.append(status)
     condition = f" WHERE {' AND '.join(where)}" if where else ""
     sql = f"SELECT {', '.join([*selected, *fields])} FROM runs{condition}"
-    return RunsQuery(sql, values, [*names, *(f"result.{f}" for f in result_fields)], packed)
+    columns_out = [*names, *(f"result.{field}" for field in result_fields)]
+    return RunsQuery(sql, values, columns_out, packed, list(result_fields))
 
 
 def _joined(dialect: str, columns: Sequence[str]) -> str:
@@ -255,21 +259,17 @@ def _joined(dialect: str, columns: Sequence[str]) -> str:
     return f"concat_ws(chr(31), {', '.join(columns)})"
 
 
-def _result_field(dialect: str, name: str) -> str:
-    """`result.<name>`: one top-level field of the result JSON text, as text, or NULL."""
-    if not name.isidentifier():
-        raise ValueError(f"result field {name!r} is not a name")
-    # Parsed only where the text names the field (most results do not); SQLite's
-    # json_extract reads the text as it is (a text that is not JSON would be an error, so it
-    # is guarded), PostgreSQL parses the text column as json first.
-    named = _contains(dialect, "result", f"'\"{name}\"'")
-    if dialect == "sqlite":
-        value = (
-            f"CASE WHEN {named} AND json_valid(result) THEN json_extract(result, '$.{name}') END"
-        )
-    else:
-        value = f"CASE WHEN {named} THEN CAST(result AS json) ->> '{name}' END"
-    return f'CAST({value} AS TEXT) AS "result.{name}"'
+def _result_text(dialect: str, fields: Sequence[str]) -> list[str]:
+    """The column RESULT_TEXT: the result JSON where it names one of `fields` (most results
+    name none of them), NULL elsewhere; the reader takes the fields out of it in Python,
+    whose JSON reads the NaN a result may hold (SQLite's json_valid and PostgreSQL's json
+    refuse it)."""
+    if not fields:
+        return []
+    if not all(field.isidentifier() for field in fields):
+        raise ValueError(f"result fields {list(fields)!r}: not all names")
+    named = " OR ".join(_contains(dialect, "result", f"'\"{field}\"'") for field in fields)
+    return [f"CASE WHEN {named} THEN result END AS {RESULT_TEXT}"]
 
 
 def _contains(dialect: str, column: str, needle: str) -> str:
