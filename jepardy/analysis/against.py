@@ -42,11 +42,7 @@ DATA_PARAMS = ("vocab_size", "tokenizer_path")
 TRAINER_TIER = "round trip"
 
 COLUMNS = [
-    "sweep",
-    "lane",
-    "match",
-    "arm",
-    "variant",
+    *ARM_KEYS,
     "n",
     "val_bpb_mean",
     "val_bpb_std",

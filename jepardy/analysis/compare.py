@@ -64,11 +64,7 @@ NOT_SIGNIFICANT = "not significant"
 _EXPORT_OWN = ("kind", "nproc")
 
 COLUMNS = [
-    "sweep",
-    "lane",
-    "match",
-    "arm",
-    "variant",
+    *ARM_KEYS,
     "n",
     "val_bpb_mean",
     "val_bpb_std",
