@@ -23,6 +23,7 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
+from jepardy.analysis.report import ReportRequest, run_report
 from jepardy.errors import UserError
 from jepardy.spec.identity import RunIdentity
 from jepardy.store.engine import open_reader
@@ -296,3 +297,41 @@ def test_an_empty_selection_has_the_key_columns_of_a_full_one(tmp_path: Path) ->
         frame = read_runs(db, sweep=None, status=status, columns=columns, params=False)
         for name in ("sweep", "lane", "status"):
             assert frame[name].cat.categories.dtype == pd.Index([], dtype=str).dtype, name
+
+
+def test_a_store_without_a_runs_table_is_one_line(tmp_path: Path) -> None:
+    """A schema_info table alone (another tool's file) is not a jepardy store."""
+    db = tmp_path / "other.db"
+    with sqlite3.connect(db) as connection:
+        connection.execute("CREATE TABLE schema_info (version INTEGER PRIMARY KEY)")
+        connection.execute("INSERT INTO schema_info VALUES (3)")
+    connection.close()
+    for args in READ_COMMANDS:
+        done = _jepardy(args, db)
+        assert done.returncode == 2, (args, done.stderr)
+        assert done.stderr.strip() == f"error: database {db} holds no jepardy runs", done.stderr
+
+
+def test_a_report_closes_what_it_opened(store_url: str) -> None:
+    """run_report, called again and again through the API, leaves no connection open: no
+    file descriptor on the SQLite file, no PostgreSQL session."""
+    _filled(store_url)  # type: ignore[arg-type]
+    request = ReportRequest(fmt="json")
+
+    def held() -> int:
+        if store_url.startswith("sqlite"):
+            path = Path(store_url.removeprefix("sqlite:///")).resolve()
+            fds = Path("/proc/self/fd").iterdir()
+            return sum(1 for fd in fds if Path(os.path.realpath(fd)) == path)
+        engine = sa.create_engine(store_url)
+        with engine.connect() as connection:
+            sessions = connection.exec_driver_sql(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+            ).scalar_one()
+        engine.dispose()
+        return int(sessions) - 1  # this query's own
+
+    before = held()
+    for _ in range(5):
+        run_report(store_url, request)
+    assert held() == before

@@ -5,6 +5,7 @@ HTML file.
 
 from __future__ import annotations
 
+import contextlib
 import io
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -224,29 +225,29 @@ def run_report(db: str | Path, request: ReportRequest) -> ReportOutput:
     other_axes = {request.curve, request.horizons} - {None, *MIRRORED_PARAMS}
     # Compare checks that arm and control ran the same code, data and budget (MATCH_*).
     wanted = sorted(other_axes | (set(MATCH_PARAMS) if request.compare else set()))
-    # The cyclic GC finds nothing to free in a report (no reference cycles), but the many
-    # small lists and tuples it builds trigger full collections: about 0.15 s of 2 for
-    # 100,000 runs (bench/report.py).
-    database = open_rows(db)
-    require_sweep(database, request.sweep)
-    if request.against:
-        known = database.sweep_names()
-        leaders = tuple(leader_sweeps(request.against, known, database.name))
-        request = replace(request, against=leaders)
-        wanted = sorted({*wanted, *DATA_PARAMS})
-    with paused_gc():
-        # The HTML report lists the params each arm changed: every param is read.
-        runs = _read(database, request, True if request.fmt == HTML else wanted or False)
-        _require_done(runs, f"sweep {request.sweep}" if request.sweep else database.name)
-        if request.fmt == HTML:
-            request = with_found_axes(request, runs)
-        report = build_report(runs, request)
-        report = _with_chain(report, database, request.sweep, runs)
-        rendered = (
-            _html(database, report, runs)
-            if request.fmt == HTML
-            else render_report(report, request.fmt)
-        )
+    with contextlib.closing(open_rows(db)) as database:
+        require_sweep(database, request.sweep)
+        if request.against:
+            known = database.sweep_names()
+            leaders = tuple(leader_sweeps(request.against, known, database.name))
+            request = replace(request, against=leaders)
+            wanted = sorted({*wanted, *DATA_PARAMS})
+        # The cyclic GC finds nothing to free in a report (no reference cycles), but the
+        # many small lists and tuples it builds trigger full collections: about 0.15 s of 2
+        # for 100,000 runs (bench/report.py).
+        with paused_gc():
+            # The HTML report lists the params each arm changed: every param is read.
+            runs = _read(database, request, True if request.fmt == HTML else wanted or False)
+            _require_done(runs, f"sweep {request.sweep}" if request.sweep else database.name)
+            if request.fmt == HTML:
+                request = with_found_axes(request, runs)
+            report = build_report(runs, request)
+            report = _with_chain(report, database, request.sweep, runs)
+            rendered = (
+                _html(database, report, runs)
+                if request.fmt == HTML
+                else render_report(report, request.fmt)
+            )
     plot = None
     if request.plot is not None:
         from jepardy.analysis.plots import plot_report

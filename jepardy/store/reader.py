@@ -161,11 +161,12 @@ def wal_hint(path: Path) -> str:
 
 
 def _sqlite_version(reader: Reader) -> int | None:
-    """The stored schema version (judged as the writers judge it); None without the table."""
+    """The stored schema version (judged as the writers judge it); None without the table,
+    or without a runs table to read (not a jepardy store, whatever it says)."""
     found = reader.rows(
-        "SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'schema_info'"
+        "SELECT name FROM sqlite_master WHERE type = 'table' AND name IN ('schema_info', 'runs')"
     )[1]
-    if not found:
+    if len(found) < 2:
         return None
     versions = [version for (version,) in reader.rows("SELECT version FROM schema_info")[1]]
     return judge_version(versions, reader.name, SCHEMA_VERSION)
