@@ -14,6 +14,7 @@ from jepardy.cli.tables import (
     Cells,
     ColumnsOption,
     FormatOption,
+    cells_frame,
     check_format,
     fitted,
     print_frames,
@@ -76,9 +77,7 @@ def status(
     counts = status_counts(reader, sweep_name, every_state=False)
     running = running_jobs(reader, sweep_name)
     if fmt != "table":
-        import pandas as pd
-
-        running_frame = with_axes(pd.DataFrame(running))
+        running_frame = with_axes(cells_frame(running))
         picked = select_columns("running", running_frame, wanted_columns(columns))
         print_frames([("runs per state", counts), ("running", picked)], fmt)
         return

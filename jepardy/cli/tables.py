@@ -71,7 +71,8 @@ def print_frames(
     from jepardy.analysis.render import frame_text, frames_text
 
     chosen = [
-        (title, select_columns(title, with_axes(_frame(frame)), columns)) for title, frame in frames
+        (title, select_columns(title, with_axes(cells_frame(frame)), columns))
+        for title, frame in frames
     ]
     # One table: a plain CSV, or a JSON list of rows; several: one block or key per table.
     text = frame_text(chosen[0][1], fmt) if len(chosen) == 1 else frames_text(chosen, fmt)
@@ -109,7 +110,7 @@ def frame_grid(title: str, frame: pd.DataFrame | Cells) -> fit.Grid:
     return rename(grid, SHORT)
 
 
-def _frame(table: pd.DataFrame | Cells) -> pd.DataFrame:
+def cells_frame(table: pd.DataFrame | Cells) -> pd.DataFrame:
     """`table` as a DataFrame; a column of whole numbers with gaps (a pending run's bytes)
     stays whole (Int64), as CSV and JSON show it, not float64."""
     import pandas as pd

@@ -124,8 +124,8 @@ def read_runs(
     for None) of the runs of one sweep (or all) with one status (or any), through
     `tidy_runs`'s dtype rules. `params` as for `load_runs`; with False and "params" in
     `columns`, the JSON text is kept. `result_fields`: top-level fields of each run's
-    result.json, as text columns `result.<field>` extracted by the database (the whole JSON
-    is not read)."""
+    result.json, as text columns `result.<field>`, parsed only from the results that name
+    one of them."""
     with reading(db) as reader:
         query = runs_query(reader, sweep, status, columns, params, result_fields, CATEGORY_COLUMNS)
         frame = _frame(reader, query)

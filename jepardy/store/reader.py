@@ -147,17 +147,20 @@ def _sqlite_connection(path: Path) -> sqlite3.Connection:
 
 def immutable_is_whole(path: Path, exc: sqlite3.DatabaseError) -> bool:
     """Whether reading `path` as immutable gives what mode=ro would have: the error is
-    mode=ro's missing -shm, and there is no WAL (or an empty one) beside the file."""
-    wal = path.with_name(path.name + "-wal")
+    mode=ro's missing -shm, and no WAL beside the file holds commits."""
     cannot_open = getattr(exc, "sqlite_errorname", "") == "SQLITE_CANTOPEN"
-    return cannot_open and (not wal.exists() or wal.stat().st_size == 0)
+    return cannot_open and not _wal_holds_commits(path)
 
 
 def wal_hint(path: Path) -> str:
-    wal = path.with_name(path.name + "-wal")
-    if not wal.exists() or wal.stat().st_size == 0:
+    if not _wal_holds_commits(path):
         return ""
-    return f" ({wal.name} holds commits not yet in the file; read a copy in a writable folder)"
+    return f" ({path.name}-wal holds commits not yet in the file; read a copy in a writable folder)"
+
+
+def _wal_holds_commits(path: Path) -> bool:
+    wal = path.with_name(path.name + "-wal")
+    return wal.exists() and wal.stat().st_size > 0
 
 
 def _sqlite_version(reader: Reader) -> int | None:
@@ -176,12 +179,18 @@ def _engine_reader(url: str | Path) -> Reader:
     """A Reader over `open_reader`'s read-only engine (PostgreSQL and any other URL)."""
     from jepardy.store.engine import open_reader
 
-    database = open_reader(url)
+    return _on_engine(open_reader(url), owned=True)
+
+
+def _on_engine(database: Database, *, owned: bool) -> Reader:
+    """A Reader through one raw connection of `database`'s engine; closing it closes the
+    Database too when the Reader `owned` it."""
     connection = database.engine.raw_connection()
 
     def close() -> None:
         connection.close()
-        database.close()
+        if owned:
+            database.close()
 
     return Reader(database.name, database.engine.dialect.name, connection, close)
 
@@ -208,8 +217,8 @@ def runs_query(
     packed: Sequence[str] = (),
 ) -> RunsQuery:
     """The query of `columns` (every column for None) of the runs of `sweep` (or all) with
-    `status` (or any), plus `result.<field>` for each of `result_fields`, read by the
-    database from the result JSON. With `params` a list of keys, a run's params JSON is read
+    `status` (or any), plus the column RESULT_TEXT when `result_fields` are asked for (the
+    reader makes `result.<field>` of it). With `params` a list of keys, a run's params JSON is read
     only where it names one of them (NULL elsewhere). The text columns `packed` (those of
     `columns`) come as one column PACKED, their values joined by SEPARATOR.
     Column names are checked against the table (they are written into the SQL); UserError
@@ -302,11 +311,7 @@ def reading(db: str | Path | Reader | Database) -> Iterator[Reader]:
     if isinstance(db, Reader):
         yield db
         return
-    if isinstance(db, str | Path):
-        reader = open_rows(db)
-    else:
-        connection = db.engine.raw_connection()
-        reader = Reader(db.name, db.engine.dialect.name, connection, connection.close)
+    reader = open_rows(db) if isinstance(db, str | Path) else _on_engine(db, owned=False)
     try:
         yield reader
     finally:
