@@ -264,6 +264,8 @@ class SlurmExecutor:
 
     def __init__(self, options: SlurmOptions) -> None:
         self.options = options
+        # Jobs one poll saw ended; the next poll confirms it (see `poll`).
+        self._ending: set[str] = set()
 
     def has_room(self, run: RunIdentity) -> bool:
         return True
@@ -315,7 +317,15 @@ class SlurmExecutor:
         for job_id in job_ids:
             seen = live.get(job_id)
             state = seen.state if seen else ""
-            states[job_id] = JobState(job_status(state), state, seen.nodes if seen else "")
+            status = job_status(state)
+            # A job Slurm requeues (scontrol requeue, submitit's preemption handler) can show
+            # FAILED for a moment before PENDING again: an end counts when two polls agree.
+            if status is RunStatus.RUNNING or job_id in self._ending:
+                self._ending.discard(job_id)
+            else:
+                self._ending.add(job_id)
+                status = RunStatus.RUNNING
+            states[job_id] = JobState(status, state, seen.nodes if seen else "")
         return states
 
     def exit_code(self, job_id: str, run_dir: Path) -> int | None:
