@@ -16,6 +16,9 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --disable-pip-version-check "$(TORCH)"
 	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[dev]'
+	# An editable install leaves jepardy uncompiled, as a wheel's would not be; where
+	# PYTHONDONTWRITEBYTECODE is set, every command then compiled it again (bench/cli_latency.py).
+	$(BIN)/python -m compileall -q jepardy
 	touch $@
 
 demo: install

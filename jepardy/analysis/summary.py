@@ -11,17 +11,16 @@ user gets from `summarize` are the ones the tables print.
 
 from __future__ import annotations
 
-import contextlib
-import gc
 import itertools
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from jepardy.analysis.ttests import t_interval
+from jepardy.collector import paused_gc
 from jepardy.errors import UserError
 from jepardy.store.frames import ARM_KEYS, is_param_column
 from jepardy.trainer.config import ARTIFACT_CAP_BYTES
@@ -187,22 +186,6 @@ def split_lists(values: np.ndarray, sorted_codes: np.ndarray) -> list[list[Any]]
     bounds = [0, *(np.flatnonzero(np.diff(sorted_codes)) + 1).tolist(), len(flat)]
     with paused_gc():
         return [flat[start:end] for start, end in itertools.pairwise(bounds)]
-
-
-@contextlib.contextmanager
-def paused_gc() -> Iterator[None]:
-    """Pause the cyclic garbage collector while building many small acyclic containers.
-
-    Tens of thousands of new lists trigger collections that scan every tracked object of a
-    100,000-run frame; that took longer than building the lists (bench/report.py).
-    """
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
 
 
 def map_unique(column: pd.Series, function: Callable[[Any], Any]) -> pd.Series:

@@ -15,6 +15,7 @@ import typer
 from jepardy import __version__
 from jepardy.cli import data, report, runs, sweep
 from jepardy.cli.output import err_console, tagged
+from jepardy.collector import skip_collection_at_exit
 from jepardy.errors import UserError
 
 app = typer.Typer(
@@ -52,6 +53,7 @@ def _options(
 
 def main() -> None:
     """Console-script entry point: one line on stderr for a user mistake."""
+    skip_collection_at_exit()
     try:
         app()
     except UserError as err:

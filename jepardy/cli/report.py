@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -12,6 +15,7 @@ from jepardy.analysis.rules import RECORD_ALPHA, RECORD_MARGIN_NATS
 from jepardy.cli.options import DbOption, RunsDirOption, SweepFilterOption
 from jepardy.cli.output import console, err_console, tagged
 from jepardy.cli.tables import fitted
+from jepardy.collector import paused_gc
 
 if TYPE_CHECKING:
     from jepardy.analysis.report import ReportOutput
@@ -88,7 +92,8 @@ def report(
     Arms against their matched control (tests, margin, cap), curves over a param, and
     rankings across budgets. With --against, each arm against a leader instead.
     """
-    from jepardy.analysis.report import ReportRequest, run_report
+    with _one_blas_thread(), paused_gc():
+        from jepardy.analysis.report import ReportRequest, run_report
     from jepardy.analysis.rules import make_rule
 
     if health:
@@ -108,6 +113,25 @@ def report(
         out=out,
     )
     _print_report(run_report(db, request))
+
+
+@contextlib.contextmanager
+def _one_blas_thread() -> Iterator[None]:
+    """Import numpy and scipy with one OpenBLAS thread, unless the user chose a number.
+
+    Each of their two OpenBLAS libraries starts a thread pool as it loads, and its threads
+    spin: 0.2 s of CPU on a 2-core machine, for a report whose arithmetic is a few means
+    (bench/cli_latency.py). The variable is read at load only, so it is set for the import
+    alone and then restored: the trainers a later command launches inherit the environment.
+    """
+    chosen = "OPENBLAS_NUM_THREADS" in os.environ
+    if not chosen:
+        os.environ["OPENBLAS_NUM_THREADS"] = "1"
+    try:
+        yield
+    finally:
+        if not chosen:
+            del os.environ["OPENBLAS_NUM_THREADS"]
 
 
 def _print_health(db: str, sweep_name: str | None) -> None:
