@@ -76,7 +76,7 @@ def html_report(
     parts = []
     if report.compare is not None:
         parts.append(_compare_part(report.compare, ids))
-    if report.curves is not None or report.horizons is not None:
+    if report.curves is not None or report.horizons is not None or report.notes:
         parts.append(_axes_part(report, ids))
     done = runs[runs["status"].astype(str) == "done"]
     parts.append(_training_part(done, metrics))
@@ -125,7 +125,9 @@ def _compare_part(compare: pd.DataFrame, ids: _TableIds) -> Part:
 
 
 def _axes_part(report: Report, ids: _TableIds) -> Part:
-    curves, horizons = report.curves, report.horizons
+    curves, horizons, notes = report.curves, report.horizons, list(report.notes)
+    if curves is None and horizons is None:  # only why the runs gave none
+        return Part("axes", "Curves and horizons", [], [], notes)
     sections: list[Section] = []
     if curves is not None:
         sections += curve_sections(curves)
@@ -140,9 +142,9 @@ def _axes_part(report: Report, ids: _TableIds) -> Part:
     try:
         figure = plots.panels_figure(curves, horizons, WHERE)
     except UserError as too_many:
-        return Part("axes", axes.capitalize(), [], tables, [f"No plot: {too_many}"])
+        return Part("axes", axes.capitalize(), [], tables, [*notes, f"No plot: {too_many}"])
     picture = _picture(axes.capitalize(), figure, f"{axes}, means with 95% intervals")
-    return Part("axes", axes.capitalize(), [picture], tables, [])
+    return Part("axes", axes.capitalize(), [picture], tables, notes)
 
 
 def _training_part(done: pd.DataFrame, metrics: pd.DataFrame) -> Part:

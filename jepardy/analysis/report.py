@@ -27,7 +27,6 @@ from jepardy.analysis.render import Section
 from jepardy.analysis.rules import RECORD, Rule
 from jepardy.analysis.scoring import RESULT_FIELDS as SCORING_FIELDS
 from jepardy.analysis.scoring import mixed_scoring, scoring_sections
-from jepardy.analysis.summary import split_pairs
 from jepardy.collector import paused_gc
 from jepardy.errors import UserError
 from jepardy.store.frames import MIRRORED_PARAMS, RUN_COLUMNS, read_metrics, read_runs, tidy_runs
@@ -105,6 +104,7 @@ class Report:
     rule: Rule = RECORD
     scoring: pd.DataFrame | None = None  # lanes whose arms were scored differently
     chain: pd.DataFrame | None = None  # the promotions between lanes (analysis/chain.py)
+    notes: tuple[str, ...] = ()  # parts the HTML report found no axis for, and why
 
 
 @dataclass(frozen=True)
@@ -165,8 +165,17 @@ def build_report(runs: pd.DataFrame, request: ReportRequest) -> Report:
         from jepardy.analysis.horizons import horizon_table
 
         horizons = horizon_table(done, request.horizons, metric=request.metric)
+    notes: tuple[str, ...] = ()
+    if request.fmt == HTML:  # the page shows the curves and horizons the runs have, unasked
+        from jepardy.analysis.found_axes import found_axes
+
+        # Only for the parts the request names no axis for: a named axis keeps its errors.
+        found = found_axes(done, request)
+        curves = found.curves if curves is None else curves
+        horizons = found.horizons if horizons is None else horizons
+        notes = found.notes
     scoring = mixed_scoring(tidy) if request.compare else None
-    return Report(compare, curves, horizons, against, request.rule, scoring)
+    return Report(compare, curves, horizons, against, request.rule, scoring, notes=notes)
 
 
 def render_report(report: Report, fmt: str) -> str | Group:
@@ -256,8 +265,6 @@ def run_report(db: str | Path, request: ReportRequest) -> ReportOutput:
             # The HTML report lists the params each arm changed: every param is read.
             runs = _read(database, request, True if request.fmt == HTML else wanted or False)
             _require_done(runs, f"sweep {request.sweep}" if request.sweep else database.name)
-            if request.fmt == HTML:
-                request = with_found_axes(request, runs)
             report = build_report(runs, request)
             report = _with_chain(report, database, request.sweep, runs)
             rendered = (
@@ -275,41 +282,6 @@ def run_report(db: str | Path, request: ReportRequest) -> ReportOutput:
     request.out.parent.mkdir(parents=True, exist_ok=True)
     request.out.write_text(rendered_text(rendered), encoding="utf-8")
     return ReportOutput("", plot, request.out)
-
-
-# Budget params, whose values in the matches make horizons.
-BUDGET_AXES = ("wallclock_s", "iterations")
-
-
-def with_found_axes(request: ReportRequest, runs: pd.DataFrame) -> ReportRequest:
-    """`request` with the curve and horizons the runs have, where it names none: a curve
-    over the first arm axis (a key of the variants, by name) that takes two or more numeric
-    values within one arm, and horizons over the first of BUDGET_AXES in the matches that
-    takes two or more within one lane. The HTML report shows whatever a sweep holds."""
-    done = runs[runs["status"].astype(str) == RunStatus.DONE.value]
-    keys: dict[str, set[str]] = {"variant": set(), "match": set()}
-    for column, found in keys.items():
-        for text in done[column].astype(str).unique():
-            found.update(split_pairs(text))
-    curve = request.curve or next(
-        (k for k in sorted(keys["variant"]) if _spread(done, k, ["sweep", "lane", "arm"])), None
-    )
-    horizons = request.horizons or next(
-        (k for k in BUDGET_AXES if k in keys["match"] and _spread(done, k, ["sweep", "lane"])),
-        None,
-    )
-    return replace(request, curve=curve, horizons=horizons)
-
-
-def _spread(done: pd.DataFrame, param: str, within: list[str]) -> bool:
-    """Whether numeric `param` takes two or more values in some group of `within` (runs
-    without it left out)."""
-    if param not in done.columns:
-        return False
-    values = pd.to_numeric(done[param], errors="coerce")
-    if (values.isna() & done[param].notna()).any():  # not a number: no curve
-        return False
-    return bool((values.groupby([done[k] for k in within], observed=True).nunique() >= 2).any())
 
 
 def _html(database: Reader, report: Report, runs: pd.DataFrame) -> str:
