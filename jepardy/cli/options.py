@@ -13,7 +13,12 @@ import typer
 from jepardy.spec.slurm import SLURM_FIELDS
 
 DbOption = Annotated[
-    str, typer.Option("--db", envvar="JEPARDY_DB", help="SQLAlchemy URL or SQLite file path.")
+    str,
+    typer.Option(
+        "--db",
+        envvar="JEPARDY_DB",
+        help="SQLAlchemy URL (with ://) or SQLite file path (taken literally).",
+    ),
 ]
 SpecArg = Annotated[Path, typer.Argument(help="Sweep spec (TOML), e.g. experiments/smoke.toml.")]
 RunIdArg = Annotated[str, typer.Argument(help="A run id or a unique prefix of one.")]

@@ -91,12 +91,14 @@ def _backoff_s(attempt: int) -> float:
     return delay / 2 + random.uniform(0, delay / 2)
 
 
-def _sqlite_url(url: str | Path) -> str:
-    """A URL for `url`: anything without '://' is a file path for SQLite."""
+def database_url(url: str | Path) -> sa.URL:
+    """`url` as a SQLAlchemy URL. Anything without '://' is a SQLite file path taken
+    literally: a '?' or a '%41' in it is part of the file's name, as every reader takes it
+    (`reader.sqlite_path`), never a query string or an escape."""
     text = str(url)
     if "://" in text:
-        return text
-    return f"sqlite:///{text}"
+        return sa.make_url(text)
+    return sa.URL.create("sqlite", database=text)
 
 
 def _install_sqlite_hooks(engine: sa.Engine, busy_timeout_ms: int, read_only: bool) -> None:
@@ -304,15 +306,14 @@ def connect(
     """An engine for `url` (a SQLAlchemy URL, or a file path for SQLite) with the store's
     connection hooks. Read-only: a SQLite file must exist and is opened with mode=ro, so
     nothing is created or written, not even the WAL's side files where it cannot be."""
-    text = _sqlite_url(url)
     try:
-        parsed = sa.make_url(text)
+        parsed = database_url(url)
         if read_only and parsed.get_backend_name() == "sqlite":
             engine = _sqlite_reader(parsed)
         else:
             engine = sa.create_engine(parsed)
     except (ArgumentError, NoSuchModuleError, ImportError, ValueError) as exc:
-        raise UserError(f"cannot open database {text}: {exc}") from exc
+        raise UserError(f"cannot open database {url}: {exc}") from exc
     if engine.dialect.name == "sqlite":
         _install_sqlite_hooks(engine, busy_timeout_ms, read_only=read_only)
     elif engine.dialect.name == "postgresql":
@@ -332,8 +333,7 @@ def _sqlite_reader(url: sa.URL) -> sa.Engine:
     path = Path(url.database or "")
     if not url.database or url.database == ":memory:" or not path.is_file():
         raise UserError(f"database {url.database or url} does not exist")
-    uri = path.resolve().as_uri()
-    engine = sa.create_engine(f"sqlite:///{uri}?mode=ro&uri=true")
+    engine = sa.create_engine(_read_only_url(path, "ro"))
     try:
         with engine.connect():
             pass
@@ -342,8 +342,15 @@ def _sqlite_reader(url: sa.URL) -> sa.Engine:
         if not immutable_is_whole(path, exc.orig):
             detail = " ".join(str(exc.orig).split())
             raise UserError(f"cannot open database {path}: {detail}{wal_hint(path)}") from exc
-        engine = sa.create_engine(f"sqlite:///{uri}?mode=ro&immutable=1&uri=true")
+        engine = sa.create_engine(_read_only_url(path, "ro", immutable="1"))
     return engine
+
+
+def _read_only_url(path: Path, mode: str, **options: str) -> sa.URL:
+    """A SQLite URI URL of `path` (its '?' and '%' escaped as the URI needs), built as a URL
+    rather than parsed from text: SQLAlchemy would decode the escapes again."""
+    query = {"mode": mode, **options, "uri": "true"}
+    return sa.URL.create("sqlite", database=path.resolve().as_uri(), query=query)
 
 
 def open_reader(url: str | Path, *, busy_timeout_ms: int = DEFAULT_BUSY_TIMEOUT_MS) -> Database:

@@ -116,7 +116,7 @@ def sqlite_path(url: str | Path) -> str | None:
     backend's URL."""
     text = str(url)
     if "://" not in text:
-        text = f"sqlite:///{text}"  # as the writers read a bare path (engine._sqlite_url)
+        return text  # a file path, literally: '?' and '%41' are the file's (engine.database_url)
     for scheme in SQLITE_SCHEMES:
         if text.startswith(scheme + "/"):
             # As SQLAlchemy reads the URL the writers open: the query string cut off, %XX

@@ -402,7 +402,8 @@ class Store(Database):
 def open_store(url: str | Path, *, busy_timeout_ms: int = DEFAULT_BUSY_TIMEOUT_MS) -> Store:
     """Open (and on first use create) the sweep database at `url`.
 
-    `url` is a SQLAlchemy URL or a file path ("results.db" means `sqlite:///results.db`).
+    `url` is a SQLAlchemy URL or a SQLite file path, taken literally ("x?y.db" is that file,
+    not "x" with a query string; engine.database_url).
     `busy_timeout_ms` is how long one try of a writer waits for another writer's lock (SQLite
     busy_timeout, PostgreSQL lock_timeout); see `_LOCK_ATTEMPTS` for the retries. Raises
     UserError naming the URL when it cannot be parsed or opened, and when the database was
@@ -414,8 +415,8 @@ def open_store(url: str | Path, *, busy_timeout_ms: int = DEFAULT_BUSY_TIMEOUT_M
         store._ensure_schema()
     except DBAPIError as exc:
         engine.dispose()
-        shown = parsed.render_as_string(hide_password=True)
-        # Driver messages can span lines (libpq); a UserError is one line.
+        # Driver messages can span lines (libpq); a UserError is one line. The database is
+        # named as the readers name it: the file path, or the URL without its password.
         detail = " ".join(str(exc.orig).split())
-        raise UserError(f"cannot open database {shown}: {detail}") from exc
+        raise UserError(f"cannot open database {store.name}: {detail}") from exc
     return store
