@@ -139,7 +139,8 @@ def _moved_with(done: pd.DataFrame, scope: Scope, axis: str) -> list[str]:
     rest = [
         map_unique(done[column].astype(str), lambda t: drop_key(t, axis)) for column in scope.keys
     ]
-    if (values.groupby([*(done[k] for k in scope.within), *rest]).nunique() >= 2).any():
+    keys = [*(done[k] for k in scope.within), *rest]
+    if (values.groupby(keys, observed=True).nunique() >= 2).any():
         return []  # some group varies the axis alone: the table refused for another reason
     moved: set[str] = set()
     for _, group in done.assign(_x=values).groupby(list(scope.within), observed=True):
