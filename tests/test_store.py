@@ -367,6 +367,15 @@ def test_unknown_driver_names_it() -> None:
         open_store("nosuchdriver://x")
 
 
+@pytest.mark.parametrize(
+    "url", ["postgresql+nodriver://me:hunter2@host/db", "postgresql://me:hunter2@host:port/db"]
+)
+def test_an_unloadable_url_is_named_without_its_password(url: str) -> None:
+    with pytest.raises(UserError, match="cannot open database") as refused:
+        open_store(url)
+    assert "hunter2" not in str(refused.value) and "me:***@host" in str(refused.value)
+
+
 def test_plain_path_means_sqlite(tmp_path: Path) -> None:
     path = tmp_path / "results.db"
     open_store(path).close()

@@ -30,6 +30,7 @@ from __future__ import annotations
 import json
 import logging
 import random
+import re
 import threading
 import time
 from collections.abc import Iterable, Iterator
@@ -137,6 +138,12 @@ def _install_postgresql_hooks(engine: sa.Engine, busy_timeout_ms: int) -> None:
         if connection.get_execution_options().get(_WRITE_OPTION, False):
             connection.exec_driver_sql(f"SET LOCAL lock_timeout = {int(busy_timeout_ms)}")
             connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_PG_WRITE_LOCK})")
+
+
+def _password_hidden(text: str) -> str:
+    """`text` with the password of a `scheme://user:password@host` hidden as display_name
+    hides it, for a URL SQLAlchemy could not parse or load a driver for."""
+    return re.sub(r"(://[^/@:]*:)[^/@]*@", r"\1***@", text)
 
 
 def display_name(url: sa.URL) -> str:
@@ -313,7 +320,7 @@ def connect(
         else:
             engine = sa.create_engine(parsed)
     except (ArgumentError, NoSuchModuleError, ImportError, ValueError) as exc:
-        raise UserError(f"cannot open database {url}: {exc}") from exc
+        raise UserError(f"cannot open database {_password_hidden(str(url))}: {exc}") from exc
     if engine.dialect.name == "sqlite":
         _install_sqlite_hooks(engine, busy_timeout_ms, read_only=read_only)
     elif engine.dialect.name == "postgresql":
