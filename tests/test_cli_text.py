@@ -4,6 +4,7 @@ shows `[slurm]` and fits 80 columns, the Slurm options from their one declaratio
 
 from __future__ import annotations
 
+import subprocess
 import sys
 from pathlib import Path
 
@@ -103,3 +104,11 @@ def test_version() -> None:
     result = runner.invoke(app, ["--version"])
     assert result.exit_code == 0, result.output
     assert result.output == f"jepardy {jepardy.__version__}\n"
+
+
+def test_python_dash_m_jepardy_is_the_command() -> None:
+    ran = subprocess.run(
+        [sys.executable, "-m", "jepardy", "--version"], capture_output=True, text=True
+    )
+    assert ran.returncode == 0, ran.stderr
+    assert ran.stdout == f"jepardy {jepardy.__version__}\n"
