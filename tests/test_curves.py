@@ -184,7 +184,9 @@ def test_a_param_that_no_run_has(tmp_path: Path) -> None:
     runs = runsets.curve("iso", X6, [1.30, 1.29, 1.28, 1.27, 1.26, 1.25], SD)
     store = open_store(tmp_path / "curves.db")
     runsets.write(store, runs)
-    with pytest.raises(UserError, match=r"^no run has param 'lr'; params found: .*jepa_weight"):
+    with pytest.raises(
+        UserError, match=r"^no run has param 'lr'; numeric params found: .*jepa_weight"
+    ):
         curve_table(load_runs(store), "lr")
 
 

@@ -61,6 +61,10 @@ COLUMNS = [
     "seeds",
 ]
 _SHOWN = ["arm", "val_bpb", "leader", "delta_bpb", "delta_loss_nats", "rule", "p", "verdict"]
+# In a narrow terminal the answer is kept first: the verdict, its rule, the difference and
+# its p; the arm's label folds over lines rather than push them out.
+_PRIORITY = ("verdict", "rule", "delta_bpb", "p", "arm", "val_bpb", "leader", "delta_loss_nats")
+_LABEL_KEYS = ("sweep", "lane", "arm", "variant", "match")
 
 
 def leader_sweeps(names: Sequence[str], known: Sequence[str], where: str) -> list[str]:
@@ -125,6 +129,8 @@ def _row(
     p, p_welch, p_worse, margin = _tests(arm, leader, rule)
     flags, blocking = _flags(arm, leader)
     delta_loss = arm["val_loss"].mean() - leader["val_loss"].mean()
+    delta = arm["val_bpb"].mean() - leader["val_bpb"].mean()
+    n_min = min(len(arm), len(leader))
     return {
         **dict(zip(ARM_KEYS, key, strict=True)),
         "n": len(arm),
@@ -134,21 +140,22 @@ def _row(
         "leader_n": len(leader),
         "leader_mean": leader["val_bpb"].mean(),
         "leader_std": leader["val_bpb"].std(),
-        "delta_bpb": arm["val_bpb"].mean() - leader["val_bpb"].mean(),
+        "delta_bpb": delta,
         "delta_loss_nats": delta_loss,
         "rule": rule.describe(),
         "margin_bpb": margin,
         "p": p,
         "p_worse": p_worse,
-        "verdict": _verdict(rule, p, p_welch, p_worse, min(len(arm), len(leader)), blocking),
+        "verdict": _verdict(rule, (p, p_welch, p_worse), delta, n_min, blocking),
         "flags": "; ".join(flags),
         "seeds": sorted(arm["seed"].tolist()),
     }
 
 
 def _tests(arm: pd.DataFrame, leader: pd.DataFrame, rule: Rule) -> tuple[float, ...]:
-    """(p of the rule's test, one-sided Welch p, p_worse, margin in bpb), sided by the rule:
-    the compare table's own tests, arm (group 1) against the pooled leader (group 0)."""
+    """(p of the rule's test, Welch p, p_worse, margin in bpb), sided by the rule (two-sided:
+    Welch p and p_worse are both the two-sided p): the compare table's own tests, arm
+    (group 1) against the pooled leader (group 0)."""
     both = pd.concat([leader, arm])
     ratio = float((both["val_bpb"] / both["val_loss"]).mean())
     margin = margin_in_metric(ratio, rule.margin_nats) if rule.margin_nats > 0 else np.nan
@@ -156,29 +163,33 @@ def _tests(arm: pd.DataFrame, leader: pd.DataFrame, rule: Rule) -> tuple[float, 
     samples = pack(ids, both["val_bpb"].reset_index(drop=True), 2)
     one, zero = np.array([1]), np.array([0])
     tests = compare_pairs(samples, one, zero, np.array([False]), np.array([margin]))
-    p_welch = float(rule.sided_p(tests.p_welch)[0])
+    better, worse = rule.sided_pair(tests.p_welch, tests.p_worse)
+    p_welch = float(better[0])
     p = float(rule.sided_p(tests.p_margin)[0]) if rule.margin_nats > 0 else p_welch
-    return p, p_welch, float(rule.sided_p(tests.p_worse)[0]), margin
+    return p, p_welch, float(worse[0]), margin
 
 
 def _verdict(
-    rule: Rule, p: float, p_welch: float, p_worse: float, n_min: int, blocking: bool
+    rule: Rule, tests: tuple[float, float, float], delta: float, n_min: int, blocking: bool
 ) -> str:
+    """The verdict from (p of the rule's test, Welch p, p_worse) and the difference of
+    means, whose sign is the direction when the rule is two-sided."""
+    p, p_welch, p_worse = tests
     if n_min < 2:
         return "n=1: no test"
     if blocking:
         return "unmatched: no verdict"
     if np.isnan(p):
         return "no test: zero variance or no val_loss"
-    if p < rule.alpha:
+    if p < rule.alpha and delta < 0:
         return (
             f"beats the leader by {rule.margin_nats:g} nats"
             if rule.margin_nats
             else ("beats the leader")
         )
-    if p_worse < rule.alpha:
+    if p_worse < rule.alpha and delta > 0:
         return "significantly worse"
-    if rule.margin_nats and p_welch < rule.alpha:
+    if rule.margin_nats and p_welch < rule.alpha and delta < 0:
         return "better, under margin"
     return "not significant"
 
@@ -229,17 +240,18 @@ def _listed(values: list[int] | set[str]) -> str:
 
 def against_sections(table: pd.DataFrame) -> list[Section]:
     """One Section: each arm's row per rule, the pooled leader in the title, the flags of
-    unmatched comparisons and the rules as notes."""
+    unmatched comparisons and the rules as notes. The sweep and lane every arm shares are
+    said once, in the title, not in every row's label."""
     col = functools.partial(render.column, table)
     nan = np.full(len(table), np.nan)
-    keys = [render.texts(table, k) for k in ("sweep", "lane", "arm", "variant", "match")]
+    shared, labels = _arm_labels(table)
     cells = {
-        "arm": [" / ".join(part for part in parts if part) for parts in zip(*keys, strict=True)],
+        "arm": labels,
         "val_bpb": render.bpb_column(col("val_bpb_mean"), col("val_bpb_std"), col("n")),
         "leader": render.bpb_column(col("leader_mean"), col("leader_std"), col("leader_n")),
         "delta_bpb": render.delta_column(col("delta_bpb"), nan),
         "delta_loss_nats": render.delta_column(col("delta_loss_nats"), nan),
-        "rule": [text.split(":")[0] for text in render.texts(table, "rule")],
+        "rule": [text.split(":")[0].removesuffix(" rule") for text in render.texts(table, "rule")],
         "p": [render.format_p(p) for p in table["p"].tolist()],
         "verdict": render.texts(table, "verdict"),
     }
@@ -251,4 +263,25 @@ def against_sections(table: pd.DataFrame) -> list[Section]:
     leader = table["leader"].iloc[0]
     notes = [*rules, *(f"flag: {text}" for text in flags)]
     title = f"against {leader} (pooled: {int(table['leader_n'].iloc[0])} runs)"
-    return [Section(title, _SHOWN, rows, frozenset({"val_bpb", "leader", "delta_bpb"}), [], notes)]
+    right = frozenset({"val_bpb", "leader", "delta_bpb"})
+    return [
+        Section(
+            f"{shared} {title}" if shared else title,
+            _SHOWN,
+            rows,
+            right,
+            notes=notes,
+            priority=_PRIORITY,
+            folded=frozenset({"arm"}),
+        )
+    ]
+
+
+def _arm_labels(table: pd.DataFrame) -> tuple[str, list[str]]:
+    """(the sweep and lane every row shares, joined by " / "; each row's label of the
+    other parts, "sweep / lane / arm / variant / match" where nothing is shared)."""
+    keys = {key: render.texts(table, key) for key in _LABEL_KEYS}
+    common = [k for k in ("sweep", "lane") if len(set(keys[k])) == 1 and keys[k][0]]
+    own = [keys[k] for k in _LABEL_KEYS if k not in common]
+    labels = [" / ".join(part for part in parts if part) for parts in zip(*own, strict=True)]
+    return " / ".join(keys[k][0] for k in common), labels

@@ -118,7 +118,8 @@ def compare_table(runs: pd.DataFrame, rule: Rule = RECORD) -> pd.DataFrame:
     seeds only), the margin test (margin_bpb: the rule's margin in bpb at the runs' val_bpb /
     val_loss ratio; H1: the arm is lower by more than that; none with a 0 margin), Holm
     adjusted p-values over the arms sharing a control, beats_margin and verdict, each at the
-    rule's level; with a two-sided rule every p is doubled (capped at 1).
+    rule's level. With a two-sided rule p_welch, p_worse and p_paired are each the two-sided
+    p (the verdict's direction is delta_bpb's sign) and the margin p is doubled.
     artifact_bytes is the group's largest, over_cap_runs counts runs over the cap and
     under_cap is True only when every size is known and within it. missing_seeds lists seeds
     registered for the group that are not done. note: "no matched control", "seeds differ
@@ -244,15 +245,16 @@ def _add_tests(table: pd.DataFrame, done: pd.DataFrame, rule: Rule) -> pd.DataFr
     no_margin = np.full_like(ratio, np.nan, dtype=np.float64)  # no margin test at 0 nats
     margin = margin_in_metric(ratio, rule.margin_nats) if rule.margin_nats > 0 else no_margin
     tests = compare_pairs(samples, a, c, arms["matched_seeds"].to_numpy(dtype=bool), margin)
+    p_welch, p_worse = rule.sided_pair(tests.p_welch, tests.p_worse)
     columns = {
         "t_welch": tests.t_welch,
         "df_welch": tests.df_welch,
-        "p_welch": rule.sided_p(tests.p_welch),
-        "p_worse": rule.sided_p(tests.p_worse),
+        "p_welch": p_welch,
+        "p_worse": p_worse,
         "delta_bpb_ci_low": tests.ci_low,
         "delta_bpb_ci_high": tests.ci_high,
         "t_paired": tests.t_paired,
-        "p_paired": rule.sided_p(tests.p_paired),
+        "p_paired": rule.sided_pair(tests.p_paired, tests.p_paired_worse)[0],
         "margin_bpb": margin,
         "p_margin": rule.sided_p(tests.p_margin),
     }
@@ -338,8 +340,9 @@ def _add_verdicts(table: pd.DataFrame, rule: Rule) -> pd.DataFrame:
         table["p_welch"].isna(),
         ~table["matched_seeds"],
         table["beats_margin"],
-        table["p_welch_holm"] < alpha,
-        table["p_worse_holm"] < alpha,
+        # Two-sided, both directions share one p: the difference's sign picks the verdict.
+        (table["p_welch_holm"] < alpha) & (table["delta_bpb"] < 0),
+        (table["p_worse_holm"] < alpha) & (table["delta_bpb"] > 0),
     ]
     unmatched = UNMATCHED + ": " + table["unmatched"].astype(str)
     choices = [

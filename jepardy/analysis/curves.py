@@ -104,8 +104,9 @@ def curve_table(
     """The curves of `metric` over `axis` in tidy done runs (`results.load_runs`).
 
     A curve is one (sweep, lane, match, arm, variant) with the axis removed from match and
-    variant; when the axis is an arm axis (in the variant), the lane's control runs of the
-    same match join each of the lane's curves at their own axis value (e.g. jepa_weight 0).
+    variant; when the axis is something the arm changes (an axis of its variant, or a value
+    the control did not run, as an arm that sets jepa_weight 0.1 has), the lane's control
+    runs of the same match join the arm's curve at their own axis value (jepa_weight 0).
     `noise` is the floor for curves whose points all have one seed; a curve with seeds uses
     its pooled seed sd and ignores it. UserError when the axis is missing or not numeric,
     or a single-seed curve has no `noise`.
@@ -167,7 +168,8 @@ def _curve_rows(runs: pd.DataFrame, axis: str, metric: str) -> pd.DataFrame:
     rows["_curve"] = group_codes(rows, ["_place", "arm", "variant"])
     control = is_control(rows)
     controls, arms = rows[control], rows[~control]
-    curves = arms.loc[arms["_in_variant"], ["_curve", "_place", "arm", "variant"]]
+    changed = arms["_in_variant"] | arms["_curve"].isin(_off_control(arms, controls))
+    curves = arms.loc[changed, ["_curve", "_place", "arm", "variant"]]
     curves = curves.drop_duplicates("_curve")
     joined = curves.merge(controls.drop(columns=["_curve", "arm", "variant"]), on="_place")
     # A curve that ran the control's axis value itself keeps its own runs there.
@@ -181,6 +183,15 @@ def _curve_rows(runs: pd.DataFrame, axis: str, metric: str) -> pd.DataFrame:
         combined = combined.sort_values("seq", kind="stable", ignore_index=True)
     combined["_curve"] = group_codes(combined, ["_curve"])
     return combined
+
+
+def _off_control(arms: pd.DataFrame, controls: pd.DataFrame) -> pd.Series:
+    """The arm curves with a run at an axis value their place's control did not run: the
+    arm changed the param (a control-less place has none to join)."""
+    ran = controls[["_place", "_x"]].drop_duplicates().assign(_ran=True)
+    seen = arms[["_curve", "_place", "_x"]].merge(ran, on=["_place", "_x"], how="left")
+    has_control = seen["_place"].isin(controls["_place"])
+    return seen.loc[has_control & seen["_ran"].isna(), "_curve"].drop_duplicates()
 
 
 def _points(rows: pd.DataFrame, axis: str, metric: str, level: float) -> pd.DataFrame:

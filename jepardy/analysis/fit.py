@@ -23,6 +23,8 @@ from rich.text import Text
 # between columns), and the aligned-text one.
 GAP = 2
 BLANK = frozenset({"", "—"})
+# The width a folded column is counted at when it does not fit whole: a word or two a line.
+FOLD_WIDTH = 10
 
 _LABEL_SPLIT = re.compile(r",(?=[A-Za-z_][\w.]*=)")
 
@@ -85,23 +87,28 @@ def column_width(name: str, cells: Sequence[str]) -> int:
 
 
 def fit_columns(
-    grid: Grid, width: int, priority: Sequence[str] = ()
+    grid: Grid, width: int, priority: Sequence[str] = (), folded: frozenset[str] = frozenset()
 ) -> tuple[list[str], list[str]]:
     """(kept, hidden): the columns shown at `width` and those left out, each in table order.
 
     Blank columns are left out and never named. The others are kept in `priority` order
     (the rest of the columns after it, in table order) while they fit; the first column
-    of that order is kept even when it alone is too wide."""
+    of that order is kept even when it alone is too wide. A `folded` column (long labels,
+    flags) that does not fit whole counts FOLD_WIDTH wide (or its header's width):
+    `rich_table` folds its cells over lines rather than leave it out."""
     filled = [n for n, cells in grid.columns.items() if any(c not in BLANK for c in cells)]
     order = list(dict.fromkeys([*(n for n in priority if n in filled), *filled]))
     widths = {name: column_width(name, grid.columns[name]) for name in order}
     chosen: set[str] = set()
     used = -GAP
     for name in order:
-        if chosen and used + GAP + widths[name] > width:
+        need = widths[name]
+        if name in folded and used + GAP + need > width:
+            need = min(need, max(FOLD_WIDTH, cell_len(name)))
+        if chosen and used + GAP + need > width:
             continue  # a narrower column later in the order may still fit
         chosen.add(name)
-        used += GAP + widths[name]
+        used += GAP + need
     kept = [n for n in filled if n in chosen]
     return kept, [n for n in filled if n not in chosen]
 
@@ -120,10 +127,12 @@ def rich_table(
     notes: Sequence[str] = (),
     hot: Mapping[int, frozenset[str]] | None = None,
     wrap: bool = False,
+    folded: frozenset[str] = frozenset(),
 ) -> Table:
     """The `kept` columns of `grid` as a rich table that never cuts a cell (nor wraps one,
-    unless `wrap`: then a cell too long for its share of the width goes on over lines); the
-    cells of row i named in `hot[i]` bold red; `notes` as the caption."""
+    unless `wrap`, or the column is `folded`: then a cell too long for its share of the
+    width goes on over lines); the cells of row i named in `hot[i]` bold red; `notes` as
+    the caption."""
     caption = "\n".join(note for note in notes if note) or None
     table = Table(
         title=grid.title,
@@ -136,7 +145,8 @@ def rich_table(
     )
     for name in kept:
         justify = "right" if name in grid.right else "left"
-        table.add_column(name, justify=justify, no_wrap=not wrap, overflow="fold")
+        no_wrap = not (wrap or name in folded)
+        table.add_column(name, justify=justify, no_wrap=no_wrap, overflow="fold")
     flagged = hot or {}
     for i in range(grid.rows):
         marked = flagged.get(i, frozenset())

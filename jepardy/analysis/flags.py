@@ -10,11 +10,17 @@ from typing import Any
 
 import pandas as pd
 
+from jepardy.analysis import render
+from jepardy.analysis.render import Section
+
 # A relative change below this over a whole run means the group did not train.
 FROZEN_DRIFT = 1e-6
 # Clipping that multiplied the gradients by less than this at every logged step silenced them.
 SILENCED_CLIP = 1e-3
 HEALTH_COLUMNS = ["id", "sweep", "lane", "arm", "variant", "match", "seed", "status", "flags"]
+# In a narrow terminal the flags are the answer: kept first (folded over lines when long),
+# then what finds the run.
+_PRIORITY = ("flags", "id", "arm", "variant", "match", "seed", "lane", "sweep", "status")
 
 
 def run_flags(result: dict[str, Any]) -> list[str]:
@@ -43,3 +49,23 @@ def health_table(runs: pd.DataFrame, only_flagged: bool = False) -> pd.DataFrame
     if only_flagged:
         rows = rows[rows["flags"] != ""]
     return rows.reset_index(drop=True)
+
+
+def health_sections(flagged: pd.DataFrame) -> list[Section]:
+    """The flagged runs (`health_table(..., only_flagged=True)`) as one Section, titled
+    "health: N runs flagged"; with none, the title "health: no flags" and no rows."""
+    if flagged.empty:
+        return [Section("health: no flags", HEALTH_COLUMNS, [])]
+    cells = [render.texts(flagged, name) for name in HEALTH_COLUMNS]
+    rows = [list(row) for row in zip(*cells, strict=True)]
+    title = f"health: {len(flagged)} run{'s' if len(flagged) > 1 else ''} flagged"
+    return [
+        Section(
+            title,
+            HEALTH_COLUMNS,
+            rows,
+            right=frozenset({"seed"}),
+            priority=_PRIORITY,
+            folded=frozenset({"flags"}),
+        )
+    ]

@@ -85,7 +85,8 @@ def horizon_table(runs: pd.DataFrame, axis: str, *, metric: str = "val_bpb") -> 
     skipped = int(arms[budgets < 2].groupby(SET_KEYS, sort=False, observed=True).ngroups)
     if not (budgets >= 2).any():
         needs = "horizons need two or more budgets"
-        raise too_few_values(f"--horizons {axis}", arms["_budget"], arms["sweep"], needs)
+        measured = x.where(runs[metric].notna())
+        raise too_few_values(f"--horizons {axis}", measured, runs["sweep"], needs)
     arms = arms[budgets >= 2].rename(columns={"_budget": axis}).reset_index(drop=True)
     arms = _rank(arms, axis)
     taus, flips = [], []

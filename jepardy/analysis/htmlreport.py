@@ -21,6 +21,7 @@ from markupsafe import Markup
 from jepardy.analysis import plots, render
 from jepardy.analysis.compare_render import compare_sections
 from jepardy.analysis.curves import curve_sections
+from jepardy.analysis.flags import health_sections
 from jepardy.analysis.horizons import horizon_sections
 from jepardy.analysis.paramdiff import param_differences
 from jepardy.analysis.render import Section
@@ -38,7 +39,7 @@ WHERE = "the HTML report"  # what a plot's refusal names
 MAX_LANES = 12
 FLAG_COLOUR = "#c62828"
 _BLANK = ("", render.MISSING)
-_WRAPPED = {"per seed", "note", "flag", "flips"}
+_WRAPPED = {"per seed", "note", "flag", "flags", "flips"}
 
 
 @dataclass(frozen=True)
@@ -73,7 +74,7 @@ def html_report(
     param a column), with `metrics`, the runs' metric points (store.frames.read_metrics).
     `source` names the database in the page's header."""
     ids = _TableIds()
-    parts = []
+    parts = [] if report.health is None else [_health_part(report.health, ids)]
     if report.compare is not None:
         parts.append(_compare_part(report.compare, ids))
     if report.curves is not None or report.horizons is not None or report.notes:
@@ -107,6 +108,12 @@ class _TableIds:
     def next(self) -> str:
         self.count += 1
         return f"jepardy-table-{self.count}"
+
+
+def _health_part(flagged: pd.DataFrame, ids: _TableIds) -> Part:
+    (section,) = health_sections(flagged)
+    tables = [table_html(section, ids.next())] if section.rows else []
+    return Part("health", section.title, [], tables, [])
 
 
 def _compare_part(compare: pd.DataFrame, ids: _TableIds) -> Part:

@@ -43,9 +43,11 @@ class Section:
     flagged: list[frozenset[str]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     # In the terminal: columns of packed `k=v,k=v` labels (match, variant), shown as one
-    # column per axis; and the columns kept first when not all fit (then the others).
+    # column per axis; the columns kept first when not all fit (then the others); and
+    # columns of long text (labels, flags) folded over lines rather than left out.
     packed: frozenset[str] = frozenset()
     priority: tuple[str, ...] = ()
+    folded: frozenset[str] = frozenset()
 
 
 # A rich Table costs about 2 ms a row to lay out (bench/report.py: over two minutes for
@@ -61,7 +63,7 @@ def to_rich(sections: Sequence[Section]) -> Group:
     red either way."""
     if sum(len(section.rows) for section in sections) <= RICH_TABLE_MAX_ROWS:
         return Group(*(FittedSection(section) for section in sections))
-    return Group(*(_aligned_text(section) for section in sections))
+    return Group(*(_aligned_text(s) if s.rows else _empty_text(s) for s in sections))
 
 
 @dataclass(frozen=True)
@@ -75,14 +77,25 @@ class FittedSection:
 
     def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
         section = self.section
+        if not section.rows:  # a table without rows would print nothing, not even its title
+            yield _empty_text(section)
+            return
         grid = fit.Grid(section.title, dict(zip(section.columns, _cells(section), strict=True)))
         split = fit.split_labels(grid, list(section.packed))
         axes = [name for name in split.columns if name not in grid.columns]
         grid = fit.Grid(section.title, split.columns, section.right)
-        kept, hidden = fit.fit_columns(grid, options.max_width, [*axes, *section.priority])
+        order = [*axes, *section.priority]
+        kept, hidden = fit.fit_columns(grid, options.max_width, order, section.folded)
         notes = [*section.notes, fit.hidden_note(hidden, HIDDEN_HINT)]
         hot = dict(enumerate(section.flagged))
-        yield fit.rich_table(grid, kept, notes, hot)
+        yield fit.rich_table(grid, kept, notes, hot, folded=section.folded)
+
+
+def _empty_text(section: Section) -> Text:
+    """A section without rows: its title (bold), then its notes."""
+    text = Text("\n".join([section.title, *section.notes]))
+    text.stylize("bold", 0, len(section.title))
+    return text
 
 
 # What a report says when the terminal is too narrow for some columns.
@@ -147,9 +160,10 @@ def to_markdown(sections: Sequence[Section]) -> str:
 
 
 def _markdown(section: Section) -> str:
-    lines = [f"### {section.title}", "", _md_line(section.columns)]
-    lines.append(_md_line(["---"] * len(section.columns)))
-    lines += _md_rows(section.rows, len(section.columns))
+    lines = [f"### {section.title}"]
+    if section.rows:  # a section without rows is its heading (and notes) alone
+        lines += ["", _md_line(section.columns), _md_line(["---"] * len(section.columns))]
+        lines += _md_rows(section.rows, len(section.columns))
     if section.notes:
         lines += ["", *(f"- {note}" for note in section.notes)]
     return "\n".join([*lines, ""])

@@ -86,6 +86,9 @@ class ReportRequest:
     # leaderboard and record rules instead of with their controls.
     against: tuple[str, ...] = ()
     out: Path | None = None  # write the rendered report here instead of returning it
+    # First, the runs with health flags (analysis/flags.py): a table of its own in every
+    # format (the `health` key of json, a `# health` block of csv), empty when none is.
+    health: bool = False
 
 
 # Every format of the whole report: the table formats, and html (a file: needs `out`).
@@ -105,6 +108,7 @@ class Report:
     scoring: pd.DataFrame | None = None  # lanes whose arms were scored differently
     chain: pd.DataFrame | None = None  # the promotions between lanes (analysis/chain.py)
     notes: tuple[str, ...] = ()  # parts the HTML report found no axis for, and why
+    health: pd.DataFrame | None = None  # the runs with health flags (analysis/flags.py)
 
 
 @dataclass(frozen=True)
@@ -193,6 +197,8 @@ def render_report(report: Report, fmt: str) -> str | Group:
 
 def _frames(report: Report) -> list[tuple[str, pd.DataFrame]]:
     frames = []
+    if report.health is not None:  # first: a run it flags qualifies every table after it
+        frames.append(("health", report.health))
     if report.scoring is not None and not report.scoring.empty:
         frames.append(("scored_differently", report.scoring))  # first: it qualifies the rest
     if report.against is not None:
@@ -213,7 +219,13 @@ def _frames(report: Report) -> list[tuple[str, pd.DataFrame]]:
 
 
 def _sections(report: Report) -> list[Section]:
-    sections = scoring_sections(report.scoring) if report.scoring is not None else []
+    sections = []
+    if report.health is not None:
+        from jepardy.analysis.flags import health_sections
+
+        sections += health_sections(report.health)
+    if report.scoring is not None:
+        sections += scoring_sections(report.scoring)
     if report.against is not None:
         from jepardy.analysis.against import against_sections
 
@@ -264,9 +276,12 @@ def run_report(db: str | Path, request: ReportRequest) -> ReportOutput:
         with paused_gc():
             # The HTML report lists the params each arm changed: every param is read.
             runs = _read(database, request, True if request.fmt == HTML else wanted or False)
+            if not other_axes <= set(runs.columns):  # no run has it: the error lists them all
+                runs = _read(database, request, True)
             _require_done(runs, f"sweep {request.sweep}" if request.sweep else database.name)
             report = build_report(runs, request)
             report = _with_chain(report, database, request.sweep, runs)
+            report = _with_health(report, database, request)
             rendered = (
                 _html(database, report, runs)
                 if request.fmt == HTML
@@ -322,6 +337,17 @@ def _with_chain(report: Report, database: Reader, sweep: str | None, runs: pd.Da
 
     compare = report.compare if report.compare is not None else compare_table(tidy_runs(runs))
     return replace(report, chain=chain_table(decisions, compare))
+
+
+def _with_health(report: Report, database: Reader, request: ReportRequest) -> Report:
+    """The report with the health flags of the sweep's runs (of every sweep without
+    --sweep), when asked for: every run with a result, done or not."""
+    if not request.health:
+        return report
+    from jepardy.analysis.flags import health_table
+
+    runs = read_runs(database, sweep=request.sweep, status=None, columns=None, params=False)
+    return replace(report, health=health_table(runs, only_flagged=True))
 
 
 def _report_columns(request: ReportRequest) -> list[str]:

@@ -10,9 +10,12 @@ a leader, plans or promotes says which rule it used (`Rule.describe`). The chall
   placed when a one-sided Welch test against the previous leader gives p < 0.25, with
   independent reproductions of one configuration pooled.
 
-Sides: "one" tests the direction the rule asks about (the arm lower); "two" doubles every
-one-sided p (capped at 1), which is the two-sided Welch p in the direction of the
-difference, so "significant" and "significantly worse" each need p < alpha two-sided.
+Sides: "one" tests the direction the rule asks about (the arm lower), and its other side
+(the arm higher) apart. "two" gives both directions the one two-sided p, twice the smaller
+one-sided p (capped at 1): `scipy.stats.ttest_ind(equal_var=False)`'s own p, whichever way
+the arm moved; the sign of the difference then says better or worse. The margin test asks
+a one-way question (better by more than the margin), so two-sided it is read at alpha / 2:
+its p doubled.
 """
 
 from __future__ import annotations
@@ -49,11 +52,26 @@ class Rule:
         return f"{self.name} rule: {need}p < {self.alpha:g} ({self.sided}-sided Welch)"
 
     def sided_p(self, p_one_sided: np.ndarray) -> np.ndarray:
-        """One-sided p-values as this rule reads them (doubled, capped at 1, when two-sided)."""
+        """A one-way test's p as this rule reads it (doubled, capped at 1, when two-sided):
+        the margin test's."""
         import numpy as np
 
         p = np.asarray(p_one_sided, dtype=float)
         return np.minimum(1.0, 2.0 * p) if self.sided == "two" else p
+
+    def sided_pair(
+        self, p_less: np.ndarray, p_greater: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The p-values of "the arm is lower" and "the arm is higher" as this rule reads
+        them: one-sided, as they are; two-sided, both the two-sided p (twice the smaller,
+        capped at 1), so a verdict needs the difference's sign beside it."""
+        import numpy as np
+
+        less, greater = np.asarray(p_less, dtype=float), np.asarray(p_greater, dtype=float)
+        if self.sided != "two":
+            return less, greater
+        both = np.minimum(1.0, 2.0 * np.fmin(less, greater))
+        return both, both.copy()
 
 
 RECORD = Rule("record", alpha=RECORD_ALPHA, margin_nats=RECORD_MARGIN_NATS)

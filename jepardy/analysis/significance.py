@@ -51,8 +51,8 @@ def pack(groups: pd.Series, values: pd.Series, n_groups: int) -> Samples:
 class PairTests:
     """Per pair (arm i vs control j): Welch t, df, one-sided p (H1: arm mean < control mean)
     and p_worse (the other side, H1: arm mean > control mean), the two-sided CI_LEVEL
-    interval of arm - control, the margin test's p, and the paired t and one-sided p (NaN
-    where seeds differ or n < 2)."""
+    interval of arm - control, the margin test's p, and the paired t, one-sided p and its
+    other side (NaN where seeds differ or n < 2)."""
 
     t_welch: np.ndarray
     df_welch: np.ndarray
@@ -63,6 +63,7 @@ class PairTests:
     p_margin: np.ndarray
     t_paired: np.ndarray
     p_paired: np.ndarray
+    p_paired_worse: np.ndarray
 
 
 def compare_pairs(
@@ -119,6 +120,7 @@ def _paired_bucket(
     result = ttests.paired(a, c)
     out["t_paired"][idx] = result.t
     out["p_paired"][idx] = result.p_less()
+    out["p_paired_worse"][idx] = result.p_greater()
 
 
 def holm(p: pd.Series, family: pd.Series) -> pd.Series:

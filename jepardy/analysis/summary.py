@@ -61,16 +61,20 @@ def require_metric(runs: pd.DataFrame, metric: str) -> None:
 
 def too_few_values(option: str, values: pd.Series, sweeps: pd.Series, needs: str) -> UserError:
     """The one-line error of a curve or horizon request with no series of two or more axis
-    values: which values the done runs have and in which sweeps, and what is needed."""
+    values: which values the done runs have and in which sweeps, and what is needed.
+    `values` and `sweeps` are aligned (NaN where a run has no value): the sweeps named are
+    those of the values, or, with none, every one searched."""
     found = sorted(pd.unique(values.dropna()))
-    where = ", ".join(sorted({str(name) for name in sweeps.unique()})) or "the store"
+    where_found = sweeps[values.notna().to_numpy()] if found else sweeps
+    names = ", ".join(sorted({str(name) for name in where_found.unique()}))
+    where = f"sweep {names}" if names else "the store"
     shown = ", ".join(f"{value:g}" for value in found[:10])
     if not found:
-        return UserError(f"{option}: no done run with a value of it in sweep {where}")
+        return UserError(f"{option}: no done run in {where} has a value of it")
     if len(found) == 1:
-        return UserError(f"{option}: one value ({shown}) in sweep {where}; {needs}")
+        return UserError(f"{option}: one value ({shown}) in {where}; {needs}")
     return UserError(
-        f"{option}: no arm ran two or more of its values ({shown}) in sweep {where}; {needs}"
+        f"{option}: no arm ran two or more of its values ({shown}) in {where}; {needs}"
     )
 
 
@@ -80,8 +84,10 @@ def axis_values(runs: pd.DataFrame, axis: str) -> pd.Series:
     UserError when no run has the param, or when a value is not a number.
     """
     if axis not in runs.columns:
-        known = sorted(name for name in runs.columns if is_param_column(name))
-        raise UserError(f"no run has param {axis!r}; params found: {', '.join(known) or 'none'}")
+        known = numeric_params(runs)
+        raise UserError(
+            f"no run has param {axis!r}; numeric params found: {', '.join(known) or 'none'}"
+        )
     raw = runs[axis]
     if raw.dtype == bool or pd.api.types.is_bool_dtype(raw):
         raw = raw.astype("float64")
@@ -91,6 +97,22 @@ def axis_values(runs: pd.DataFrame, axis: str) -> pd.Series:
         sample = ", ".join(repr(v) for v in raw[bad].unique()[:3])
         raise UserError(f"param {axis!r} is not numeric ({sample}); an axis must be a number")
     return values
+
+
+def numeric_params(runs: pd.DataFrame) -> list[str]:
+    """The params of `runs` (columns, sorted) whose every value is a number or true/false:
+    those a curve or horizons may take as an axis. A result field read beside them
+    (`result.<field>`) is not a param."""
+    names = [n for n in runs.columns if is_param_column(n) and not n.startswith("result.")]
+    return sorted(name for name in names if _is_number_column(runs[name]))
+
+
+def _is_number_column(values: pd.Series) -> bool:
+    if pd.api.types.is_bool_dtype(values) or pd.api.types.is_numeric_dtype(values):
+        return bool(values.notna().any())
+    present = values.dropna()
+    numbers = pd.to_numeric(present, errors="coerce")
+    return bool(len(present)) and bool(numbers.notna().all())
 
 
 def summarize(

@@ -50,7 +50,12 @@ _Plot = Annotated[
     typer.Option(help="Write a PNG here: the forest plot of the arms, curves and horizons."),
 ]
 _Health = Annotated[
-    bool, typer.Option(help="First, flag frozen groups, JEPA collapse, gradient trouble.")
+    bool,
+    typer.Option(
+        help="First, the runs flagged for frozen groups, JEPA collapse or gradient trouble "
+        "('health: no flags' when none is); in json the 'health' key, in csv the '# health' "
+        "table, so stdout stays one document."
+    ),
 ]
 _Alpha = Annotated[
     float, typer.Option(help="Significance level of the verdicts (the record rule's 0.01).")
@@ -96,8 +101,6 @@ def report(
         from jepardy.analysis.report import ReportRequest, run_report
     from jepardy.analysis.rules import make_rule
 
-    if health:
-        _print_health(db, sweep_name)
     request = ReportRequest(
         sweep=sweep_name,
         compare=compare,
@@ -111,6 +114,7 @@ def report(
         rule=make_rule(alpha, margin, sided),
         against=tuple(against or ()),
         out=out,
+        health=health,
     )
     _print_report(run_report(db, request))
 
@@ -132,19 +136,6 @@ def _one_blas_thread() -> Iterator[None]:
     finally:
         if not chosen:
             del os.environ["OPENBLAS_NUM_THREADS"]
-
-
-def _print_health(db: str, sweep_name: str | None) -> None:
-    """`report --health`: the runs with health flags, before the report."""
-    from jepardy.analysis.flags import health_table
-    from jepardy.store.engine import open_reader
-    from jepardy.store.views import require_sweep
-
-    database = open_reader(db)
-    require_sweep(database, sweep_name)
-    flagged = health_table(database.runs_frame(sweep_name), only_flagged=True)
-    title = f"health: {len(flagged)} runs flagged" if len(flagged) else "health: no flags"
-    console.print(fitted(title, flagged, hint=_RUNS_HINT))
 
 
 def _print_report(output: ReportOutput) -> None:
