@@ -105,3 +105,56 @@ def test_a_rule_asked_for_joins_the_two(db: Path) -> None:
     asked = rows["report rule: p < 0.05 (one-sided Welch)"]
     assert asked["p"] == rows["leaderboard rule: p < 0.25 (one-sided Welch)"]["p"]
     assert asked["verdict"] == "beats the leader" and len(rows) == 3
+
+
+def _narrow(*args: str | Path) -> str:
+    """The table at 80 columns, every line checked to fit."""
+    out = CliRunner().invoke(app, [str(a) for a in args], env={"COLUMNS": "80"})
+    assert out.exit_code == 0, out.output
+    assert max(len(line) for line in out.stdout.splitlines()) <= 80
+    return out.stdout
+
+
+def _hidden(text: str) -> str:
+    """The note naming the columns a narrow table left out ("" when none)."""
+    flat = " ".join(text.split())
+    return flat.split("hidden: ")[1].split(";")[0] if "hidden: " in flat else ""
+
+
+def test_a_narrow_terminal_keeps_the_answer(db: Path) -> None:
+    """The verdict, its rule, the difference and p are the answer: an 80-column table keeps
+    them; the sweep and lane every arm shares are said once, in the title."""
+    args = ["report", "--db", db, "--sweep", f"ingested:{PR1529.name}", "--against", PR1514]
+    text = _narrow(*args)
+    assert f"ingested:{PR1529.name} / logs against" in " ".join(text.split())
+    rows = [line.split() for line in text.splitlines() if line.startswith("train ")]
+    assert rows == [
+        ["train", "-0.0040", "leaderboard", "0.0009", "beats", "the", "leader"],
+        ["train", "-0.0040", "record", "0.0081", "beats", "the", "leader", "by", "0.005", "nats"],
+    ]
+    assert not {"verdict", "rule", "delta_bpb", "p"} & set(_hidden(text).split(", "))
+
+
+def test_long_arm_labels_fold_and_every_verdict_stays(db: Path) -> None:
+    text = _narrow("report", "--db", db, "--against", PR1514)
+    assert not {"verdict", "rule", "delta_bpb", "p", "arm"} & set(_hidden(text).split(", "))
+    # Three arms against the leader by two rules: six rows, each ending in its verdict.
+    verdicts = ("unmatched: no verdict", "significantly worse", "not significant")
+    verdicts += ("beats the leader", "beats the leader by 0.005 nats")
+    rows = [line.rstrip() for line in text.splitlines() if " leaderboard " in line]
+    rows += [line.rstrip() for line in text.splitlines() if " record " in line]
+    assert len(rows) == 6 and all(row.endswith(verdicts) for row in rows), rows
+    assert "ingested:2026-04" in rows[0]  # a label too long for its column is folded
+
+
+def test_two_sided_p_is_the_two_sided_welch_p(db: Path) -> None:
+    """#1514 is worse than #1529: two-sided, its p is twice the smaller one-sided p (the
+    Welch p scipy gives), not 1, and the verdict says worse."""
+    args = ["report", "--db", db, "--sweep", f"ingested:{PR1514.name}", "--format", "json"]
+    text = _invoke(*args, "--against", PR1529, "--alpha", "0.05", "--margin", "0", "--sided", "two")
+    rows = {row["rule"].split(" rule")[0]: row for row in json.loads(text)["against"]}
+    board, asked = rows["leaderboard"], rows["report"]
+    two_sided = 2 * min(board["p"], board["p_worse"])
+    assert board["p"] > 0.99 and asked["p"] == pytest.approx(two_sided)
+    assert asked["p_worse"] == pytest.approx(two_sided)
+    assert asked["verdict"] == "significantly worse"

@@ -209,3 +209,19 @@ def test_zigzag_turns_and_ties() -> None:
     assert verdict_of(means, [0, 1, 3]) == ("single-minimum", [1], [])
     # Up then down: two minima (the ends), a non-monotonic curve.
     assert verdict_of(np.array([0.9, 1.0, 0.9]), [0, 1, 2]) == ("non-monotonic", [0, 2], [1])
+
+
+def test_a_misspelt_param_lists_every_param_a_curve_takes(tmp_path: Path) -> None:
+    """The report reads only the params it needs; a param no run has is named with every
+    numeric param of the runs (lr and d_model too), and not the text ones (data_dir)."""
+    from jepardy.analysis.report import run_report
+
+    extra = {"lr": 0.003, "d_model": 64, "data_dir": "data/x"}
+    runs = [R("iso", "control", s, 1.3, extra={**extra, "jepa_weight": 0.0}) for s in (1, 2)]
+    runs += [R("iso", "jepa", s, 1.3, {"jepa_weight": 0.1}, extra=extra) for s in (1, 2)]
+    runsets.write(open_store(tmp_path / "typo.db"), runs)
+    with pytest.raises(UserError) as raised:
+        run_report(tmp_path / "typo.db", ReportRequest(curve="jepa_wieght"))
+    assert str(raised.value) == (
+        "no run has param 'jepa_wieght'; numeric params found: d_model, ema, jepa_weight, lr, seed"
+    )

@@ -148,3 +148,14 @@ def test_over_cap_cells_are_flagged(tmp_path: Path) -> None:
 def test_budget_param_must_exist(db: Path) -> None:
     with pytest.raises(UserError, match=r"^no run has param 'iterations'"):
         horizon_table(load_runs(db), "iterations")
+
+
+def test_a_budget_no_run_has_names_the_sweep(tmp_path: Path) -> None:
+    """wallclock_s is a column of every store; runs that never set it say where they were."""
+    store = open_store(tmp_path / "nobudget.db")
+    runsets.write(store, [R("main", arm, s, 1.3) for arm in ("control", "jepa") for s in (1, 2)])
+    with pytest.raises(UserError) as raised:
+        horizon_table(load_runs(store), "wallclock_s")
+    assert str(raised.value) == (
+        "--horizons wallclock_s: no done run in sweep study has a value of it"
+    )

@@ -105,3 +105,19 @@ def test_report_names_the_rule_it_used(db: Path, cli) -> None:
     assert f"| {SIGNIFICANT_NO_MARGIN} |" in asked.output and f"| {WORSE} |" in asked.output
     line = cli.refused(*base, "--sided", "both", cwd=db.parent)
     assert line == "error: --sided 'both'; allowed: one, two"
+
+
+def test_two_sided_p_is_scipys_whichever_way_the_arm_moved(db: Path) -> None:
+    """Two-sided, p_welch is scipy's two-sided Welch p for the better arm and the worse one
+    alike (not 1 for an arm that got worse), p_paired scipy's two-sided paired p, and the
+    verdict says which way."""
+    two = _table(db, alpha=0.05, margin_nats=0.0, sided="two")
+    for arm, values in (("better", BETTER), ("worse", WORSE_VALUES)):
+        welch = stats.ttest_ind(values, CONTROL, equal_var=False).pvalue
+        paired = stats.ttest_rel(values, CONTROL).pvalue
+        assert two.loc[arm, "p_welch"] == pytest.approx(welch, rel=1e-9)
+        assert two.loc[arm, "p_worse"] == pytest.approx(welch, rel=1e-9)
+        assert two.loc[arm, "p_paired"] == pytest.approx(paired, rel=1e-9)
+    assert two.loc["worse", "p_welch"] < 0.05
+    assert two.loc["better", "verdict"] == SIGNIFICANT_NO_MARGIN
+    assert two.loc["worse", "verdict"] == WORSE

@@ -214,15 +214,21 @@ def test_a_long_lock_wait_is_announced_once(
     assert len(caplog.records) == 1
 
 
-def test_the_demos_curve_says_one_value(cli: Cli, tmp_path: Path) -> None:
-    # As experiments/smoke.toml: jepa_weight a scalar of the arm, not an arm axis.
-    runs = [R(LANE, "control", s, 1.3, extra={"jepa_weight": 0.0}) for s in (1, 2)]
-    runs += [R(LANE, "jepa", s, 1.4, extra={"jepa_weight": 0.1}) for s in (1, 2)]
+def test_the_demos_curve_joins_the_control(cli: Cli, tmp_path: Path) -> None:
+    # As experiments/smoke.toml: jepa_weight a scalar of the arm, not an arm axis. The arm
+    # changed it, so the control joins its curve at its own value: two points.
+    runs = [R(LANE, "control", s, 1.3, extra={"jepa_weight": 0.0, "lr": 0.003}) for s in (1, 2)]
+    runs += [R(LANE, "jepa", s, 1.4, extra={"jepa_weight": 0.1, "lr": 0.003}) for s in (1, 2)]
     runsets.write(open_store(tmp_path / "results.db"), runs)
-    said = cli.refused("report", "--curve", "jepa_weight", cwd=tmp_path)
-    assert said == (
-        "error: --curve jepa_weight: one value (0.1) in sweep study; a curve needs two or more"
-    )
+    proc = cli.run("report", "--no-compare", "--curve", "jepa_weight", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    points = [line.split()[:3] for line in proc.stdout.splitlines() if "  control  " in line]
+    points += [line.split()[:3] for line in proc.stdout.splitlines() if "  jepa  " in line]
+    assert points == [["0", "control", "2"], ["0.1", "jepa", "2"]]
+    assert "best: 0 (1.3000)" in proc.stdout
+    # A param the arm did not change is one value still, and says so.
+    said = cli.refused("report", "--curve", "lr", cwd=tmp_path)
+    assert said == "error: --curve lr: one value (0.003) in sweep study; a curve needs two or more"
 
 
 def test_values_spread_over_arms_are_no_curve(tmp_path: Path) -> None:
