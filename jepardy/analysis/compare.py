@@ -121,8 +121,9 @@ def compare_table(runs: pd.DataFrame, rule: Rule = RECORD) -> pd.DataFrame:
     rule's level. With a two-sided rule p_welch, p_worse and p_paired are each the two-sided
     p (the verdict's direction is delta_bpb's sign) and the margin p is doubled.
     artifact_bytes is the group's largest, over_cap_runs counts runs over the cap and
-    under_cap is True only when every size is known and within it. missing_seeds lists seeds
-    registered for the group that are not done. note: "no matched control", "seeds differ
+    under_cap is True only when every size is known and within it, False when one is over
+    it, and <NA> (unknown) otherwise. missing_seeds lists seeds registered for the group
+    that are not done. note: "no matched control", "seeds differ
     from control", and which seeds are not done. A re-export (kind "export") is never a
     control nor a seed of its source's group: its variant makes it a group of its own,
     tested against the control like an arm.
@@ -190,15 +191,16 @@ def _arm_summary(done: pd.DataFrame) -> pd.DataFrame:
         }
     ).set_index("_g")
     ratio = done["val_bpb"] / done["val_loss"]
+    known_under = done["under_cap"].fillna(False).astype(bool)  # an unknown size is not under
     extra = (
-        done.assign(_ratio=ratio)
+        done.assign(_ratio=ratio, _known_under=known_under)
         .groupby("_g")
         .agg(
             val_loss_mean=("val_loss", "mean"),
             val_loss_std=("val_loss", "std"),
             _ratio_sum=("_ratio", "sum"),
             _ratio_n=("_ratio", "count"),
-            _under=("under_cap", "all"),
+            _under=("_known_under", "all"),
         )
     )
     first = done.drop_duplicates("_g").set_index("_g")
@@ -207,7 +209,10 @@ def _arm_summary(done: pd.DataFrame) -> pd.DataFrame:
     table["_is_arm"] = ~is_control(first).reindex(table.index)
     exports = first["kind"].astype(str) == EXPORT_KIND if "kind" in first else False
     table["_export"] = pd.Series(exports, index=first.index).reindex(table.index)
-    table["under_cap"] = table.pop("_under").astype(bool) & table["artifact_bytes"].notna()
+    # True when every size is known and within the cap, False when one is known over it,
+    # unknown (<NA>) otherwise: never counted as under the cap, never shown as False.
+    under = table.pop("_under").astype(bool)
+    table["under_cap"] = under.astype("boolean").mask(~under & (table["over_cap_runs"] == 0))
     return table
 
 

@@ -266,7 +266,7 @@ def format_bytes(value: Any, over: int = 0, n: int = 0) -> str:
 
 
 def over_cap(value: Any) -> bool:
-    """Known to be over the cap (an unknown size is not flagged; under_cap says False)."""
+    """Known to be over the cap (an unknown size is not flagged; under_cap is <NA>)."""
     return not pd.isna(value) and value > ARTIFACT_CAP_BYTES
 
 

@@ -3,9 +3,12 @@
 `read_line` reads a line whose launcher prefix is already dropped (logparse.py splits the
 file into lines and runs): a step line of either family, an early stop, a size, a final
 metric line, or an `Info` that describes a run without bounding it (settings, model size,
-val tokens, peak memory, eval time, an exception). Indented lines and lines holding `{`
-(the script's own source, which holds the same labels in f-strings) are never read, and no
-pattern accepts a `{` where a number belongs.
+val tokens, peak memory, eval time, an exception). jepardy's own trainer log reads the same
+way: its `step:N key:value ...` lines (no total), its `throughput` line, and its `export
+budget_bytes:B model_bytes:M` line, which opens an export whose sizes follow the score; its
+`optimizer_group:` lines are facts of the model, not settings. Indented lines and lines
+holding `{` (the script's own source, which holds the same labels in f-strings) are never
+read, and no pattern accepts a `{` where a number belongs.
 """
 
 from __future__ import annotations
@@ -17,7 +20,8 @@ Scalar = bool | int | float | str
 
 _NUM = r"[-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?|nan|-?inf"
 MODEL_PARAMS = re.compile(r"^model_params:\s*(\d+)\b")
-_STEP_OLD = re.compile(r"^step:(\d+)/(\d+)\s*(?:\[[^\]]*\]\s*)?(.*)$")
+# `step:N/M ...`, or jepardy's own `step:N key:value ...` (no total: iterations is a setting).
+_STEP_OLD = re.compile(r"^step:(\d+)(?:/(\d+)\s*|\s+(?=[A-Za-z_]))(?:\[[^\]]*\]\s*)?(.*)$")
 _STEP_NEW = re.compile(r"^(\d+)/(\d+)\s+(?=[A-Za-z_][\w/]*:)(.*)$")
 _PAIR = re.compile(r"([A-Za-z_][\w/]*)\s*[:=]\s*([^\s,()]+)")
 _STOP = re.compile(r"^stopping_early:\s*(\S+)(.*)$")
@@ -28,6 +32,10 @@ _VAL_TOKENS = re.compile(r"^(?:val_tokens:\s*(\d+)\s*$|val_loader:.*\btokens:(\d
 _MODEL_SIZE = re.compile(r"^Serialized model(?:\s+(\S+?))?:\s*(\d+)\s*bytes\b")
 _CODE_SIZE = re.compile(r"^Code size(?:\s*\((\w+)\))?:\s*(\d+)\s*bytes\b")
 _TOTAL_SIZE = re.compile(r"^Total submission size(?:\s+(\S+?))?:\s*(\d+)\s*bytes\b")
+# jepardy's trainer names its export before scoring it; the size lines follow the score.
+_EXPORT = re.compile(r"^export budget_bytes:\d+ model_bytes:(\d+)\b")
+# jepardy's trainer's figures over the whole training clock, after the last step.
+_THROUGHPUT = re.compile(r"^throughput tokens_per_s:(" + _NUM + r") step_avg:(" + _NUM + r")ms\b")
 _TOTAL_EVAL = re.compile(r"^total_eval_time:\s*(" + _NUM + r")s\b")
 _VAL_LOSS = re.compile(r"\bval_loss\s*[:=]\s*(" + _NUM + r")(?![\w.])")
 _VAL_BPB = re.compile(r"\bval_bpb\s*[:=]\s*(" + _NUM + r")(?![\w.])")
@@ -40,6 +48,9 @@ _HEADER_TOKEN = re.compile(r"([a-z][a-z0-9_]*):(\S+)")
 _NOT_SETTINGS = frozenset(
     {"val_loss", "val_bpb", "train_loss", "model_params", "val_tokens", "step", "warmup_step"}
 )
+# jepardy's trainer prints one `optimizer_group:NAME ... params:N lr:F` line per group: the
+# model's parts and their own rates, not settings of the run.
+_GROUP_LINE = re.compile(r"^optimizer_group:\S")
 _INT = re.compile(r"[-+]?\d+")
 _FLOAT = re.compile(r"[-+]?(?:\d+\.\d*|\.\d+|\d+)(?:[eE][-+]?\d+)?|[-+]?(?:nan|inf)")
 
@@ -68,7 +79,7 @@ class StepLine:
 
     line: int
     step: int
-    total: int
+    total: int | None  # None for jepardy's own step lines, which print no total
     train_loss: float | None = None
     val_loss: float | None = None
     val_bpb: float | None = None
@@ -79,8 +90,10 @@ class StepLine:
 
 @dataclass(frozen=True)
 class SizeLine:
-    """A size line. kind: "model" | "code" | "code_compressed" | "total"; fmt: the format
-    it names (`int8+zlib`), "" when it names none (raw sizes, or an unnamed format)."""
+    """A size line. kind: "model" | "code" | "code_compressed" | "total", or "export" for
+    jepardy's `export budget_bytes:B model_bytes:M` line, which opens an export (its bytes:
+    M); fmt: the format it names (`int8+zlib`), "" when it names none (raw sizes, or an
+    unnamed format)."""
 
     line: int
     kind: str
@@ -100,8 +113,8 @@ class StopLine:
 @dataclass(frozen=True)
 class Info:
     """A line that describes a run without bounding it. kind: "model_params",
-    "val_tokens", "peak_memory_mib", "total_eval_time_s", "exception" or "settings"
-    (then `pairs` holds them and `value` is unused)."""
+    "val_tokens", "peak_memory_mib", "total_eval_time_s", "exception", or "settings" and
+    "throughput" (then `pairs` holds them and `value` is unused)."""
 
     kind: str
     value: Scalar
@@ -129,16 +142,19 @@ def _step(n: int, line: str) -> StepLine | None:
     if not found:
         return None
     pairs = dict(_PAIR.findall(found.group(3)))
+    if found.group(2) is None and not {"train_loss", "val_loss", "val_bpb"} & pairs.keys():
+        return None  # `step:N` without a total is a step line only when it reports a loss
     return StepLine(
         line=n,
         step=int(found.group(1)),
-        total=int(found.group(2)),
+        total=int(found.group(2)) if found.group(2) else None,
         train_loss=_float(pairs.get("train_loss")),
         val_loss=_float(pairs.get("val_loss")),
         val_bpb=_float(pairs.get("val_bpb")),
-        train_time_ms=_ms(pairs.get("train_time")),
+        # The challenge prints `train_time:600038ms`, jepardy `train_time_ms:600038`.
+        train_time_ms=_ms(pairs.get("train_time", pairs.get("train_time_ms"))),
         step_avg_ms=_ms(pairs.get("step_avg")),
-        tokens_per_s=_float(pairs.get("tok/s")),
+        tokens_per_s=_float(pairs.get("tok/s", pairs.get("tokens_per_s"))),
     )
 
 
@@ -166,6 +182,8 @@ def _size(n: int, line: str) -> SizeLine | None:
         return SizeLine(n, kind, "", int(found.group(2)))
     if found := _TOTAL_SIZE.match(line):
         return SizeLine(n, "total", found.group(1) or "", int(found.group(2)))
+    if found := _EXPORT.match(line):
+        return SizeLine(n, "export", "", int(found.group(1)))
     return None
 
 
@@ -208,6 +226,9 @@ def _info(n: int, line: str) -> Info | None:
         return Info("peak_memory_mib", int(found.group(1)), n)
     if found := _TOTAL_EVAL.match(line):
         return Info("total_eval_time_s", float(found.group(1)), n)
+    if found := _THROUGHPUT.match(line):
+        pairs = (("tokens_per_s", float(found.group(1))), ("step_avg_ms", float(found.group(2))))
+        return Info("throughput", "", n, pairs)
     if _EXCEPTION.match(line) and ":" in line:
         return Info("exception", line.strip(), n)
     return _setting(n, line)
@@ -216,6 +237,8 @@ def _info(n: int, line: str) -> Info | None:
 def _setting(n: int, line: str) -> Info | None:
     """Settings printed as `key:value` tokens (`seed:1337`, `train_batch_tokens:524288
     train_seq_len:1024 ...`, `train_shards: 80`); progress keys are left out."""
+    if _GROUP_LINE.match(line):
+        return None
     if _HEADER_LINE.match(line):
         pairs = _HEADER_TOKEN.findall(line)
     elif found := _HEADER_PAIR.match(line):

@@ -82,6 +82,8 @@ class ParsedRun:
     sizes: list[SizeLine] = field(default_factory=list)
     stop: StopLine | None = None
     exception: Setting | None = None  # the last `XError: ...` line after a traceback
+    # jepardy's `throughput` line: tokens_per_s and step_avg_ms over the whole training clock
+    throughput: dict[str, Setting] = field(default_factory=dict)
 
     @property
     def has_body(self) -> bool:
@@ -194,11 +196,8 @@ def _apply(run: ParsedRun, event: Event) -> None:
         run.sizes.append(event)
     elif isinstance(event, MetricLine):
         run.metrics.append(event)
-    elif event.kind == "settings":
-        # Settings count only before training starts (later `k:v` lines are progress).
-        if not run.steps and not run.metrics:
-            for key, value in event.pairs:
-                run.settings.setdefault(key, Setting(value, event.line))
+    elif event.pairs:
+        _apply_pairs(run, event)
     elif event.kind == "exception":
         # torchrun re-raises a rank's failure as its own ChildFailedError after the rank's
         # traceback; it only says that a rank failed (alone, the rank exited without one),
@@ -207,6 +206,16 @@ def _apply(run: ParsedRun, event: Event) -> None:
             run.exception = Setting(event.value, event.line)
     else:
         setattr(run, event.kind, Setting(event.value, event.line))
+
+
+def _apply_pairs(run: ParsedRun, event: Info) -> None:
+    """A settings or throughput line's `key:value` pairs."""
+    if event.kind == "throughput":
+        run.throughput = {key: Setting(value, event.line) for key, value in event.pairs}
+    elif not run.steps and not run.metrics:
+        # Settings count only before training starts (later `k:v` lines are progress).
+        for key, value in event.pairs:
+            run.settings.setdefault(key, Setting(value, event.line))
 
 
 # --- small helpers -------------------------------------------------------------------------

@@ -20,9 +20,11 @@ One artifact per score: a log may export more than once (the study's runs export
 of training, then a storage-only pass exports again and scores that). `artifacts` splits the
 log at each export, a group of size lines, and gives a storage-only pass (`storage_pass*`
 lines) an artifact of its own, sized by the lines printed for it or by its `bytes=` field.
-The sizes (`artifact_bytes`, `model_bytes`) are those of the artifact the score line
-measured; another artifact's bytes are never paired with it, and where the scored artifact
-printed no size, `artifact_bytes` stays empty and a flag says why.
+jepardy's own trainer opens each export with an `export budget_bytes:B model_bytes:M`
+line and prints the sizes after the score: an artifact so opened keeps the size lines that
+follow its score. The sizes (`artifact_bytes`, `model_bytes`) are those of the artifact the
+score line measured; another artifact's bytes are never paired with it, and where the
+scored artifact printed no size, `artifact_bytes` stays empty and a flag says why.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ _PREQUANT = re.compile(r"pre[-_ ]?quant|post[-_ ]?ema|pre[-_ ]?ema")
 _EXACT = re.compile(r"_exact\b")
 _EVAL_TIME_KEYS = ("eval_time", "time", "elapsed")
 STORAGE_PASS = "storage_pass"
+EXPORT = "export"  # the SizeLine kind of jepardy's `export budget_bytes:B model_bytes:M` line
 
 
 @dataclass
@@ -50,6 +53,7 @@ class Artifact:
 
     sizes: list[SizeLine] = field(default_factory=list)
     metrics: list[MetricLine] = field(default_factory=list)
+    announced: bool = False  # opened by jepardy's `export ...` line: sizes follow the score
 
     def total(self) -> int | None:
         totals = [s.bytes for s in self.sizes if s.kind == "total"]
@@ -63,8 +67,11 @@ def artifacts(run: ParsedRun) -> list[Artifact]:
     found = [Artifact()]
     for event in events:
         current = found[-1]
+        if isinstance(event, SizeLine) and event.kind == EXPORT:
+            found.append(current := Artifact(announced=True))
+            continue
         if isinstance(event, SizeLine):
-            if current.metrics:  # a size line after scores: the next export
+            if current.metrics and not current.announced:  # after scores: the next export
                 found.append(current := Artifact())
             current.sizes.append(event)
             continue
@@ -201,7 +208,8 @@ def failure_reason(run: ParsedRun) -> str:
         return f"{where}: the log ends after stopping_early at step {run.stop.step}"
     if run.steps:
         last = run.steps[-1]
-        return f"{where}: the log ends at step {last.step}/{last.total} (line {last.line})"
+        step = f"{last.step}/{last.total}" if last.total is not None else str(last.step)
+        return f"{where}: the log ends at step {step} (line {last.line})"
     prequant = [m for m in run.metrics if metric_tier(m) == 0]
     if prequant:
         return f"{where}: only {prequant[-1].label} (line {prequant[-1].line}), before export"
@@ -267,8 +275,9 @@ def _put_sizes(sizes: list[SizeLine], put: Any, flags: list[str]) -> None:
 
 
 def _put_progress(run: ParsedRun, put: Any) -> None:
-    """Steps, train time, step_avg and tokens/s (stopping_early first, else the last step
-    line that has them); model size, val tokens, peak memory and total eval time."""
+    """Steps, train time, step_avg and tokens/s (stopping_early or jepardy's throughput line
+    first, else the last step line that has them); model size, val tokens, peak memory and
+    total eval time."""
     stop = run.stop
     if stop is not None and stop.step is not None:
         put("steps", stop.step, stop.line, "stopping_early")
@@ -280,10 +289,7 @@ def _put_progress(run: ParsedRun, put: Any) -> None:
         timed = [s for s in run.steps if s.train_time_ms is not None]
         if timed:
             put("train_time_s", timed[-1].train_time_ms / 1e3, timed[-1].line, "step")
-    for name in ("step_avg_ms", "tokens_per_s"):
-        found = [s for s in run.steps if getattr(s, name) is not None]
-        if found:
-            put(name, getattr(found[-1], name), found[-1].line, "step")
+    _put_rates(run, put)
     settings: list[tuple[str, Setting | None, str]] = [
         ("n_params", run.model_params, "model_params"),
         ("val_tokens", run.val_tokens, "val_tokens"),
@@ -296,6 +302,17 @@ def _put_progress(run: ParsedRun, put: Any) -> None:
     world = run.settings.get("world_size")
     if world is not None and isinstance(world.value, int):
         put("world_size", world.value, world.line, "world_size")
+
+
+def _put_rates(run: ParsedRun, put: Any) -> None:
+    """step_avg_ms and tokens_per_s: jepardy's throughput line (the whole training clock),
+    else the last step line that has them."""
+    for name in ("step_avg_ms", "tokens_per_s"):
+        found = [s for s in run.steps if getattr(s, name) is not None]
+        if name in run.throughput:
+            put(name, run.throughput[name].value, run.throughput[name].line, "throughput")
+        elif found:
+            put(name, getattr(found[-1], name), found[-1].line, "step")
 
 
 def _alias_flags(run: ParsedRun) -> list[str]:

@@ -194,7 +194,7 @@ def tidy_runs(
     """A runs frame (`Store.runs_frame()`, `pandas.read_sql("runs", ...)` or `load_runs`)
     made tidy: registration order, the key columns (sweep, lane, match, arm, variant) and
     `status` as categoricals of their strings, result columns as float64 / Int64,
-    `under_cap` recomputed from artifact_bytes (False when unknown), and the `params` JSON
+    `under_cap` recomputed from artifact_bytes (<NA> when unknown), and the `params` JSON
     expanded into one column per key (only the keys in `params` when given). A key that
     names a typed copy (MIRRORED_PARAMS) fills that column where present; a key that clashes
     with any other column becomes `param_<key>`. Idempotent: a frame without `params` is
@@ -227,8 +227,10 @@ def _typed_columns(frame: pd.DataFrame) -> pd.DataFrame:
         frame["ema"] = frame["ema"].astype(bool)
     if "artifact_bytes" in frame.columns:
         # Recomputed rather than trusted: the cap is the challenge's rule, not the trainer's.
-        frame["under_cap"] = (frame["artifact_bytes"] <= ARTIFACT_CAP_BYTES).fillna(False)
-        frame["under_cap"] = frame["under_cap"].astype(bool)
+        # Nullable: unknown (<NA>) where the size is, so no reader takes it as under the
+        # cap and none shows it as False.
+        under = frame["artifact_bytes"].astype("Int64") <= ARTIFACT_CAP_BYTES
+        frame["under_cap"] = under.astype("boolean")
     for name in present.intersection(DATETIME_COLUMNS):
         frame[name] = pd.to_datetime(frame[name], utc=True).astype("datetime64[us, UTC]")
     return frame

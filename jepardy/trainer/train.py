@@ -154,6 +154,11 @@ def log_setup(run: Run) -> None:
         f"micro_steps:{run.batches.micro_steps} micro_batch_tokens:{run.batches.micro} "
         f"train_batch_tokens:{config.train_batch_tokens} seq_len:{config.seq_len}"
     )
+    # What `jepardy ingest` needs of a log to place the run: its seed and budget.
+    log.line(
+        f"seed:{config.seed} iterations:{config.iterations} "
+        f"wallclock_s:{config.wallclock_s:g} vocab_size:{config.vocab_size}"
+    )
     if env.device.type == "cuda":
         log.line(f"compile:{'on' if run.compiled else 'off'} autocast:bf16")
     else:
