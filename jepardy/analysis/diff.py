@@ -100,7 +100,7 @@ def _with_source(
     if missing and "runtime" not in taken:
         filled["runtime"] = {**sections["runtime"], **{k: source["runtime"][k] for k in missing}}
         taken.append("runtime")
-    said = f"; its {', '.join(taken)} not recorded by the export are its source's" if taken else ""
+    said = f"; not recorded by the export, its source's: {', '.join(taken)}" if taken else ""
     return {**sections, **filled}, note + said
 
 
