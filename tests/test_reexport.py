@@ -125,7 +125,8 @@ def test_a_run_without_final_weights_fails_in_one_line(source_run, tmp_path):
 @pytest.mark.slow
 def test_jepardy_export_records_a_linked_run(cli, source_run, tmp_path):
     """`jepardy export RUN_ID --quant-bits 8`: a new run row with the source's sweep, lane,
-    arm, match and seed, variant export:int8+zstd3, parent_run = the source."""
+    arm, match and seed, variant export=int8+zstd3, parent_run = the source; its own
+    config.json, data and runtime; `diff` of the two shows what the export changed."""
     run_dir, source = source_run
     db = tmp_path / "results.db"
     store = open_store(db)
@@ -149,14 +150,14 @@ def test_jepardy_export_records_a_linked_run(cli, source_run, tmp_path):
     args = ("export", planned.run_id, "--quant-bits", "8", "--zstd-level", "3", "--db", db)
     proc = cli.run(*args, "--runs-dir", tmp_path / "runs", cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "(jepa_weight=0.1,export:int8+zstd3): done: val_bpb" in proc.stdout
+    assert "(jepa_weight=0.1,export=int8+zstd3): done: val_bpb" in proc.stdout
 
     runs = store.runs_frame("toy").set_index("id")
     assert len(runs) == 2
     new = runs[runs["parent_run"] == planned.run_id].iloc[0]
     assert (new["lane"], new["arm"], new["match"], new["seed"]) == ("main", "jepa", "ema=False", 1)
     assert (new["variant"], new["kind"], new["status"]) == (
-        "jepa_weight=0.1,export:int8+zstd3",
+        "jepa_weight=0.1,export=int8+zstd3",
         "export",
         "done",
     )
@@ -169,6 +170,17 @@ def test_jepardy_export_records_a_linked_run(cli, source_run, tmp_path):
     assert new["artifact_bytes"] > source["artifact_bytes"]
     assert new["code_bytes"] == source["code_bytes"]
     assert pd.isna(runs.loc[planned.run_id, "parent_run"])
+    out = Path(new["run_dir"])
+    assert json.loads((out / "config.json").read_text())["quant_bits"] == 8
+    exported = json.loads((out / "result.json").read_text())
+    assert exported["data"]["shards"] and exported["python_version"]
+
+    # What differs from its source: the export's own settings and outcome, nothing else.
+    diff = cli.run("diff", planned.run_id, new.name, "--db", db, cwd=tmp_path)
+    shown = [line.split() for line in diff.stdout.splitlines()]
+    assert ["config", "quant_bits", "6", "8"] in shown, diff.stdout
+    assert "(unset)" not in diff.stdout.split("config", 1)[1], diff.stdout
+    assert f"{new.name} is a re-export of {planned.run_id}" in diff.stdout
 
     again = cli.run(*args, "--runs-dir", tmp_path / "runs", cwd=tmp_path)
     assert again.returncode == 0 and ": exists: val_bpb" in again.stdout

@@ -19,7 +19,7 @@ from jepardy.store.transitions import Store, open_store
 
 LANE = "isolation"
 VARIANT = {"jepa_weight": 0.1}
-EXPORT_VARIANT = "export:int8+zstd19"
+EXPORT_VARIANT = "export=int8+zstd19"
 
 
 def _export(store: Store, source: R, val_bpb: float) -> str:
@@ -74,7 +74,9 @@ def test_export_of_control_changes_no_arm(paired: tuple[Store, list[R]]) -> None
     controls = table[table["verdict"] == "control"]
     assert controls["variant"].tolist() == [""] and controls["n"].tolist() == [3]
     export = _row(table, "control", EXPORT_VARIANT)
-    assert export["n"] == 1 and export["delta_bpb"] == pytest.approx(1.420 - 1.305)
+    # Against its own source run (seed 1, 1.300), not the control's mean (1.305).
+    assert export["n"] == 1 and export["delta_bpb"] == pytest.approx(1.420 - 1.300)
+    assert (export["versus"], export["verdict"]) == ("source", "vs source: n=1")
     assert export["unmatched"] == ""  # its kind and nproc are the export's, not a mismatch
 
 
@@ -85,7 +87,11 @@ def test_export_of_arm_is_its_own_row(paired: tuple[Store, list[R]]) -> None:
     table = compare_table(store.runs_frame())
     assert _row(table, "jepa", "jepa_weight=0.1")["n"] == 3
     export = _row(table, "jepa", f"jepa_weight=0.1,{EXPORT_VARIANT}")
-    assert export["n"] == 1 and export["verdict"] == "n=1: no test"
+    assert export["n"] == 1 and export["verdict"] == "vs source: n=1"
+    assert export["delta_bpb"] == pytest.approx(1.295 - 1.290)
+    # Listed right after its source's row.
+    rows = list(zip(table["arm"], table["variant"], strict=True))
+    assert rows.index(("jepa", f"jepa_weight=0.1,{EXPORT_VARIANT}")) == 2
 
 
 @pytest.fixture

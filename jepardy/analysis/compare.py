@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from jepardy.analysis import render
+from jepardy.analysis.reexports import against_sources
 from jepardy.analysis.rules import RECORD, Rule, margin_in_metric
 from jepardy.analysis.significance import compare_pairs, holm, pack
 from jepardy.analysis.summary import (
@@ -59,12 +60,9 @@ SIGNIFICANT = "significant, under margin"
 SIGNIFICANT_NO_MARGIN = "significant"  # a rule without a margin (margin 0 nats)
 WORSE = "significantly worse"  # the Welch test the other way (p_worse_holm < the rule's alpha)
 NOT_SIGNIFICANT = "not significant"
-# An export's kind and nproc describe the export process (kind "export", one process); its
-# training, which ran in the arm it reports under, is its parent's.
-_EXPORT_OWN = ("kind", "nproc")
-
 COLUMNS = [
     *ARM_KEYS,
+    "versus",  # what the row's delta is against: control, source (a re-export), "" (control)
     "n",
     "val_bpb_mean",
     "val_bpb_std",
@@ -126,11 +124,11 @@ def compare_table(runs: pd.DataFrame, rule: Rule = RECORD) -> pd.DataFrame:
     that are not done. note: "no matched control", "seeds differ
     from control", and which seeds are not done. A re-export (kind "export") is never a
     control nor a seed of its source's group: its variant makes it a group of its own,
-    tested against the control like an arm.
+    tested against its source runs seed by seed (analysis/reexports.py; `versus` "source").
 
     Rows: sweeps by name; within a sweep, lanes and matches in order of first appearance;
     within a match the control first, then arms in order of first appearance (registration
-    order, `seq`).
+    order, `seq`), each re-export right after its source's row.
     """
     params = list(MATCH_PARAMS) if "params" in runs.columns else None
     everything = _with_codes(tidy_runs(runs, params=params))
@@ -143,10 +141,10 @@ def compare_table(runs: pd.DataFrame, rule: Rule = RECORD) -> pd.DataFrame:
     table = _add_tests(table, done, rule)
     table = _add_matching(table, done)
     table = _add_verdicts(table, rule)
+    table = against_sources(table, done, rule)
     table = _add_missing_seeds(table, done, everything[~is_done])
-    table = table.sort_values(
-        ["sweep", "_lane_rank", "_match_rank", "_is_arm", "_arm_rank"], kind="stable"
-    )
+    order = ["_lane_rank", "_match_rank", "_sort_arm", "_sort_rank", "_sort_export", "_arm_rank"]
+    table = table.sort_values(["sweep", *order], kind="stable")
     return table[COLUMNS].reset_index(drop=True)
 
 
@@ -222,7 +220,10 @@ def _add_control(table: pd.DataFrame) -> pd.DataFrame:
     controls = table.loc[~table["_is_arm"], ["_m"]].reset_index()
     controls = controls.drop_duplicates("_m").rename(columns={"_g": "_ctl"})
     ctl = table[["_m"]].merge(controls, on="_m", how="left")["_ctl"]
-    table["_ctl"] = ctl.fillna(-1).astype("int64").to_numpy()
+    # A re-export is tested against its source runs instead (reexports.against_sources).
+    table["_ctl"] = (
+        ctl.fillna(-1).astype("int64").where(~table["_export"].to_numpy(), -1).to_numpy()
+    )
     has = table["_ctl"] >= 0
     ref = table.reindex(table["_ctl"].where(has, table.index))
     table["delta_bpb"] = np.where(has, table["val_bpb_mean"] - ref["val_bpb_mean"].values, np.nan)
@@ -301,15 +302,12 @@ def _add_matching(table: pd.DataFrame, done: pd.DataFrame) -> pd.DataFrame:
     first_row = np.unique(groups, return_index=True)[1]  # table row i is group i
     has = (table["_is_arm"] & (table["_ctl"] >= 0)).to_numpy()
     ctl = table["_ctl"].where(table["_ctl"] >= 0, table.index).to_numpy()
-    export = table["_export"].to_numpy(dtype=bool)
     names = np.full(len(table), "", dtype=object)
     for field in fields:
         codes = _value_codes(done[field])
         first, count = codes[first_row], _distinct_per_group(groups, codes, len(table))
         varies = (count > 1) | (count[ctl] > 1)
         differs = has & ((first != first[ctl]) | varies)
-        if field in _EXPORT_OWN:
-            differs &= ~export
         names[differs] += ", " + field
     table["unmatched"] = pd.Series(names, index=table.index).str.removeprefix(", ")
     return table

@@ -33,7 +33,7 @@ _RIGHT = frozenset({"n", "val_bpb", "delta_bpb", "delta_loss_nats", "bytes"})
 # In a terminal too narrow for every column, these are kept first (after the axis values
 # that `match` and `variant` pack), in this order.
 _PRIORITY = (
-    *("arm", "val_bpb", "delta_bpb", "verdict", "bytes", "n", "p_welch", "per seed"),
+    *("arm", "variant", "val_bpb", "delta_bpb", "verdict", "bytes", "n", "p_welch", "per seed"),
     *("delta_loss_nats", "p_margin", "p_paired", "note"),
 )
 

@@ -37,6 +37,13 @@ def label_pairs(label: str) -> dict[str, str]:
     return {key: value for key, _, value in pairs}
 
 
+def splits(labels: Sequence[str]) -> bool:
+    """Whether every label is `key=value` pairs: a label that is not (an old re-export's
+    `export:int8+zstd19`, an ingested `attempt:2`) keeps its packed column whole, where a
+    split would make the text a key with blank values, a column that is never shown."""
+    return all("=" in part for label in set(labels) if label for part in _LABEL_SPLIT.split(label))
+
+
 def axis_columns(labels: Sequence[str]) -> dict[str, list[str]]:
     """One column per key of the packed labels, keys in order of first appearance; blank
     where a row's label lacks the key (a control has no arm axes)."""
@@ -60,10 +67,11 @@ class Grid:
 
 def split_labels(grid: Grid, packed: Sequence[str]) -> Grid:
     """`grid` with each packed label column replaced, in place, by its axis columns (a key
-    that is already a column of its own is left to that column)."""
+    that is already a column of its own is left to that column); a column whose labels are
+    not all `key=value` pairs (`splits`) is kept as it is."""
     columns: dict[str, list[str]] = {}
     for name, cells in grid.columns.items():
-        if name not in packed:
+        if name not in packed or not splits(cells):
             columns[name] = cells
             continue
         for key, values in axis_columns(cells).items():

@@ -29,9 +29,10 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure, SubFigure
 
 from jepardy.analysis import render
-from jepardy.analysis.compare import BEATS_MARGIN, CONTROL, SIGNIFICANT, WORSE
+from jepardy.analysis.compare import BEATS_MARGIN, SIGNIFICANT, WORSE
 from jepardy.analysis.curves import CURVE_KEYS, Curves
 from jepardy.analysis.horizons import ARM, SET_KEYS, Horizons
+from jepardy.analysis.reexports import CONTROL_REF
 from jepardy.errors import UserError
 
 # More panels than this make an unreadable picture; the user narrows the report instead.
@@ -159,8 +160,9 @@ def share_y(axes: Sequence[Axes]) -> None:
 
 
 def forest_rows(compare: pd.DataFrame) -> pd.DataFrame:
-    """The arm rows of a compare table that have a delta to a control, top to bottom."""
-    arms = compare[(compare["verdict"] != CONTROL) & compare["delta_bpb"].notna()]
+    """The arm rows of a compare table that have a delta to a control, top to bottom (not
+    a re-export's, whose delta is to its source run)."""
+    arms = compare[(compare["versus"] == CONTROL_REF) & compare["delta_bpb"].notna()]
     return arms.reset_index(drop=True)
 
 

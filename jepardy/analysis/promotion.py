@@ -19,6 +19,7 @@ import pandas as pd
 
 from jepardy.analysis import render
 from jepardy.analysis.compare import CONTROL, NO_CONTROL, UNMATCHED, UNPAIRED, compare_table
+from jepardy.analysis.reexports import CONTROL_REF
 from jepardy.spec.model import CONTROL as CONTROL_ARM
 from jepardy.spec.model import Condition, Promotion
 from jepardy.store.promotions import Candidate, Decision
@@ -45,7 +46,8 @@ def decide(runs: pd.DataFrame, promote: Promotion, *, sweep: str, lane: str) -> 
     it, done ones counted; any form `tidy_runs` accepts, with MATCH_PARAMS for the
     matching checks)."""
     table = compare_table(runs)
-    arms = table[table["verdict"] != CONTROL].reset_index(drop=True)
+    # Re-exports are no candidates: their deltas are to their source runs, not the control.
+    arms = table[table["versus"] == CONTROL_REF].reset_index(drop=True)
     control_n = _control_n(table)
     done = runs[runs["status"].astype(str) == RunStatus.DONE.value]
     groups = list(

@@ -355,8 +355,8 @@ def _report_columns(request: ReportRequest) -> list[str]:
     checks (MATCH_COLUMNS) and the metric of curves and horizons. Each column left in SQL is
     time saved on a 100,000-run store (bench/report.py)."""
     # Not under_cap (tidy_runs recomputes it), nor the run ids but in the HTML report (its
-    # training curves are read by run).
-    skipped = ("under_cap",) if request.fmt == HTML else ("id", "under_cap")
+    # training curves are read by run) and the compare table (a re-export's source, by id).
+    skipped = ("under_cap",) if request.fmt == HTML or request.compare else ("id", "under_cap")
     columns = [name for name in RUN_COLUMNS if name not in skipped]
     if request.compare:
         columns += [name for name in MATCH_COLUMNS if name not in MIRRORED_PARAMS]

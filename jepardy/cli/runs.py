@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import re
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -185,18 +186,55 @@ def _diff_table(done: RunDiff) -> object:
 
     sections = [f.section for f in done.fields]
     firsts = [i == 0 or sections[i - 1] != s for i, s in enumerate(sections)]
-    columns = {
-        "section": [s if first else "" for s, first in zip(sections, firsts, strict=True)],
-        "field": [f.field for f in done.fields],
+    values = {
         done.first_id: [_shown(f.field, f.first) for f in done.fields],
         done.second_id: [_shown(f.field, f.second) for f in done.fields],
     }
     differ = sum(f.differs for f in done.fields)
     shared = len(done.fields) - differ
     if shared:  # --all: mark the fields that differ among those that do not
-        columns["differs"] = ["yes" if f.differs else "" for f in done.fields]
+        values["differs"] = ["yes" if f.differs else "" for f in done.fields]
+    # The field names' room: the width less the section column, the other columns' headers
+    # (their cells wrap under them) and the gaps; so long names go over lines, values keep
+    # a third of the width or more.
+    taken = max(len(s) for s in [*sections, "section"]) + sum(map(len, values))
+    room = console.width - taken - fit.GAP * (len(values) + 1)
+    longest = max(len(part) for f in done.fields for part in _NAME_PARTS.findall(f.field))
+    room = min(room, max(console.width // 3, longest))
+    columns = {
+        "section": [s if first else "" for s, first in zip(sections, firsts, strict=True)],
+        "field": [_name_lines(f.field, room) for f in done.fields],
+        **values,
+    }
     title = f"{differ} fields differ" + (f", {shared} the same" if shared else "")
-    return fit.rich_table(fit.Grid(title, columns), list(columns), wrap=True)
+    table = fit.rich_table(fit.Grid(title, columns), list(columns), done.notes, wrap=True)
+    for column in table.columns[:2]:  # a section or field name is never folded mid-word
+        column.no_wrap = True
+    for column in table.columns[2:]:  # nor a run id (nor "differs") over its column
+        column.min_width = len(str(column.header))
+    return table
+
+
+# A field name's parts, each up to and with its "." or "/" (data.shards.x.bin, code paths);
+# a part still too long goes over lines after its "_".
+_NAME_PARTS = re.compile(r"[^./]+[./]?|[./]")
+_WORDS = re.compile(r"[^_]+_?|_")
+
+
+def _name_lines(name: str, width: int) -> str:
+    """`name` over lines of at most `width`, broken only after a ".", "/" or "_" (a word
+    longer than `width` alone on its line)."""
+    parts = [
+        word
+        for part in _NAME_PARTS.findall(name)
+        for word in (_WORDS.findall(part) if len(part) > width else [part])
+    ]
+    lines = [""]
+    for part in parts:
+        if lines[-1] and len(lines[-1]) + len(part) > width:
+            lines.append("")
+        lines[-1] += part
+    return "\n".join(lines)
 
 
 def _shown(name: str, value: object) -> str:

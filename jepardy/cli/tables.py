@@ -81,12 +81,13 @@ def print_frames(
 
 def with_axes(frame: pd.DataFrame) -> pd.DataFrame:
     """`frame` with one text column per axis of its packed labels after them (a key that is
-    a column already is left to it)."""
+    a column already is left to it; labels that are not all `key=value` pairs add none)."""
     out = frame.copy()
     for name in PACKED:
-        if name not in frame.columns:
+        labels = frame[name].astype(str).tolist() if name in frame.columns else []
+        if not labels or not fit.splits(labels):
             continue
-        for key, values in fit.axis_columns(frame[name].astype(str).tolist()).items():
+        for key, values in fit.axis_columns(labels).items():
             if key not in out.columns:
                 out[key] = values
     return out
@@ -100,14 +101,14 @@ def select_columns(title: str, frame: pd.DataFrame, columns: Sequence[str]) -> p
     return frame[fit.choose_columns(grid, columns)]
 
 
-def frame_grid(title: str, frame: pd.DataFrame | Cells) -> fit.Grid:
-    """`frame` as formatted text, packed labels split into axis columns, long headers short;
-    a column of numbers (bools aside) is right-aligned."""
+def frame_grid(title: str, frame: pd.DataFrame | Cells, split: bool = True) -> fit.Grid:
+    """`frame` as formatted text, packed labels split into axis columns (unless not
+    `split`), long headers short; a column of numbers (bools aside) is right-aligned."""
     values = frame if isinstance(frame, dict) else _cells(frame)
     cells = {name: [format_value(name, v) for v in column] for name, column in values.items()}
     numeric = {name for name, column in values.items() if _numeric(column)}
-    grid = fit.split_labels(fit.Grid(title, cells, frozenset(numeric)), PACKED)
-    return rename(grid, SHORT)
+    grid = fit.Grid(title, cells, frozenset(numeric))
+    return rename(fit.split_labels(grid, PACKED) if split else grid, SHORT)
 
 
 def cells_frame(table: pd.DataFrame | Cells) -> pd.DataFrame:
@@ -157,6 +158,9 @@ def fitted(
     every column by `priority` with the varying ones first."""
     grid = frame_grid(title, frame)
     if columns:
+        # The names of csv and json: the packed labels too, beside their axis columns.
+        whole = frame_grid(title, frame, split=False).columns
+        grid = fit.Grid(title, {**whole, **grid.columns}, grid.right)
         names = fit.choose_columns(grid, [SHORT.get(name, name) for name in columns])
         return fit.rich_table(grid, names, notes)
     order = fit.varying_first(grid, [SHORT.get(name, name) for name in priority])

@@ -5,7 +5,8 @@ The study's storage-only pass: the weights stay, only the artifact changes. The 
 gives it a run row of its own, linked to its source:
 
 - same sweep, lane, arm, match and seed as the source, so reports pair it with the same
-  control; variant `export:int<bits>+zstd<level>` (after the source's own variant, if any);
+  control; variant `export=int<bits>+zstd<level>` (after the source's own variant, if any:
+  a `key=value` label like an arm's axes, so tables show it as a column `export`);
 - params = the source's params with `quant_bits` and `zstd_level` set to the export's;
 - kind "export", `parent_run` = the source's id; its id hashes all of that with the trainer
   code digest, so asking for the same export twice finds the first one.
@@ -25,14 +26,16 @@ from typing import Any
 from jepardy.errors import UserError
 from jepardy.launch.command import run_identity
 from jepardy.launch.rundir import STDOUT_LOG, collect
+from jepardy.launch.slots import detect_gpus
 from jepardy.launch.sweep import git_commit
 from jepardy.spec.identity import RunIdentity, trainer_code_digest
 from jepardy.spec.identity import run_id as make_run_id
 from jepardy.store.states import RunOutcome, RunStatus
 from jepardy.store.transitions import Store
-from jepardy.trainer.rules import BOUNDS
+from jepardy.trainer.rules import BOUNDS, CHOICES
 
 KIND = "export"
+EXPORT_AXIS = "export"  # the variant key of a re-export's settings: export=int8+zstd19
 CHECKPOINT_FILE = "final.pt"  # the trainer's checkpoint.CHECKPOINT_FILE (a file contract)
 
 
@@ -49,7 +52,7 @@ class ExportOutcome:
 def export_variant(
     source_variant: str, quant_bits: int, zstd_level: int, target_bytes: int = 0
 ) -> str:
-    label = f"export:int{quant_bits}+zstd{zstd_level}"
+    label = f"{EXPORT_AXIS}=int{quant_bits}+zstd{zstd_level}"
     label += f"+target{target_bytes}" if target_bytes else ""
     return f"{source_variant},{label}" if source_variant else label
 
@@ -139,20 +142,14 @@ def reexport(
 ) -> ExportOutcome:
     """Re-export run `source_id`, recording the new run row; an identical export already
     done is returned as it is (`existed`)."""
-    # The trainer's own ranges (trainer/rules.py), before anything is recorded.
-    for flag, name, value in (
-        ("--quant-bits", "quant_bits", quant_bits),
-        ("--zstd-level", "zstd_level", zstd_level),
-        ("--target-bytes", "export_target_bytes", target_bytes),
-    ):
-        if not BOUNDS[name].holds(value):
-            raise UserError(f"export: {flag} {value}: must be {BOUNDS[name]}")
+    check_settings(quant_bits, zstd_level, target_bytes, device)
     source_dir = source_run_dir(store, source_id)
     run = plan_export(store, source_id, quant_bits, zstd_level, target_bytes)
     out_dir = runs_root / run.sweep / run.run_id
     if store.statuses([run.run_id]).get(run.run_id) == RunStatus.DONE:
         result = collect(out_dir, None).result
         return ExportOutcome(run, out_dir, RunStatus.DONE, "", result, existed=True)
+    check_device(device or str(run.params.get("device", "auto")), given=device is not None)
     store.register_runs([run], git_commit())
     argv = export_argv(source_dir, out_dir, run, device)
     _write_run_config(run, out_dir, argv)
@@ -160,6 +157,30 @@ def reexport(
     outcome = _run(argv, out_dir, timeout_s)
     store.record_result(run.run_id, replace(outcome, metrics=[]))
     return ExportOutcome(run, out_dir, outcome.status, outcome.reason, outcome.result)
+
+
+def check_settings(quant_bits: int, zstd_level: int, target_bytes: int, device: str | None) -> None:
+    """The trainer's own ranges and choices (trainer/rules.py), before anything is looked up
+    or recorded: a mistake is a UserError, never a failed run."""
+    for flag, name, value in (
+        ("--quant-bits", "quant_bits", quant_bits),
+        ("--zstd-level", "zstd_level", zstd_level),
+        ("--target-bytes", "export_target_bytes", target_bytes),
+    ):
+        if not BOUNDS[name].holds(value):
+            raise UserError(f"export: {flag} {value}: must be {BOUNDS[name]}")
+    if device is not None and device not in CHOICES["device"]:
+        allowed = ", ".join(CHOICES["device"])
+        raise UserError(f"export: --device {device}: unknown device; allowed: {allowed}")
+
+
+def check_device(device: str, given: bool) -> None:
+    """`cuda` needs a GPU here (CUDA_VISIBLE_DEVICES, else nvidia-smi: the orchestrator's own
+    detection; it never initialises CUDA itself). Refused before the run is recorded."""
+    if device != "cuda" or detect_gpus():
+        return
+    where = "--device cuda" if given else "the run's device 'cuda'"
+    raise UserError(f"export: {where}: no GPU on this machine; --device cpu exports on the CPU")
 
 
 def _write_run_config(run: RunIdentity, out_dir: Path, argv: list[str]) -> None:

@@ -39,6 +39,7 @@ RUN_COLUMNS = [
     *IDENTITY_COLUMNS,
     "seq",
     "kind",  # a re-export ("export") is never a control (analysis.summary.is_control)
+    "parent_run",  # a re-export's source run, which the compare table pairs it with
     "status",
     "params",
     "jepa_weight",

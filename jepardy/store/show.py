@@ -20,6 +20,7 @@ from jepardy.store.states import IDENTITY_COLUMNS, RESULT_FIELDS
 _IDENTITY = (
     *IDENTITY_COLUMNS,
     "kind",
+    "parent_run",  # a re-export's source run
     "nproc",
     "status",
     "reason",

@@ -15,7 +15,10 @@ RUN_DIR/result.json and listed in `copied_from_parent`, the new artifact's field
 here. The artifact's code bytes are those of the code that trained the weights (the parent's
 `code_bytes` and `code_sha256`); this process's own code is recorded as `export_code_*`,
 and `code_changed_since_run` lists trainer files that differ from the ones the run used.
-Exit code 0 when done, 1 when failed (the reason in result.json).
+Like a training run it writes OUT_DIR/config.json (the resolved config, the export's own
+settings in it) and records its data and runtime (provenance.py), so `jepardy show` and
+`jepardy diff` see what it ran with. Exit code 0 when done, 1 when failed (the reason in
+result.json).
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ import os
 import socket
 import sys
 import time
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +44,7 @@ from jepardy.trainer.distributed import init_distributed
 from jepardy.trainer.eval import ByteCounter
 from jepardy.trainer.export import code_digest, loaded_code_files
 from jepardy.trainer.model import GPT, GPTShape
+from jepardy.trainer.provenance import data_provenance, runtime_provenance
 from jepardy.trainer.scoring import Scorer, model_budget_bytes, score_roundtrip
 from jepardy.trainer.train import byte_tables, uses_compile, write_result
 
@@ -121,6 +125,8 @@ def export(args: argparse.Namespace) -> dict[str, Any]:
     params |= {k: v for k, v in overrides.items() if v is not None}
     config = config_from_params(params, source=f"{args.run_dir / CHECKPOINT_FILE}: config")
     env = init_distributed(config.device)
+    if env.is_main:  # the resolved config, as a training run writes its own
+        (args.out / "config.json").write_text(json.dumps(asdict(config), indent=1) + "\n")
     config = replace(config, device=str(env.device.type))
     gpt = GPT(GPTShape.from_config(config)).to(env.device)
     gpt.load_state_dict(state)
@@ -160,7 +166,8 @@ def export(args: argparse.Namespace) -> dict[str, Any]:
         "export_code_sha256": code_digest(mine),
         "export_code_files": {f.path: {"bytes": f.bytes_total, "sha256": f.sha256} for f in mine},
         "code_changed_since_run": changed_code(parent.get("code_files", {})),
-        "world_size": env.world,
+        "data": data_provenance(config.data_dir, config.tokenizer_path),
+        **runtime_provenance(env.device, env.world),
         "device": str(env.device),
     }
 
