@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import random
 import re
+import shlex
 import signal
 import sqlite3
 import time
@@ -13,6 +14,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from jobs import ledger_spec
 from rich.console import Console
 from test_sweep_e2e import wait_for
 
@@ -159,3 +161,35 @@ def test_a_resumed_sweep_compares_its_arms_with_the_controls_done_before(
     screen.print(render(live.snapshot(), 80))
     row = re.search(r"^main/second seed=1 +0\.9885 +(\S+)", screen.file.getvalue(), re.M)
     assert row and row.group(1) == "-0.0125", screen.file.getvalue()
+
+
+def test_the_stale_runs_resume_command_works_from_another_directory(tmp_path: Path, cli) -> None:
+    """A sweep run in one folder with its own store and run directories; its run left
+    `running` by an orchestrator that is gone; `status` in another folder names a command
+    that, run there as printed, resumes that sweep in that store (and makes nothing here)."""
+    ran, elsewhere = tmp_path / "ran", tmp_path / "elsewhere"
+    ran.mkdir()
+    elsewhere.mkdir()
+    spec = ledger_spec(ran, "stale", seeds=1, sleep_s=0.1, script=SCRIPT)
+    args = ("sweep", spec.name, "--db", "store.db", "--runs-dir", "out")
+    first = cli.run(*args, cwd=ran, timeout=120)
+    assert first.returncode == 0, first.stdout + first.stderr
+    old = "2026-01-01 00:00:00"
+    with sqlite3.connect(ran / "store.db") as conn:
+        conn.execute(
+            "UPDATE runs SET status = 'running', host = 'gone-host', pid = 1, heartbeat_at = ?",
+            (old,),
+        )
+    status = cli.run("status", "--db", ran / "store.db", cwd=elsewhere)
+    said = " ".join(status.stdout.split())
+    command = re.search(r"resume with (jepardy sweep [^)]*)\)", said)
+    assert command, status.stdout
+    assert shlex.split(command.group(1)) == [
+        *("jepardy", "sweep", str(spec), "--db", str(ran / "store.db")),
+        *("--runs-dir", str(ran / "out")),
+    ]
+    [_, *words] = shlex.split(command.group(1))
+    resumed = cli.run(*words, cwd=elsewhere, timeout=120)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert {status for _, status, _ in _rows(ran / "store.db")} == {"done"}
+    assert list(elsewhere.iterdir()) == []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -75,7 +76,7 @@ def status(
     reader = open_rows(db)
     require_sweep(reader, sweep_name)
     counts = status_counts(reader, sweep_name, every_state=False)
-    running = running_jobs(reader, sweep_name)
+    running = running_jobs(reader, sweep_name, db=_db_argument(db, reader.name))
     if fmt != "table":
         running_frame = with_axes(cells_frame(running))
         picked = select_columns("running", running_frame, wanted_columns(columns))
@@ -87,6 +88,12 @@ def status(
     console.print(fitted("runs per state", counts))
     if running["id"]:
         console.print(_running_table(running, wanted_columns(columns)))
+
+
+def _db_argument(db: str, name: str) -> str | None:
+    """The --db a command run here needs for the store `db` (None: the one it finds
+    itself, the default or JEPARDY_DB's): its name (a URL's password hidden)."""
+    return None if db in ("results.db", os.environ.get("JEPARDY_DB")) else name
 
 
 def _running_table(running: Cells, columns: list[str]) -> object:

@@ -220,7 +220,9 @@ def run_sweep(
     observer = observer or SweepObserver()
     prepared = spec if isinstance(spec, PreparedSweep) else prepare_sweep(spec, options)
     loaded = prepared.spec
-    store.upsert_sweep(loaded.name, str(loaded.path), loaded.text)
+    # Absolute: `jepardy status` names it in the command that resumes a stale run, from
+    # whatever directory it is run in.
+    store.upsert_sweep(loaded.name, str(Path(loaded.path).resolve()), loaded.text)
     summary = SweepSummary(sweep=loaded.name, total=0)
     started = time.perf_counter()
     # Stages: the runs known now, then those each promotion decided meanwhile promotes.
