@@ -137,6 +137,14 @@ def test_every_command_resolves_run_ids_one_way(cli: Cli, db: Path, command: str
     assert said == f"error: {command}: no run with id or id prefix 'zz' in {db}"
 
 
+@pytest.mark.parametrize("count", ["-3", "0"])
+def test_logs_refuses_a_count_below_one(cli: Cli, db: Path, count: str) -> None:
+    said = cli.refused("logs", "abc", "-n", count, "--db", db, cwd=db.parent)
+    assert said == f"error: logs: --lines {count}: must be >= 1 (the lines from each log's end)"
+    shown = cli.run("logs", "abc", "-n", "1", "--db", db, cwd=db.parent)
+    assert shown.returncode == 0, shown.stderr
+
+
 def test_a_unique_prefix_is_the_run(cli: Cli, db: Path, tmp_path: Path) -> None:
     shown = cli.run("show", "abc", "--db", db, cwd=db.parent)
     assert shown.returncode == 0 and "abc1111111111111" in shown.stdout

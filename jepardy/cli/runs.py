@@ -23,6 +23,7 @@ from jepardy.cli.tables import (
     wanted_columns,
     with_axes,
 )
+from jepardy.errors import UserError
 
 if TYPE_CHECKING:
     from jepardy.analysis.diff import RunDiff
@@ -234,6 +235,8 @@ def logs(
     from jepardy.store.engine import open_reader
     from jepardy.store.show import find_run
 
+    if lines < 1:  # a slice from -lines would show all, or all but the first lines
+        raise UserError(f"logs: --lines {lines}: must be >= 1 (the lines from each log's end)")
     row = find_run(open_reader(db), run_id, "logs")
     files = log_files(row)
     for path in files:
