@@ -150,7 +150,7 @@ def test_a_unique_prefix_is_the_run(cli: Cli, db: Path, tmp_path: Path) -> None:
     assert shown.returncode == 0 and "abc1111111111111" in shown.stdout
     # export-submission gets the full id: the submission lists it.
     out = tmp_path / "sub"
-    done = cli.run("export-submission", "ff", "--out", out, "--db", db, cwd=db.parent)
+    done = cli.run("export-submission", "ff", "--out", out, "--db", db, "--force", cwd=db.parent)
     assert done.returncode == 0, done.stderr
     assert "ff33333333333333" in (out / "submission.json").read_text()
     # export resolves before it looks at the run (a run without a directory is refused).

@@ -66,9 +66,8 @@ def plan(
 ) -> None:
     """Show the job matrix, cost and power; launch nothing.
 
-    Each run with its status in the store; GPU-hours (CPU-hours where the sweep would run
-    on CPU) and wall time on the slots the sweep would use; the budget each run is costed
-    from; per arm, the smallest difference its seeds detect (--detect: the seeds it needs).
+    Each run with its status; GPU-hours (CPU-hours off GPUs), wall time on the slots the
+    sweep would use, each run's budget; per arm, the smallest difference its seeds detect.
     With --sbatch, also the sbatch script of every run as `jepardy sweep --executor slurm`
     with the same Slurm options would submit it.
     """
