@@ -112,3 +112,21 @@ def test_python_dash_m_jepardy_is_the_command() -> None:
     )
     assert ran.returncode == 0, ran.stderr
     assert ran.stdout == f"jepardy {jepardy.__version__}\n"
+
+
+@pytest.mark.parametrize("command", COMMANDS, ids=" ".join)
+def test_arguments_read_the_same_in_usage_and_help(command: list[str]) -> None:
+    """`Usage: ... plan [OPTIONS] SPEC` and `SPEC  Sweep spec ...`, as the help text writes
+    them; never Typer's `{spec}`."""
+    result = runner.invoke(app, [*command, "--help"], env={"COLUMNS": "80"})
+    lines = result.output.splitlines()
+    usage = lines[0]
+    assert "{" not in usage, usage
+    if "Arguments:" not in lines:
+        return
+    start = lines.index("Arguments:") + 1
+    block = lines[start : lines.index("", start)]
+    names = [line.split()[0] for line in block if line.startswith("  ") and line[2] != " "]
+    assert names, result.output
+    for name in names:
+        assert name == name.upper() and f" {name}" in usage, (name, usage)
