@@ -234,3 +234,16 @@ def test_plan_help_shows_the_sweeps_slots_default() -> None:
     text = " ".join(out.output.split())
     block = text[text.index("--slots") : text.index("--seed-std")]
     assert "default: one per CPU core" in block and "[default: 1" not in block, block
+
+
+def test_the_hidden_columns_hint_names_what_plan_has(spec: Path, db: Path) -> None:
+    """plan has no --format: on a narrow terminal its power table's hint asks for a wider one."""
+    env = {"COLUMNS": "60", "CUDA_VISIBLE_DEVICES": ""}
+    args = ["plan", str(spec), "--db", str(db), "--detect", "0.002"]
+    out = CliRunner().invoke(app, args, env=env)
+    assert out.exit_code == 0, out.output
+    said = " ".join(out.output.split())  # the hint wraps at the table's width
+    assert (
+        "4 columns hidden: lane, seeds, arms/control, seed sd; a wider terminal shows them" in said
+    )
+    assert "--format" not in said

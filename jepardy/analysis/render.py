@@ -52,15 +52,18 @@ class Section:
 # the 40,000 rows of a 100,000-run report); a report longer than this is printed as
 # aligned text instead, with the same columns and flags.
 RICH_TABLE_MAX_ROWS = 2_000
+# What a report says when the terminal is too narrow for some columns.
+HIDDEN_HINT = "a wider terminal or --format markdown shows them"
 
 
-def to_rich(sections: Sequence[Section]) -> Group:
+def to_rich(sections: Sequence[Section], hint: str = HIDDEN_HINT) -> Group:
     """A rich Group of one Table per section, titled `section.title`, notes as its caption,
-    each fitted to the console's width (see `FittedSection`); when the sections hold more
-    than RICH_TABLE_MAX_ROWS rows in all, every one is aligned text. Flagged cells are bold
-    red either way."""
+    each fitted to the console's width (see `FittedSection`; `hint`: how to see the columns
+    left out, in the command's own options); when the sections hold more than
+    RICH_TABLE_MAX_ROWS rows in all, every one is aligned text. Flagged cells are bold red
+    either way."""
     if sum(len(section.rows) for section in sections) <= RICH_TABLE_MAX_ROWS:
-        return Group(*(FittedSection(section) for section in sections))
+        return Group(*(FittedSection(section, hint) for section in sections))
     return Group(*(_aligned_text(section) for section in sections))
 
 
@@ -72,6 +75,7 @@ class FittedSection:
     squeezed table would cut numbers into "…"; a kept column always shows every digit."""
 
     section: Section
+    hint: str = HIDDEN_HINT
 
     def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
         section = self.section
@@ -80,13 +84,9 @@ class FittedSection:
         axes = [name for name in split.columns if name not in grid.columns]
         grid = fit.Grid(section.title, split.columns, section.right)
         kept, hidden = fit.fit_columns(grid, options.max_width, [*axes, *section.priority])
-        notes = [*section.notes, fit.hidden_note(hidden, HIDDEN_HINT)]
+        notes = [*section.notes, fit.hidden_note(hidden, self.hint)]
         hot = dict(enumerate(section.flagged))
         yield fit.rich_table(grid, kept, notes, hot)
-
-
-# What a report says when the terminal is too narrow for some columns.
-HIDDEN_HINT = "a wider terminal or --format markdown shows them"
 
 
 def _cells(section: Section) -> list[list[str]]:

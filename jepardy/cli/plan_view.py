@@ -51,7 +51,8 @@ def print_estimate(console: Console, estimate: PlanEstimate) -> None:
     if not estimate.comparisons:
         console.print("power: no arm against a control in this spec", highlight=False)
         return
-    console.print(to_rich([_power_section(estimate)]))
+    # plan has no --format: only a wider terminal shows a hidden column.
+    console.print(to_rich([_power_section(estimate)], hint="a wider terminal shows them"))
 
 
 def _cost_text(line: CostLine, on_gpus: bool) -> str:
