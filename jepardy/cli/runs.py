@@ -136,11 +136,28 @@ def runs(
     frame = select_runs(reader, sweep=sweep_name, status=state, lane=lane, arm=arm)
     if fmt != "table":
         print_frames([("runs", frame)], fmt, wanted_columns(columns))
+    elif len(set(frame["sweep"])) > 1:
+        for heading, part in _per_sweep(frame):
+            # A line, not the table's title: the title would wrap at the table's width.
+            console.print(Text(heading, style="bold"))
+            console.print(fitted("", part, wanted_columns(columns), RUNS_PRIORITY))
     elif frame["id"]:
         title = f"{len(frame['id'])} runs"
         console.print(fitted(title, frame, wanted_columns(columns), RUNS_PRIORITY))
     else:
         console.print(empty_selection(sweep_name, state, lane, arm), highlight=False)
+
+
+def _per_sweep(frame: Cells) -> list[tuple[str, Cells]]:
+    """Runs of several sweeps, one table per sweep under a line naming it whole: a long
+    sweep name (`ingested:<record folder>`) never pushes the values that differ off an
+    80-column terminal."""
+    parts = []
+    for sweep in dict.fromkeys(frame["sweep"]):
+        rows = [i for i, name in enumerate(frame["sweep"]) if name == sweep]
+        part = {column: [cells[i] for i in rows] for column, cells in frame.items()}
+        parts.append((f"sweep {sweep}: {len(rows)} runs", part))
+    return parts
 
 
 @app.command()
