@@ -44,10 +44,9 @@ def print_estimate(console: Console, estimate: PlanEstimate) -> None:
         f"{estimate.device_hours:.2f} {unit}-hours, {duration(estimate.wall_s)} wall on "
         f"{options.slots} {options.slots_source}",
         highlight=False,
-        soft_wrap=True,
     )
     for line in estimate.costs:
-        console.print(f"  {_cost_text(line, options.on_gpus)}", highlight=False, soft_wrap=True)
+        console.print(f"  {_cost_text(line, options.on_gpus)}", highlight=False)
     if not estimate.comparisons:
         console.print("power: no arm against a control in this spec", highlight=False)
         return
