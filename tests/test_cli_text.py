@@ -4,6 +4,7 @@ shows `[slurm]` and fits 80 columns, the Slurm options from their one declaratio
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -112,3 +113,43 @@ def test_python_dash_m_jepardy_is_the_command() -> None:
     )
     assert ran.returncode == 0, ran.stderr
     assert ran.stdout == f"jepardy {jepardy.__version__}\n"
+
+
+@pytest.mark.parametrize("command", COMMANDS, ids=" ".join)
+def test_arguments_read_the_same_in_usage_and_help(command: list[str]) -> None:
+    """`Usage: ... plan [OPTIONS] SPEC` and `SPEC  Sweep spec ...`, as the help text writes
+    them; never Typer's `{spec}`."""
+    result = runner.invoke(app, [*command, "--help"], env={"COLUMNS": "80"})
+    lines = result.output.splitlines()
+    usage = lines[0]
+    assert "{" not in usage, usage
+    if "Arguments:" not in lines:
+        return
+    start = lines.index("Arguments:") + 1
+    block = lines[start : lines.index("", start)]
+    names = [line.split()[0] for line in block if line.startswith("  ") and line[2] != " "]
+    assert names, result.output
+    for name in names:
+        assert name == name.upper() and f" {name}" in usage, (name, usage)
+
+
+def test_a_pipe_gets_lines_of_text_whole_and_tables_that_fit(tmp_path: Path) -> None:
+    """At 80 columns in a pipe: a line of text longer than 80 (a data path plan cannot
+    find) comes whole, never cut in two; the job matrix still fits."""
+    missing = tmp_path / ("a-long-folder-name-for-data-" * 3) / "datasets" / "sp1024"
+    spec = tmp_path / "spec.toml"
+    spec.write_text(
+        f'[sweep]\nname = "pipe"\nseeds = [1]\n\n[params]\ndata_dir = "{missing}"\n'
+        "iterations = 10\n\n[lanes.main]\ncontrol = {}\n"
+    )
+    env = {**os.environ, "COLUMNS": "80", "NO_COLOR": "1"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "jepardy.cli.app", "plan", spec, "--db", tmp_path / "none.db"],
+        capture_output=True, text=True, env=env, cwd=tmp_path, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert f"data_dir: {missing}: not found" in lines, proc.stdout
+    assert any(line.startswith("cost: 1 of 1 runs still to run: ") for line in lines)
+    matrix = lines[: next(i for i, line in enumerate(lines) if line.startswith("lanes:"))]
+    assert max(len(line) for line in matrix) <= 80, proc.stdout

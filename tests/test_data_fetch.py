@@ -4,6 +4,7 @@ behaviour against an unreachable hub, and `jepardy data check` on good and broke
 from __future__ import annotations
 
 import json
+import re
 import tomllib
 from pathlib import Path
 
@@ -215,6 +216,17 @@ def test_check_passes_good_data_and_names_every_problem(tmp_path: Path) -> None:
     ]
     result = runner.invoke(app, ["data", "check", str(dataset)], env={"COLUMNS": "300"})
     assert result.exit_code == 1 and result.output.count("problem:") == 4
+
+
+def test_check_shows_each_dataset_path_whole_at_80_columns(tmp_path: Path) -> None:
+    hub, out = make_hub(tmp_path / "hub"), tmp_path / "data"
+    fetch("sp1024", 3, out, DirSource(hub))
+    result = runner.invoke(app, ["data", "check", str(out)], env={"COLUMNS": "80"})
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert lines[0] == f"{out / 'datasets' / NAME}: vocab 1024 (manifest.json)", result.output
+    assert re.search(r"^train +3 +4,500 ", result.output, re.M), result.output
+    assert all(len(line) <= 80 for line in lines[1:]), result.output
 
 
 def test_check_takes_the_vocabulary_from_options_or_the_folder_name(tmp_path: Path) -> None:

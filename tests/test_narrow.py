@@ -14,7 +14,9 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import runsets
 from demo_store import write_demo
+from runsets import R
 
 from jepardy.analysis.fit import Grid, fit_columns, label_pairs
 from jepardy.analysis.quantities import format_value
@@ -100,6 +102,25 @@ def test_runs_shows_every_value_that_differs_whole(demo: Path) -> None:
     assert hidden and "--columns to choose" in " ".join(lines[lines.index(hidden[0]) :])
 
 
+def test_runs_of_several_sweeps_name_each_sweep_whole(tmp_path: Path) -> None:
+    """Sweeps named after long record folders: one table per sweep, its name in the title,
+    every line within 80 columns and every run's val_bpb and seed shown."""
+    store = open_store(tmp_path / "results.db")
+    long = "ingested:2026-04-11_ImprovedParallelResiduals_CUTLASS_EVT"
+    ids = {}
+    for sweep, base in ((long, 1.07), ("smoke", 2.45)):
+        runs = [R("main", "control", 1, base + 0.001), R("main", "jepa", 2, base + 0.002)]
+        ids[sweep] = runsets.write(store, runs, sweep=sweep)
+    store.close()
+    lines = shown("runs", "--db", "results.db", cwd=tmp_path)
+    titles = [line.strip() for line in lines if line.strip().startswith("sweep ")]
+    assert titles == [f"sweep {long}: 2 runs", "sweep smoke: 2 runs"], lines
+    for sweep, base in ((long, 1.07), ("smoke", 2.45)):
+        for run_id, seed in zip(ids[sweep], (1, 2), strict=True):
+            row = row_of(lines, run_id)
+            assert f"{base + seed / 1000:.4f}" in row and str(seed) in row, row
+
+
 def test_status_shows_the_running_runs_whole(demo: Path) -> None:
     data = json.loads(jepardy("status", "--format", "json", cwd=demo).stdout)
     running = pd.DataFrame(data["running"])
@@ -119,7 +140,8 @@ def test_status_shows_the_running_runs_whole(demo: Path) -> None:
 
 def test_plan_of_the_weight_grid_shows_each_weight(tmp_path: Path) -> None:
     spec = ROOT / "experiments" / "weight_grid.toml"
-    lines = shown("plan", spec, "--db", tmp_path / "none.db", cwd=ROOT)
+    # The job matrix fits; the lines of text after it stay whole in a pipe.
+    lines = shown("plan", spec, "--db", tmp_path / "none.db", cwd=ROOT, until="lanes:")
     weights = [f"{i * 0.05:.2f}".rstrip("0").rstrip(".") for i in range(1, 21)]
     rows = [cells(line) for line in lines if line[:16].isalnum() and len(line) > 16]
     assert len(rows) == 63

@@ -1,11 +1,13 @@
-"""`jepardy plan` answers cost and power: GPU-hours and wall time from the budget plus the
-overhead earlier runs of the same preset measured (or a stated default), and per comparison
+"""`jepardy plan` answers cost and power: GPU-hours (CPU-hours where the sweep would run on
+CPU) and wall time on the slots the sweep would use, from the budget plus the overhead
+earlier runs of the same preset measured (or a stated default), and per comparison
 the smallest difference its seeds detect, from the seed sd of earlier runs of the same
 preset and budget (or --seed-std), and with --detect the seeds each arm needs."""
 
 from __future__ import annotations
 
 import math
+import os
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -20,6 +22,7 @@ from jepardy.analysis.planning import pack_wall_s
 from jepardy.analysis.power import detectable_difference, seeds_needed
 from jepardy.analysis.rules import make_rule
 from jepardy.cli.app import app
+from jepardy.cli.plan_view import duration
 from jepardy.launch.command import trainer_schema
 from jepardy.spec.expand import expand_runs
 from jepardy.spec.identity import RunIdentity
@@ -81,10 +84,11 @@ def db(tmp_path: Path) -> Path:
     return tmp_path / "results.db"
 
 
-def _plan(spec: Path, db: Path, *args: str) -> str:
-    out = CliRunner().invoke(
-        app, ["plan", str(spec), "--db", str(db), *args], env={"COLUMNS": "300"}
-    )
+def _plan(spec: Path, db: Path, *args: str, visible_gpus: str = "") -> str:
+    """`plan`'s output on a machine whose GPUs are `visible_gpus` (CUDA_VISIBLE_DEVICES;
+    "": none, the sweep would run on CPU)."""
+    env = {"COLUMNS": "300", "CUDA_VISIBLE_DEVICES": visible_gpus}
+    out = CliRunner().invoke(app, ["plan", str(spec), "--db", str(db), *args], env=env)
     assert out.exit_code == 0, out.output
     return out.output
 
@@ -95,16 +99,17 @@ def _pooled_sd() -> float:
 
 
 def test_cost_from_measured_overhead(spec: Path, db: Path) -> None:
-    text = _plan(spec, db, "--slots", "2")
+    text = _plan(spec, db, "--gpus", "0,1")
     overhead = float(np.median([o for _, over in HISTORY.values() for o in over]))
     wall_s = 180.0 + overhead
     # 9 runs, one slot each, two at a time: 5 rounds.
     gpu_hours = 9 * wall_s / 3600
     assert f"cost: 9 of 9 runs still to run: {gpu_hours:.2f} GPU-hours" in text
     minutes, seconds = divmod(round(5 * wall_s), 60)
-    assert f"{minutes} min {seconds:02d} s wall on 2 slots (--slots)" in text
+    assert f"{minutes} min {seconds:02d} s wall on 2 GPUs (--gpus)" in text
     assert (
-        f"9 runs x 1 GPU, preset isolation_byte, 180 s budget: 4 min {round(wall_s) - 240:02d} s "
+        "9 runs x 1 GPU, preset isolation_byte, budget wallclock_s = 180 s: "
+        f"4 min {round(wall_s) - 240:02d} s "
         f"each; overhead {overhead:.0f} s measured: median of 6 earlier runs of preset "
         "isolation_byte (wall minus budget; runs "
     ) in text
@@ -128,13 +133,18 @@ def test_power_from_the_seed_sd_of_earlier_runs(spec: Path, db: Path) -> None:
 
 
 def test_given_seed_std_and_stated_overhead(spec: Path, tmp_path: Path) -> None:
-    text = _plan(spec, tmp_path / "none.db", "--seed-std", "0.001", "--overhead-s", "120")
+    text = _plan(
+        spec, tmp_path / "none.db", "--seed-std", "0.001", "--overhead-s", "120", "--slots", "1"
+    )
     assert "overhead 120 s stated (--overhead-s; no earlier run of preset isolation_byte)" in text
     assert "seed sd: --seed-std (given)" in text
     detectable = detectable_difference(0.001, 3, make_rule(margin_nats=0.0), family=2)
     assert " 0.00100 " in text and f" {detectable:.5f} " in text
-    # 9 runs of 300 s on the one slot of a 1-GPU spec.
-    assert "9 of 9 runs still to run: 0.75 GPU-hours, 45 min 00 s wall on 1 slot (--slots)" in text
+    # 9 runs of 300 s on the one slot asked for, on CPU (no GPU here).
+    assert "9 of 9 runs still to run: 0.75 GPU-hours" not in text
+    assert (
+        "9 of 9 runs still to run: 0.75 CPU-hours, 45 min 00 s wall on 1 CPU slot (--slots)" in text
+    )
 
 
 def test_without_any_sd_the_difference_is_in_seed_sds(spec: Path, tmp_path: Path) -> None:
@@ -177,8 +187,63 @@ def test_done_runs_cost_nothing_and_measure_the_rest(spec: Path, tmp_path: Path)
             ended = start + timedelta(seconds=180.0 + overhead)
             update = sa.update(Run).where(Run.id == run.run_id)
             connection.execute(update.values(started_at=start, finished_at=ended))
-    text = _plan(spec, tmp_path / "after.db")
+    text = _plan(spec, tmp_path / "after.db", visible_gpus="0")
     assert "cost: 6 of 9 runs still to run: 0.38 GPU-hours" in text  # 6 x 230 s
-    assert "6 runs x 1 GPU, preset isolation_byte, 180 s budget: 3 min 50 s each; " in text
+    assert "on 1 GPU (detected; --gpus to choose)" in text
+    assert "6 runs x 1 GPU, preset isolation_byte, budget wallclock_s = 180 s: 3 min 50 s" in text
     assert "overhead 50 s measured: median of 3 earlier runs of preset isolation_byte" in text
     assert "seed sd: pooled over 3 runs of preset isolation_byte, wallclock_s 180: " in text
+
+
+def test_without_gpus_plan_costs_cpu_hours_on_the_sweeps_own_slots(
+    spec: Path, tmp_path: Path
+) -> None:
+    """No GPU: one CPU slot per core (the sweep's default), each run one single-threaded
+    core per rank; a two-rank run holds one slot, as the sweep runs it."""
+    cores = len(os.sched_getaffinity(0))
+    text = _plan(spec, tmp_path / "none.db", "--overhead-s", "120")
+    # 9 runs of 300 s, `cores` at a time.
+    wall = duration(300.0 * math.ceil(9 / cores))
+    slots = f"{cores} CPU slot{'s' if cores > 1 else ''}"
+    assert (
+        f"cost: 9 of 9 runs still to run: 0.75 CPU-hours, {wall} wall on {slots} "
+        "(no GPU found: one per CPU core; --slots to choose)"
+    ) in text
+    assert "9 runs x 1 CPU core, preset isolation_byte, budget wallclock_s = 180 s: " in text
+    assert "GPU-hours" not in text and "x 1 GPU" not in text
+    wide = tmp_path / "wide.toml"
+    wide.write_text(
+        SPEC.replace("nproc = 1", "nproc = 2").replace("preset = ", "iterations = 150\npreset = ")
+    )
+    text = _plan(wide, tmp_path / "none.db", "--slots", "2", "--overhead-s", "120")
+    # Two ranks: two cores each, one slot each, two runs at a time.
+    assert f"1.50 CPU-hours, {duration(300.0 * 5)} wall on 2 CPU slots (--slots)" in text
+    assert "9 runs x 2 CPU cores, preset isolation_byte, budget wallclock_s = 180 s" in text
+
+
+def test_an_iteration_cap_is_the_budget_plan_names(spec: Path, tmp_path: Path) -> None:
+    capped = tmp_path / "capped.toml"
+    capped.write_text(SPEC.replace('preset = "isolation_byte"', "iterations = 150"))
+    text = _plan(capped, tmp_path / "none.db", visible_gpus="0,1")
+    assert "wall on 2 GPUs (detected; --gpus to choose)" in text
+    assert "9 runs x 1 GPU, jepardy, no preset, budget iterations = 150 (no wallclock_s): " in text
+
+
+def test_plan_help_shows_the_sweeps_slots_default() -> None:
+    out = CliRunner().invoke(app, ["plan", "--help"])
+    text = " ".join(out.output.split())
+    block = text[text.index("--slots") : text.index("--seed-std")]
+    assert "default: one per CPU core" in block and "[default: 1" not in block, block
+
+
+def test_the_hidden_columns_hint_names_what_plan_has(spec: Path, db: Path) -> None:
+    """plan has no --format: on a narrow terminal its power table's hint asks for a wider one."""
+    env = {"COLUMNS": "60", "CUDA_VISIBLE_DEVICES": ""}
+    args = ["plan", str(spec), "--db", str(db), "--detect", "0.002"]
+    out = CliRunner().invoke(app, args, env=env)
+    assert out.exit_code == 0, out.output
+    said = " ".join(out.output.split())  # the hint wraps at the table's width
+    assert (
+        "4 columns hidden: lane, seeds, arms/control, seed sd; a wider terminal shows them" in said
+    )
+    assert "--format" not in said

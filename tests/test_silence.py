@@ -22,7 +22,7 @@ from jepardy.store import engine
 from jepardy.store.show import resolve_run_id
 from jepardy.store.states import STALE_AFTER_S
 from jepardy.store.transitions import open_store
-from jepardy.store.views import running_table
+from jepardy.store.views import resume_command, running_table
 
 SWEEP = "smoke"
 LANE = "isolation"
@@ -137,12 +137,20 @@ def test_every_command_resolves_run_ids_one_way(cli: Cli, db: Path, command: str
     assert said == f"error: {command}: no run with id or id prefix 'zz' in {db}"
 
 
+@pytest.mark.parametrize("count", ["-3", "0"])
+def test_logs_refuses_a_count_below_one(cli: Cli, db: Path, count: str) -> None:
+    said = cli.refused("logs", "abc", "-n", count, "--db", db, cwd=db.parent)
+    assert said == f"error: logs: --lines {count}: must be >= 1 (the lines from each log's end)"
+    shown = cli.run("logs", "abc", "-n", "1", "--db", db, cwd=db.parent)
+    assert shown.returncode == 0, shown.stderr
+
+
 def test_a_unique_prefix_is_the_run(cli: Cli, db: Path, tmp_path: Path) -> None:
     shown = cli.run("show", "abc", "--db", db, cwd=db.parent)
     assert shown.returncode == 0 and "abc1111111111111" in shown.stdout
     # export-submission gets the full id: the submission lists it.
     out = tmp_path / "sub"
-    done = cli.run("export-submission", "ff", "--out", out, "--db", db, cwd=db.parent)
+    done = cli.run("export-submission", "ff", "--out", out, "--db", db, "--force", cwd=db.parent)
     assert done.returncode == 0, done.stderr
     assert "ff33333333333333" in (out / "submission.json").read_text()
     # export resolves before it looks at the run (a run without a directory is refused).
@@ -168,10 +176,11 @@ def test_stale_running_runs_say_so() -> None:
         }
         for run_id, sweep, beat in zip("abc", ["smoke", "smoke", "other"], beats, strict=True)
     ]
-    states = running_table(rows, now, {"smoke": "experiments/smoke.toml"})["state"]
+    states = running_table(rows, now, {"smoke": "/srv/experiments/smoke.toml"})["state"]
     assert states == [
         "running",
-        "running (stale: no heartbeat for 75 s; resume with jepardy sweep experiments/smoke.toml)",
+        "running (stale: no heartbeat for 75 s; resume with jepardy sweep "
+        "/srv/experiments/smoke.toml)",
         "running (stale: no heartbeat; resume with jepardy sweep SPEC)",
     ]
 
@@ -180,14 +189,36 @@ def test_status_shows_a_dead_orchestrators_run_as_stale(cli: Cli, tmp_path: Path
     path = tmp_path / "results.db"
     store = open_store(path)
     [run_id] = runsets.write(store, [R(LANE, "control", 1, None, status="pending")])
-    store.mark_running(run_id, "gone-host", 1, "runs/x", ["torchrun"])
+    store.mark_running(run_id, "gone-host", 1, f"runs/{runsets.SWEEP}/{run_id}", ["torchrun"])
     old = (datetime.now(UTC) - timedelta(minutes=5)).strftime("%Y-%m-%d %H:%M:%S")
     with sqlite3.connect(path) as connection:
         connection.execute("UPDATE runs SET heartbeat_at = ? WHERE id = ?", (old, run_id))
-    proc = cli.run("status", "--db", path, cwd=tmp_path)
+    proc = cli.run("status", "--db", "results.db", cwd=tmp_path)
     assert proc.returncode == 0
     assert "running (stale: no heartbeat for 30" in proc.stdout
-    assert "resume with jepardy sweep study.toml)" in proc.stdout
+    # The default store and run directories: no --db, no --runs-dir. The spec path was
+    # recorded relative (as older sweeps did) and is not found here: said so.
+    said = " ".join(proc.stdout.split())
+    assert (
+        "resume with jepardy sweep study.toml (from where that sweep ran: its spec path was "
+        "recorded relative))"
+    ) in said, proc.stdout
+
+
+def test_the_resume_command_names_the_store_the_run_directories_and_the_executor(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    spec = "/srv/specs/smoke.toml"
+    assert resume_command(spec, None, str(tmp_path / "runs/smoke/abc"), "local") == (
+        "jepardy sweep /srv/specs/smoke.toml"
+    )
+    assert resume_command(spec, "/data/my store.db", "/scratch/runs/smoke/abc", "slurm") == (
+        "jepardy sweep /srv/specs/smoke.toml --db '/data/my store.db' --runs-dir /scratch/runs "
+        "--executor slurm"
+    )
+    (tmp_path / "here.toml").write_text("")
+    assert resume_command("here.toml", None, None, None) == "jepardy sweep here.toml"
 
 
 # --- the write lock ---

@@ -100,12 +100,14 @@ def test_export_submission_ships_only_the_code_that_ran(store: Store, tmp_path: 
     ran = hashlib.sha256(script.read_bytes()).hexdigest()
     ids = [_record(store, "jepa", seed, 1.2 + seed / 1000, ran) for seed in (1, 2, 3)]
     db = tmp_path / "results.db"
-    done = export_submission(db, ids, tmp_path / "ok", SubmissionInfo("x", script=script))
+    done = export_submission(
+        db, ids, tmp_path / "ok", SubmissionInfo("x", script=script, force=True)
+    )
     assert done.n == 3
     other = tmp_path / "shipped.py"
     other.write_text("print('a later edit')\n")
     with pytest.raises(UserError, match=r"--script: .*shipped.py has sha256 .* but the runs ran"):
-        export_submission(db, ids, tmp_path / "bad", SubmissionInfo("x", script=other))
+        export_submission(db, ids, tmp_path / "bad", SubmissionInfo("x", script=other, force=True))
 
 
 def test_export_submission_refuses_runs_of_different_code(store: Store, tmp_path: Path) -> None:

@@ -4,9 +4,10 @@ Cost: each run takes its training budget (`wallclock_s`, resolved through its pr
 an overhead (compile, evaluation, export, start-up) measured on the store's earlier runs of
 the same preset: the median of their wall time (finished_at - started_at) minus their
 budget; without such runs, a stated default. A run without a budget (an iteration cap only)
-takes the median wall time of earlier runs of the same preset and iteration cap. GPU-hours
-count `nproc` GPUs per run; the wall time packs the runs still to run onto the slots as the
-local executor does (spec order, no backfill, a lane with `after` waits for those lanes).
+takes the median wall time of earlier runs of the same preset and iteration cap. Device-hours
+count `nproc` GPUs per run on GPUs, `nproc` single-threaded cores on CPU; the wall time packs
+the runs still to run onto the slots as the local executor does (spec order, no backfill, a
+lane with `after` waits for those lanes; a run holds `nproc` GPUs, or one CPU slot).
 
 Power: per comparison (an arm variant against its lane's control in the same match), the
 smallest true improvement its seeds detect (analysis/power.py), given the seed sd pooled
@@ -45,12 +46,13 @@ CostKey = tuple[str, str, float | None, int | None]
 
 @dataclass(frozen=True)
 class PlanOptions:
-    """What `plan` was asked: slots (GPUs or CPU slots) to pack onto, a stated overhead,
-    a given seed sd, a difference to detect, the rule and the power."""
+    """What `plan` was asked: slots (GPUs, or CPU slots when `on_gpus` is False) to pack
+    onto, a stated overhead, a given seed sd, a difference to detect, the rule and the power."""
 
     slots: int
     slots_source: str
     rule: Rule
+    on_gpus: bool = True
     overhead_s: float = DEFAULT_OVERHEAD_S
     seed_std: float | None = None
     detect: float | None = None
@@ -60,7 +62,7 @@ class PlanOptions:
 @dataclass(frozen=True)
 class CostLine:
     """Runs of one cost class still to run: each `wall_s` = budget + overhead (or a
-    measured wall), `nproc` GPUs each, and where the overhead came from."""
+    measured wall), `nproc` GPUs (or CPU cores) each, and where the overhead came from."""
 
     key: CostKey
     runs: int
@@ -92,7 +94,7 @@ class Comparison:
 class PlanEstimate:
     runs_total: int
     runs_todo: int
-    gpu_hours: float
+    device_hours: float  # GPU-hours, or CPU core-hours off GPUs
     wall_s: float
     costs: list[CostLine]
     comparisons: list[Comparison]
@@ -119,10 +121,10 @@ def estimate_plan(
     walls = {key: _wall(key, history, options.overhead_s) for key in set(keys.values())}
     costs = _cost_lines(todo, keys, walls)
     durations = [walls[keys[run.run_id]][0] for run in todo]
-    gpu_s = sum(d * run.nproc for d, run in zip(durations, todo, strict=True))
-    wall_s = pack_wall_s(todo, durations, options.slots, after)
+    device_s = sum(d * run.nproc for d, run in zip(durations, todo, strict=True))
+    wall_s = pack_wall_s(todo, durations, options.slots, after, options.on_gpus)
     comparisons = _comparisons(runs, keys, history, options)
-    return PlanEstimate(len(runs), len(todo), gpu_s / 3600, wall_s, costs, comparisons, options)
+    return PlanEstimate(len(runs), len(todo), device_s / 3600, wall_s, costs, comparisons, options)
 
 
 # --- cost ---
@@ -193,16 +195,18 @@ def pack_wall_s(
     durations: Sequence[float],
     slots: int,
     after: Mapping[str, Sequence[str]],
+    on_gpus: bool = True,
 ) -> float:
     """When the last of `runs` ends, packed in order onto `slots` (each run takes `nproc`
-    of them; no run starts before the one before it, nor before every run of the lanes its
-    lane waits for has ended). UserError for a run wider than the slots."""
+    of them on GPUs, one on CPU; no run starts before the one before it, nor before every
+    run of the lanes its lane waits for has ended). UserError for a run wider than the slots."""
     free = [0.0] * slots  # a min-heap of the times each slot is free
     started, end_of_lane, end = 0.0, {}, 0.0
     for run, duration in zip(runs, durations, strict=True):
-        if run.nproc > slots:
+        need = run.nproc if on_gpus else 1
+        if need > slots:
             raise UserError(f"plan: run {run.run_id} needs {run.nproc} GPUs; only {slots} given")
-        taken = [heapq.heappop(free) for _ in range(run.nproc)]
+        taken = [heapq.heappop(free) for _ in range(need)]
         waits = [end_of_lane.get(lane, 0.0) for lane in after.get(run.lane, ())]
         started = max(started, taken[-1], *waits)
         finish = started + duration

@@ -54,15 +54,18 @@ class Section:
 # the 40,000 rows of a 100,000-run report); a report longer than this is printed as
 # aligned text instead, with the same columns and flags.
 RICH_TABLE_MAX_ROWS = 2_000
+# What a report says when the terminal is too narrow for some columns.
+HIDDEN_HINT = "a wider terminal or --format markdown shows them"
 
 
-def to_rich(sections: Sequence[Section]) -> Group:
+def to_rich(sections: Sequence[Section], hint: str = HIDDEN_HINT) -> Group:
     """A rich Group of one Table per section, titled `section.title`, notes as its caption,
-    each fitted to the console's width (see `FittedSection`); when the sections hold more
-    than RICH_TABLE_MAX_ROWS rows in all, every one is aligned text. Flagged cells are bold
-    red either way."""
+    each fitted to the console's width (see `FittedSection`; `hint`: how to see the columns
+    left out, in the command's own options); when the sections hold more than
+    RICH_TABLE_MAX_ROWS rows in all, every one is aligned text. Flagged cells are bold red
+    either way."""
     if sum(len(section.rows) for section in sections) <= RICH_TABLE_MAX_ROWS:
-        return Group(*(FittedSection(section) for section in sections))
+        return Group(*(FittedSection(section, hint) for section in sections))
     return Group(*(_aligned_text(s) if s.rows else _empty_text(s) for s in sections))
 
 
@@ -74,6 +77,7 @@ class FittedSection:
     squeezed table would cut numbers into "…"; a kept column always shows every digit."""
 
     section: Section
+    hint: str = HIDDEN_HINT
 
     def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
         section = self.section
@@ -86,7 +90,7 @@ class FittedSection:
         grid = fit.Grid(section.title, split.columns, section.right)
         order = [*axes, *section.priority]
         kept, hidden = fit.fit_columns(grid, options.max_width, order, section.folded)
-        notes = [*section.notes, fit.hidden_note(hidden, HIDDEN_HINT)]
+        notes = [*section.notes, fit.hidden_note(hidden, self.hint)]
         hot = dict(enumerate(section.flagged))
         yield fit.rich_table(grid, kept, notes, hot, folded=section.folded)
 
@@ -96,10 +100,6 @@ def _empty_text(section: Section) -> Text:
     text = Text("\n".join([section.title, *section.notes]))
     text.stylize("bold", 0, len(section.title))
     return text
-
-
-# What a report says when the terminal is too narrow for some columns.
-HIDDEN_HINT = "a wider terminal or --format markdown shows them"
 
 
 def _cells(section: Section) -> list[list[str]]:

@@ -1,10 +1,12 @@
-"""Export chosen runs as a Parameter Golf submission: submission.json and a README results
-table (per seed, mean, std, bytes).
+"""Export chosen runs as a Parameter Golf submission: submission.json, a README results
+table (per seed, mean, std, bytes), each seed's log and the train_gpt.py that ran.
 
 The runs must be one variant (same sweep, lane, arm, variant and match), done, with distinct
 seeds and artifacts within the 16,000,000-byte cap. Selection is made visible
 (design/orchestrator.md, "Statistics"): when the store holds other done seeds of the same
 variant, or registered seeds that did not finish, submission.json and the README say so.
+Runs outside the track (analysis/track.py: hardware, wallclock, script, logs) are refused
+unless forced, and a forced submission says why in submission.json and the README.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import hashlib
 import json
 import math
 import re
+import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -22,6 +25,7 @@ from typing import Any
 import pandas as pd
 
 from jepardy.analysis import render
+from jepardy.analysis.track import check_track
 from jepardy.errors import UserError
 from jepardy.store.frames import ARM_KEYS, load_runs
 from jepardy.store.states import RunStatus
@@ -42,6 +46,7 @@ class SubmissionInfo:
     date: str = field(default_factory=lambda: datetime.now(UTC).date().isoformat())
     track: str = TRACK
     script: Path | None = None  # the script to be shipped; must be the code the runs ran
+    force: bool = False  # write runs that do not meet the track, saying so
 
 
 @dataclass(frozen=True)
@@ -54,6 +59,7 @@ class Exported:
     val_bpb_std: float | None  # None for a single seed
     n: int
     selection_note: str
+    track_problems: list[str]  # why the runs are not a track submission (forced); [] if they are
 
 
 def export_submission(
@@ -62,8 +68,9 @@ def export_submission(
     """Write `out_dir`/submission.json and the results block of `out_dir`/README.md.
 
     README.md keeps any text outside its `<!-- jepardy:results -->` block; the block is
-    replaced (or appended). UserError for unknown, unfinished, over-cap or mixed runs and
-    repeated seeds.
+    replaced (or appended). Each seed's log is copied as train_seed<seed>.log and --script
+    as train_gpt.py. UserError for unknown, unfinished, over-cap or mixed runs, repeated
+    seeds, and (unless `info.force`) runs outside the track.
     """
     if not run_ids:
         raise UserError("export-submission: give at least one run id")
@@ -73,16 +80,33 @@ def export_submission(
     chosen = _chosen(everything, run_ids)
     if info.script is not None:
         _check_shipped_script(chosen, info.script)
+    track = check_track(chosen, info.script)
+    if track.problems and not info.force:
+        raise UserError(
+            f"export-submission: not a {info.track} submission: {'; '.join(track.problems)}; "
+            "--force writes it anyway, saying so"
+        )
     stats = _seed_table(chosen)
     note = _selection_note(everything, chosen)
     out_dir.mkdir(parents=True, exist_ok=True)
     payload = _payload(chosen, stats, info, note)
+    payload["jepardy"]["track_problems"] = track.problems
     submission = out_dir / "submission.json"
     submission.write_text(json.dumps(payload, indent=2) + "\n")
     readme = out_dir / "README.md"
-    _write_readme(readme, info, _results_block(stats, note))
+    _write_readme(readme, info, _results_block(stats, note, info.track, track.problems))
+    for seed, log in track.logs.items():
+        shutil.copyfile(log, out_dir / f"train_seed{seed}.log")
+    if info.script is not None:
+        shutil.copyfile(info.script, out_dir / "train_gpt.py")
     return Exported(
-        submission, readme, payload["val_bpb"], payload["val_bpb_std"], len(stats), note
+        submission,
+        readme,
+        payload["val_bpb"],
+        payload["val_bpb_std"],
+        len(stats),
+        note,
+        track.problems,
     )
 
 
@@ -221,8 +245,9 @@ def _hardware(result: dict[str, Any]) -> str:
     return f"{world}x {device}" if world else str(device)
 
 
-def _results_block(seeds: pd.DataFrame, note: str) -> str:
-    """The README results table: one row per seed, then mean and std."""
+def _results_block(seeds: pd.DataFrame, note: str, track: str, problems: list[str]) -> str:
+    """The README results table: one row per seed, then mean and std; what keeps the runs
+    out of the track, when forced."""
     lines = [
         BEGIN,
         "| seed | val_bpb | val_loss | artifact bytes | run |",
@@ -241,6 +266,8 @@ def _results_block(seeds: pd.DataFrame, note: str) -> str:
     lines.append(f"| std | {_fmt(std['val_bpb'])} | {_fmt(std['val_loss'])} |  |  |")
     if note:
         lines += ["", f"Selection: {note}."]
+    if problems:
+        lines += ["", f"Not a {track} submission: {'; '.join(problems)}."]
     return "\n".join([*lines, END])
 
 

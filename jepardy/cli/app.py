@@ -14,6 +14,7 @@ import typer
 
 from jepardy import __version__
 from jepardy.cli import data, report, runs, sweep
+from jepardy.cli.options import plain_arguments
 from jepardy.cli.output import err_console, tagged
 from jepardy.collector import skip_collection_at_exit
 from jepardy.errors import UserError
@@ -31,6 +32,7 @@ app.add_typer(sweep.app)
 app.add_typer(runs.app)
 app.add_typer(report.app)
 app.add_typer(data.app, name="data")
+plain_arguments(app)
 
 
 def _print_version(value: bool) -> None:

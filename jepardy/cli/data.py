@@ -6,13 +6,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.table import Table
 
 from jepardy.cli.output import console, tagged
 from jepardy.data.layout import DATA_ROOT
 
 if TYPE_CHECKING:
     from rich.progress import Progress, TaskID
+
+    from jepardy.data.check import DatasetCheck
 
 app = typer.Typer(help="Build, fetch and check token shards.", no_args_is_help=True)
 
@@ -126,25 +127,31 @@ def data_check(
     from jepardy.data.check import check_data
 
     checks = check_data(path, vocab_size, tokenizer)
-    table = Table(title="data check")
-    for column in ("dataset", "vocab", "split", "files", "tokens", "documents", "max id"):
-        table.add_column(column)
     for check in checks:
-        vocab = f"{check.vocab_size} ({check.vocab_source})"
-        for split, found in check.splits.items():
-            table.add_row(
-                str(check.path),
-                vocab,
-                split,
-                str(found.files),
-                f"{found.tokens:,}",
-                f"{found.documents:,}",
-                str(found.max_token),
-            )
-    console.print(table)
+        if check.splits:
+            _print_splits(check)
     problems = [p for check in checks for p in check.problems]
     for problem in problems:
         console.print(tagged("problem:", "red", problem), soft_wrap=True)
     if problems:
         raise typer.Exit(1)
     console.print("ok: headers, sizes and token ids all check out", highlight=False)
+
+
+def _print_splits(check: DatasetCheck) -> None:
+    """The dataset's path whole on a line of its own, then a row per split: at any width
+    nothing is cut."""
+    from jepardy.analysis import fit
+
+    shown = f"{check.path}: vocab {check.vocab_size} ({check.vocab_source})"
+    console.print(shown, highlight=False, soft_wrap=True)
+    splits = check.splits.values()
+    cells = {
+        "split": list(check.splits),
+        "files": [f"{found.files:,}" for found in splits],
+        "tokens": [f"{found.tokens:,}" for found in splits],
+        "documents": [f"{found.documents:,}" for found in splits],
+        "max id": [str(found.max_token) for found in splits],
+    }
+    grid = fit.Grid("", cells, frozenset(list(cells)[1:]))
+    console.print(fit.rich_table(grid, list(cells)))

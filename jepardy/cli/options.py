@@ -8,7 +8,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
+import click
 import typer
+from typer.core import TyperArgument, TyperCommand
 
 from jepardy.spec.slurm import SLURM_FIELDS
 
@@ -81,3 +83,29 @@ def with_slurm_options(command: Callable[..., None]) -> Callable[..., None]:
     with_slurm.__signature__ = signature.replace(parameters=parameters)  # type: ignore[attr-defined]
     with_slurm.__annotations__ = {p.name: p.annotation for p in parameters} | {"return": None}
     return with_slurm
+
+
+class PlainArgumentsCommand(TyperCommand):
+    """A command whose arguments read the same in its usage line, its Arguments list and
+    its help text: `RUN_ID`, `RUN_IDS...` (Typer's own usage writes `{run_id}`)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        for param in self.params:
+            if isinstance(param, TyperArgument) and param.metavar is None and param.name:
+                more = "..." if param.nargs != 1 else ""
+                param.metavar = param.name.upper() + more
+
+    def collect_usage_pieces(self, ctx: click.Context) -> list[str]:
+        # Typer braces a required argument's metavar: {RUN_ID}.
+        pieces = super().collect_usage_pieces(ctx)
+        return [p[1:-1] if p.startswith("{") and p.endswith("}") else p for p in pieces]
+
+
+def plain_arguments(*apps: typer.Typer) -> None:
+    """Every command of `apps` (and of their sub-apps) built as PlainArgumentsCommand."""
+    for app in apps:
+        for info in app.registered_commands:
+            if info.cls in (None, TyperCommand):  # Typer's default; a command's own is kept
+                info.cls = PlainArgumentsCommand
+        plain_arguments(*(group.typer_instance for group in app.registered_groups))

@@ -1,5 +1,6 @@
-"""What `jepardy plan` says under its job matrix: the counts, the cost (GPU-hours, wall
-time on the slots given) and the power of each comparison, as readable lines and a table."""
+"""What `jepardy plan` says under its job matrix: the counts, the cost (GPU-hours, or
+CPU-hours where the sweep would run on CPU; wall time on the slots the sweep would use) and
+the power of each comparison, as readable lines and a table."""
 
 from __future__ import annotations
 
@@ -37,26 +38,34 @@ def print_counts(console: Console, counts: Mapping[str, Any]) -> None:
 def print_estimate(console: Console, estimate: PlanEstimate) -> None:
     """The cost lines, then the power table with the test, the power and the sd sources."""
     options = estimate.options
+    unit = "GPU" if options.on_gpus else "CPU"
     console.print(
         f"cost: {estimate.runs_todo} of {estimate.runs_total} runs still to run: "
-        f"{estimate.gpu_hours:.2f} GPU-hours, {duration(estimate.wall_s)} wall on "
+        f"{estimate.device_hours:.2f} {unit}-hours, {duration(estimate.wall_s)} wall on "
         f"{options.slots} {options.slots_source}",
         highlight=False,
     )
     for line in estimate.costs:
-        console.print(f"  {_cost_text(line)}", highlight=False)
+        console.print(f"  {_cost_text(line, options.on_gpus)}", highlight=False)
     if not estimate.comparisons:
         console.print("power: no arm against a control in this spec", highlight=False)
         return
-    console.print(to_rich([_power_section(estimate)]))
+    # plan has no --format: only a wider terminal shows a hidden column.
+    console.print(to_rich([_power_section(estimate)], hint="a wider terminal shows them"))
 
 
-def _cost_text(line: CostLine) -> str:
+def _cost_text(line: CostLine, on_gpus: bool) -> str:
+    """`8 runs x 1 CPU core, jepardy, no preset, budget iterations = 150 (no wallclock_s):
+    5 min 00 s each; ...`: what each run holds, its budget, its wall time and its source."""
     kind, preset, budget, steps = line.key
     what = f"preset {preset}" if preset else f"{kind}, no preset"
-    budget_text = f"{budget:g} s budget" if budget is not None else f"{steps} steps"
+    if budget is not None:
+        budget_text = f"budget wallclock_s = {budget:g} s"
+    else:
+        budget_text = f"budget iterations = {steps} (no wallclock_s)"
+    unit = "GPU" if on_gpus else "CPU core"
     return (
-        f"{line.runs} runs x {line.nproc} GPU{'s' if line.nproc > 1 else ''}, {what}, "
+        f"{line.runs} runs x {line.nproc} {unit}{'s' if line.nproc > 1 else ''}, {what}, "
         f"{budget_text}: {duration(line.wall_s)} each; {line.source}"
     )
 
@@ -110,7 +119,7 @@ class PlanAsk:
     """`plan`'s options for the summary, as given on the command line."""
 
     gpus: str | None
-    slots: int
+    slots: int | None  # None: the sweep's default
     seed_std: float | None
     detect: float | None
     alpha: float
@@ -134,23 +143,17 @@ def print_plan_summary(
         read_history,
     )
     from jepardy.analysis.rules import make_rule
-    from jepardy.launch.slots import parse_gpus
     from jepardy.spec.expand import describe_plan
 
     runs = [e.run for e in entries]
     print_counts(console, describe_plan(runs))
     if not 0 < ask.power < 1:
         raise UserError(f"plan: --power {ask.power}; a power must be between 0 and 1")
-    widest = max((run.nproc for run in runs), default=1)
-    if ask.gpus:
-        slots, source = len(parse_gpus(ask.gpus)), "GPUs (--gpus)"
-    elif ask.slots >= widest:
-        slots, source = ask.slots, ("slots" if ask.slots > 1 else "slot") + " (--slots)"
-    else:
-        slots, source = widest, "GPUs (the widest run's nproc; pass --gpus)"
+    slots, source, on_gpus = sweep_slots(ask, max((run.nproc for run in runs), default=1))
     options = PlanOptions(
         slots=slots,
         slots_source=source,
+        on_gpus=on_gpus,
         rule=make_rule(ask.alpha, 0.0, ask.sided, name="report"),
         overhead_s=DEFAULT_OVERHEAD_S if ask.overhead_s is None else ask.overhead_s,
         seed_std=ask.seed_std,
@@ -161,3 +164,28 @@ def print_plan_summary(
     statuses = [e.status for e in entries]
     estimate = estimate_plan(runs, statuses, after, read_history(database), options)
     print_estimate(console, estimate)
+
+
+def sweep_slots(ask: PlanAsk, widest: int) -> tuple[int, str, bool]:
+    """The slots `jepardy sweep` with the same options would pack onto here, what they
+    are, and whether they are GPUs: --gpus, else the GPUs detected; without GPUs, CPU
+    slots: --slots, else one per core (per rank of the widest run), as the sweep takes."""
+    from jepardy.launch.slots import detect_gpus, parse_gpus
+    from jepardy.launch.sweep import cpu_slots
+
+    if ask.gpus:
+        gpus = len(parse_gpus(ask.gpus))
+        return gpus, _slots_text(gpus, "GPU", "--gpus"), True
+    detected = len(detect_gpus())
+    if detected:
+        return detected, _slots_text(detected, "GPU", "detected; --gpus to choose"), True
+    if ask.slots is not None:
+        return ask.slots, _slots_text(ask.slots, "CPU slot", "--slots"), False
+    slots = cpu_slots(widest)
+    per = "one per CPU core" if widest == 1 else f"one per {widest} CPU cores"
+    return slots, _slots_text(slots, "CPU slot", f"no GPU found: {per}; --slots to choose"), False
+
+
+def _slots_text(count: int, unit: str, why: str) -> str:
+    """`GPUs (--gpus)`, `CPU slot (--slots)`: what follows the count."""
+    return f"{unit}{'s' if count != 1 else ''} ({why})"

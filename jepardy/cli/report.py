@@ -211,10 +211,15 @@ def export_submission(
     script: Annotated[
         Path | None, typer.Option(help="The train_gpt.py to ship; must be the code that ran.")
     ] = None,
+    force: Annotated[
+        bool, typer.Option(help="Write runs outside the 10min_16mb track, saying why.")
+    ] = False,
 ) -> None:
     """Write a challenge submission from runs.
 
-    Writes submission.json and a README results table (per seed, mean, std, bytes).
+    Writes submission.json, a README results table (per seed, mean, std, bytes), each
+    seed's log and --script as train_gpt.py. Runs that do not meet the track (8xH100,
+    at most 600 s of training, the script and logs shipped) are refused unless --force.
     """
     from jepardy.analysis.submission import SubmissionInfo
     from jepardy.analysis.submission import export_submission as export
@@ -222,8 +227,11 @@ def export_submission(
     from jepardy.store.show import resolve_run_ids
 
     full_ids = resolve_run_ids(open_reader(db), run_ids, "export-submission")
-    info = SubmissionInfo(name=name, author=author, github_id=github_id, script=script)
+    info = SubmissionInfo(name, author, github_id, script=script, force=force)
     done = export(db, full_ids, out, info)
+    if done.track_problems:
+        said = f"not a {info.track} submission: {'; '.join(done.track_problems)}"
+        err_console.print(tagged("warning:", "yellow", said), soft_wrap=True)
     std = "n/a" if done.val_bpb_std is None else f"{done.val_bpb_std:.5f}"
     console.print(
         f"{done.submission_json}, {done.readme}: val_bpb {done.val_bpb:.5f} ± {std} "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import re
 from typing import TYPE_CHECKING, Annotated
 
@@ -23,6 +24,7 @@ from jepardy.cli.tables import (
     wanted_columns,
     with_axes,
 )
+from jepardy.errors import UserError
 
 if TYPE_CHECKING:
     from jepardy.analysis.diff import RunDiff
@@ -76,7 +78,7 @@ def status(
     reader = open_rows(db)
     require_sweep(reader, sweep_name)
     counts = status_counts(reader, sweep_name, every_state=False)
-    running = running_jobs(reader, sweep_name)
+    running = running_jobs(reader, sweep_name, db=_db_argument(db, reader.name))
     if fmt != "table":
         running_frame = with_axes(cells_frame(running))
         picked = select_columns("running", running_frame, wanted_columns(columns))
@@ -88,6 +90,12 @@ def status(
     console.print(fitted("runs per state", counts))
     if running["id"]:
         console.print(_running_table(running, wanted_columns(columns)))
+
+
+def _db_argument(db: str, name: str) -> str | None:
+    """The --db a command run here needs for the store `db` (None: the one it finds
+    itself, the default or JEPARDY_DB's): its name (a URL's password hidden)."""
+    return None if db in ("results.db", os.environ.get("JEPARDY_DB")) else name
 
 
 def _running_table(running: Cells, columns: list[str]) -> object:
@@ -129,11 +137,28 @@ def runs(
     frame = select_runs(reader, sweep=sweep_name, status=state, lane=lane, arm=arm)
     if fmt != "table":
         print_frames([("runs", frame)], fmt, wanted_columns(columns))
+    elif len(set(frame["sweep"])) > 1:
+        for heading, part in _per_sweep(frame):
+            # A line, not the table's title: the title would wrap at the table's width.
+            console.print(Text(heading, style="bold"))
+            console.print(fitted("", part, wanted_columns(columns), RUNS_PRIORITY))
     elif frame["id"]:
         title = f"{len(frame['id'])} runs"
         console.print(fitted(title, frame, wanted_columns(columns), RUNS_PRIORITY))
     else:
         console.print(empty_selection(sweep_name, state, lane, arm), highlight=False)
+
+
+def _per_sweep(frame: Cells) -> list[tuple[str, Cells]]:
+    """Runs of several sweeps, one table per sweep under a line naming it whole: a long
+    sweep name (`ingested:<record folder>`) never pushes the values that differ off an
+    80-column terminal."""
+    parts = []
+    for sweep in dict.fromkeys(frame["sweep"]):
+        rows = [i for i, name in enumerate(frame["sweep"]) if name == sweep]
+        part = {column: [cells[i] for i in rows] for column, cells in frame.items()}
+        parts.append((f"sweep {sweep}: {len(rows)} runs", part))
+    return parts
 
 
 @app.command()
@@ -265,6 +290,8 @@ def logs(
     from jepardy.store.engine import open_reader
     from jepardy.store.show import find_run
 
+    if lines < 1:  # a slice from -lines would show all, or all but the first lines
+        raise UserError(f"logs: --lines {lines}: must be >= 1 (the lines from each log's end)")
     row = find_run(open_reader(db), run_id, "logs")
     files = log_files(row)
     for path in files:

@@ -46,7 +46,7 @@ def plan(
     runs_dir: RunsDirOption = Path("runs"),
     timeout_s: TimeoutOption = None,
     gpus: GpusOption = None,
-    slots: SlotsOption = 1,
+    slots: SlotsOption = None,
     seed_std: Annotated[
         float | None, typer.Option(help="Seed sd of val_bpb (default: the store's history).")
     ] = None,
@@ -66,8 +66,8 @@ def plan(
 ) -> None:
     """Show the job matrix, cost and power; launch nothing.
 
-    Each run with its status in the store; GPU-hours and wall time on the GPUs or slots
-    given; per arm, the smallest difference its seeds detect (--detect: the seeds it needs).
+    Each run with its status; GPU-hours (CPU-hours off GPUs), wall time on the slots the
+    sweep would use, each run's budget; per arm, the smallest difference its seeds detect.
     With --sbatch, also the sbatch script of every run as `jepardy sweep --executor slurm`
     with the same Slurm options would submit it.
     """

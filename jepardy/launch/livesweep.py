@@ -48,6 +48,7 @@ class LiveRun:
     step: int | None = None  # the last step in metrics.jsonl
     train_loss: float | None = None
     val_bpb: float | None = None  # the last one seen while it runs; the final one when done
+    # (skipped: the one recorded, if it was done before)
     tokens_per_s: float | None = None
     reason: str = ""  # why it failed
 
@@ -119,7 +120,8 @@ def take_progress(run: LiveRun, tail: MetricsTail) -> None:
 
 def control_delta(run: LiveRun, runs: list[LiveRun]) -> float | None:
     """The done run's val_bpb minus the mean of its lane's done controls of the same match
-    (those of its own seed when there are any); None for a control or without one."""
+    (those of its own seed when there are any), a control done before this sweep (skipped,
+    with its val_bpb) included; None for a control or without one."""
     if run.is_control or run.val_bpb is None or run.status != RunStatus.DONE.value:
         return None
     controls = [
@@ -128,7 +130,7 @@ def control_delta(run: LiveRun, runs: list[LiveRun]) -> float | None:
         if r.is_control
         and r.lane == run.lane
         and r.match == run.match
-        and r.status == RunStatus.DONE.value
+        and r.status in (RunStatus.DONE.value, SKIPPED)
         and r.val_bpb is not None
     ]
     chosen = [r for r in controls if r.seed == run.seed] or controls
@@ -156,9 +158,10 @@ class LiveSweep(SweepObserver):
             for run in runs:
                 self._runs.setdefault(run.run_id, live_run(run))
 
-    def skipped(self, run: RunIdentity) -> None:
+    def skipped(self, run: RunIdentity, val_bpb: float | None = None) -> None:
         with self._lock:
-            self._runs.setdefault(run.run_id, live_run(run)).status = SKIPPED
+            live = self._runs.setdefault(run.run_id, live_run(run))
+            live.status, live.val_bpb = SKIPPED, val_bpb
 
     def started(self, run: RunIdentity, job: JobRecord, executor: str, run_dir: str) -> None:
         with self._lock:

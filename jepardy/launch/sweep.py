@@ -36,6 +36,7 @@ from jepardy.spec.parse import load_spec
 from jepardy.spec.promote import every_candidate
 from jepardy.spec.validate import run_where
 from jepardy.store.engine import Database
+from jepardy.store.frames import read_runs
 from jepardy.store.states import RunStatus
 from jepardy.store.transitions import Store
 from jepardy.trainer.config import preset_params
@@ -219,7 +220,9 @@ def run_sweep(
     observer = observer or SweepObserver()
     prepared = spec if isinstance(spec, PreparedSweep) else prepare_sweep(spec, options)
     loaded = prepared.spec
-    store.upsert_sweep(loaded.name, str(loaded.path), loaded.text)
+    # Absolute: `jepardy status` names it in the command that resumes a stale run, from
+    # whatever directory it is run in.
+    store.upsert_sweep(loaded.name, str(Path(loaded.path).resolve()), loaded.text)
     summary = SweepSummary(sweep=loaded.name, total=0)
     started = time.perf_counter()
     # Stages: the runs known now, then those each promotion decided meanwhile promotes.
@@ -253,11 +256,22 @@ def _run_stage(
     queue = [r for r in runs if statuses[r.run_id] in runnable]
     summary.total += len(runs)
     observer.planned(runs, tracker.slots)
-    for run in runs:
-        if statuses[run.run_id] not in runnable and run.run_id not in tracker.active:
-            summary.skipped += 1
-            observer.skipped(run)
+    skipped = [
+        r for r in runs if statuses[r.run_id] not in runnable and r.run_id not in tracker.active
+    ]
+    # A control done before (a resumed sweep) is what this sweep's arms are compared with.
+    known = _done_val_bpb(store, spec.name) if skipped else {}
+    for run in skipped:
+        summary.skipped += 1
+        observer.skipped(run, known.get(run.run_id))
     _execute(tracker, queue, summary)
+
+
+def _done_val_bpb(store: Store, sweep: str) -> dict[str, float]:
+    """run id -> val_bpb of the sweep's done runs that have one."""
+    done = read_runs(store, sweep=sweep, status="done", columns=["id", "val_bpb"], params=False)
+    done = done[done["val_bpb"].notna()]
+    return dict(zip(done["id"].astype(str), done["val_bpb"].astype(float), strict=True))
 
 
 def rerun(

@@ -40,7 +40,8 @@ class SweepObserver:
         """Every run of the sweep (skipped ones included); `slots`: how many can run at
         once (None: no limit this side of the executor)."""
 
-    def skipped(self, run: RunIdentity) -> None: ...
+    def skipped(self, run: RunIdentity, val_bpb: float | None = None) -> None:
+        """A run this sweep leaves as it is; `val_bpb`: its result when it is done."""
 
     def started(self, run: RunIdentity, job: JobRecord, executor: str, run_dir: str) -> None: ...
 

@@ -8,8 +8,10 @@ alone would have finished importing. Each query reads only the columns it shows.
 from __future__ import annotations
 
 import difflib
+import shlex
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, Protocol
 
 from jepardy.errors import UserError
@@ -62,30 +64,40 @@ def status_counts(reader: Reader, sweep: str | None = None, every_state: bool = 
     return table
 
 
-def running_jobs(reader: Reader, sweep: str | None = None, now: datetime | None = None) -> Table:
+def running_jobs(
+    reader: Reader,
+    sweep: str | None = None,
+    now: datetime | None = None,
+    db: str | None = None,
+) -> Table:
     """The running runs (of `sweep`, or all) in registration order: see `running_table`."""
     where, values = _where_sweep(sweep)
     status = "status = {p}"
     where = f"{where} AND {status}" if where else f" WHERE {status}"
-    columns = ", ".join([*IDENTITY_COLUMNS, *_RUNNING_READ, "started_at", "heartbeat_at"])
-    sql = f"SELECT {columns} FROM runs{where} ORDER BY seq"
+    read = [*IDENTITY_COLUMNS, *_RUNNING_READ, "run_dir", "started_at", "heartbeat_at"]
+    sql = f"SELECT {', '.join(read)} FROM runs{where} ORDER BY seq"
     rows = reader.records(sql, [*values, RunStatus.RUNNING.value])
-    return running_table(rows, now or datetime.now(UTC), reader.spec_paths())
+    return running_table(rows, now or datetime.now(UTC), reader.spec_paths(), db)
 
 
 def running_table(
-    rows: Sequence[Mapping[str, Any]], now: datetime, specs: Mapping[str, str]
+    rows: Sequence[Mapping[str, Any]],
+    now: datetime,
+    specs: Mapping[str, str],
+    db: str | None = None,
 ) -> Table:
     """The running runs `rows`: their state (`running`, or stale: see `running_state`), who
     holds them (host and pid of the orchestrator), their job (its executor, id there, state
     in the executor's words, nodes, local GPUs), for how long, and seconds since their last
-    heartbeat. `specs`: each sweep's spec path, named in the stale state's advice."""
+    heartbeat. `specs`: each sweep's spec path, and `db` (None: the default one), named in
+    the stale state's command (`resume_command`)."""
     table: Table = {name: [] for name in RUNNING_COLUMNS}
     for row in rows:
         age = _seconds_since(now, row["heartbeat_at"])
         spec = specs.get(str(row["sweep"]), "SPEC")
+        resume = resume_command(spec, db, row.get("run_dir"), row.get("executor"))
         derived = {
-            "state": running_state(age, spec),
+            "state": running_state(age, resume),
             "elapsed_s": _seconds_since(now, row["started_at"]),
             "heartbeat_age_s": age,
         }
@@ -94,16 +106,37 @@ def running_table(
     return table
 
 
-def running_state(heartbeat_age_s: float | None, spec: str) -> str:
+def running_state(heartbeat_age_s: float | None, resume: str) -> str:
     """`running`, or, when the run's orchestrator stopped beating (heartbeat older than
-    STALE_AFTER_S, or none), that it is stale and how to take it over: the store still says
-    running, but nothing will finish it until a sweep of its spec resumes it."""
+    STALE_AFTER_S, or none), that it is stale and how to take it over (`resume`, the command
+    of `resume_command`): the store still says running, but nothing will finish it until a
+    sweep of its spec resumes it."""
     if heartbeat_age_s is not None and heartbeat_age_s <= STALE_AFTER_S:
         return "running"
     since = (
         "no heartbeat" if heartbeat_age_s is None else f"no heartbeat for {heartbeat_age_s:.0f} s"
     )
-    return f"running (stale: {since}; resume with jepardy sweep {spec})"
+    return f"running (stale: {since}; resume with {resume})"
+
+
+def resume_command(spec: str, db: str | None, run_dir: str | None, executor: str | None) -> str:
+    """`jepardy sweep SPEC ...` that resumes a run's sweep from this directory, on the same
+    store (`db`; None: the default) and run directories (the parent of the run's sweep
+    folder, when it is not ./runs here) and executor. The spec path is as recorded (absolute
+    since sweeps record it so); an older relative one not found from here is said so."""
+    words = ["jepardy", "sweep", spec]
+    if db is not None:
+        words += ["--db", db]
+    if run_dir:
+        root = Path(run_dir).parent.parent
+        if root.resolve() != Path("runs").resolve():
+            words += ["--runs-dir", str(root)]
+    if executor == "slurm":
+        words += ["--executor", executor]
+    command = shlex.join(words)
+    if spec != "SPEC" and not Path(spec).is_absolute() and not Path(spec).exists():
+        command += " (from where that sweep ran: its spec path was recorded relative)"
+    return command
 
 
 def select_runs(
