@@ -5,13 +5,11 @@ an unknown artifact size shown as unknown, never as False."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
+from test_trainer_run import run_trainer, tiny_params
 from typer.testing import CliRunner
 
 import jepardy
@@ -67,33 +65,9 @@ def test_a_jepardy_log_gives_its_sizes_steps_and_times(tmp_path: Path) -> None:
 def test_a_fresh_jepardy_run_ingests_with_its_seed_and_budget(tmp_path: Path) -> None:
     corpus = build_embedded(tmp_path / "embedded")
     out = tmp_path / "run"
-    out.mkdir()
-    params = {
-        "data_dir": str(corpus.sp1024_dir),
-        "tokenizer_path": str(corpus.tokenizer_model),
-        "vocab_size": 1024,
-        "n_layers": 2,
-        "d_model": 32,
-        "n_heads": 4,
-        "n_kv_heads": 2,
-        "seq_len": 64,
-        "train_batch_tokens": 512,
-        "val_batch_tokens": 4096,
-        "val_max_tokens": 4096,
-        "iterations": 10,
-        "wallclock_s": 300.0,
-        "log_every": 5,
-        "zstd_level": 3,
-        "device": "cpu",
-        "seed": 7,
-    }
-    (out / "run.json").write_text(json.dumps({"run_id": "own", "params": params}))
-    argv = [sys.executable, "-m", "jepardy.trainer", "--config", str(out / "run.json")]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    subprocess.run(
-        [*argv, "--out", str(out)], cwd=REPO_ROOT, env=env, check=True, timeout=300, text=True
-    )
-    result = json.loads((out / "result.json").read_text())
+    params = tiny_params(corpus, iterations=10, wallclock_s=300.0, seed=7)
+    proc, result = run_trainer(out, params)
+    assert result["status"] == "done", proc.stdout + proc.stderr
     row, ingested_params = ingested(out / "train.log", tmp_path / "results.db")
     assert_faithful(row, ingested_params, result)
     assert row["seed"] == 7
