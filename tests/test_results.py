@@ -71,6 +71,17 @@ def test_tidy_runs_of_a_plain_read_sql_matches_load_runs(store: Store, tmp_path:
         pd.testing.assert_series_equal(tidy[name], loaded[name], obj=name)
 
 
+def test_a_param_named_params_survives_a_second_tidy_pass(tmp_path: Path) -> None:
+    """An older ingest stored a log's `params:65536` line as a param named "params": it
+    becomes `param_params`, so tidying the frame again (the HTML report does) does not read
+    it as the params JSON."""
+    store = open_store(tmp_path / "results.db")
+    runsets.write(store, [R("iso", "control", 1, 1.3, {"params": 65536, "lr": 0.02})])
+    once = load_runs(store)
+    assert once["param_params"].tolist() == [65536] and once["lr"].tolist() == [0.02]
+    pd.testing.assert_frame_equal(tidy_runs(once), once)
+
+
 def test_summarize_textbook_values(store: Store) -> None:
     """Values 1.21, 1.22, 1.23, 1.24: mean 1.225, sd = 0.01 * sqrt(5/3) = 0.0129099,
     sem = sd / 2, and the 95% t-interval mean -+ t_{0.975,3} * sem."""

@@ -255,7 +255,9 @@ def _expand_params(frame: pd.DataFrame, keys: Sequence[str] | None) -> pd.DataFr
         values = params[key]
         if key in MIRRORED_PARAMS and key in frame.columns:
             frame[key] = values.where(values.notna(), frame[key]).infer_objects()
-        elif key in frame.columns:
+        elif key in frame.columns or key == "params":
+            # A param named "params" (an old ingest of a `params:N` log line) would be read as
+            # the JSON column by the next tidy pass.
             frame[f"{PARAM_PREFIX}{key}"] = values.infer_objects()
         else:
             frame[key] = values.infer_objects()
