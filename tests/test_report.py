@@ -543,7 +543,10 @@ def test_cli_report_terminal_tables(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--no-compare"], "report: --no-compare and no --curve or --horizons: nothing to report"),
+        (
+            ["--no-compare"],
+            "report: --no-compare and no --curve, --horizons or --health: nothing to report",
+        ),
         (
             ["--curve", "jepa_weight", "--plot", "x.svg"],
             "report: --plot x.svg: the plot is written",

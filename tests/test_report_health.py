@@ -80,3 +80,10 @@ def test_no_flags_is_said(tmp_path: Path) -> None:
     assert lines[0] == "health: no flags"
     assert json.loads(_report(db, "--format", "json"))["health"] == []
     assert "### health: no flags" in _report(db, "--format", "markdown")
+
+
+def test_health_alone_is_a_report(flagged: Path) -> None:
+    """`--no-compare --health` reports the flags alone instead of "nothing to report"."""
+    data = json.loads(_report(flagged, "--no-compare", "--format", "json"))
+    assert list(data) == ["health"] and data["health"][0]["flags"] == COLLAPSE
+    assert "health: 1 run flagged" in _report(flagged, "--no-compare")

@@ -128,8 +128,11 @@ def check_request(request: ReportRequest) -> None:
         raise UserError(f"unknown report format {request.fmt!r}; allowed: {allowed}")
     if request.fmt == HTML and request.out is None:
         raise UserError("report --format html writes one file: add --out, e.g. --out report.html")
-    if not (request.compare or request.curve or request.horizons or request.against):
-        raise UserError("report: --no-compare and no --curve or --horizons: nothing to report")
+    asked = request.compare or request.curve or request.horizons or request.against
+    if not (asked or request.health):
+        raise UserError(
+            "report: --no-compare and no --curve, --horizons or --health: nothing to report"
+        )
     if request.metric not in METRICS:
         raise UserError(f"report: --metric {request.metric!r}; allowed: {', '.join(METRICS)}")
     if request.noise is not None and not request.noise > 0:
