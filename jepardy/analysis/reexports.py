@@ -103,11 +103,8 @@ def _pair_stats(done: pd.DataFrame) -> pd.DataFrame:
 def _paired_test(stats: pd.DataFrame) -> ttests.TTest:
     """The one-sample t of the differences (scipy's ttest_rel of export against source)."""
     n = stats["n"].fillna(0).to_numpy(dtype=np.float64)
-    diff = stats["bpb"].to_numpy(dtype=np.float64)
-    with np.errstate(all="ignore"):
-        se = stats["bpb_std"].to_numpy(dtype=np.float64) / np.sqrt(n)
-        t = diff / se
-    return ttests.TTest(t, n - 1.0, se, diff)
+    sd = stats["bpb_std"].to_numpy(dtype=np.float64)
+    return ttests.one_sample(stats["bpb"].to_numpy(dtype=np.float64), sd**2, n)
 
 
 def _verdicts(stats: pd.DataFrame, test: ttests.TTest, rule: Rule) -> np.ndarray:

@@ -67,13 +67,20 @@ def paired(a: np.ndarray, c: np.ndarray) -> TTest:
     """The paired test of each row of `a` against the same row of `c` (same shape, the
     columns in the same seeds' order): the one-sample t of the differences."""
     d = np.asarray(a, dtype=np.float64) - np.asarray(c, dtype=np.float64)
-    n = d.shape[-1]
+    n = np.full(d.shape[:-1], float(d.shape[-1]))
+    with np.errstate(all="ignore"):
+        return one_sample(d.mean(axis=-1), d.var(axis=-1, ddof=1), n)
+
+
+def one_sample(mean: np.ndarray, var: np.ndarray, n: np.ndarray) -> TTest:
+    """The one-sample t of differences summarised per row: their mean, variance (ddof 1)
+    and count (NaN where the variance is, as for a single difference)."""
+    mean, n = np.asarray(mean, dtype=np.float64), np.asarray(n, dtype=np.float64)
     with np.errstate(all="ignore"):
         # sqrt(var / n), as scipy's ttest_rel: its figures to the last bit, mostly.
-        se = np.sqrt(d.var(axis=-1, ddof=1) / n)
-        diff = d.mean(axis=-1)
-        t = diff / se
-    return TTest(t, np.full(t.shape, n - 1.0), se, diff)
+        se = np.sqrt(np.asarray(var, dtype=np.float64) / n)
+        t = mean / se
+    return TTest(t, n - 1.0, se, mean)
 
 
 def t_quantile(q: float | np.ndarray, df: float | np.ndarray) -> np.ndarray:
