@@ -42,6 +42,12 @@ def command(*argv: str) -> str:
     )
 
 
+def test_ingest_loads_no_statistics_plots_or_torch() -> None:
+    """ingest matches a table's rows on analysis/matching.py's keys, not through compare."""
+    loaded, _ = imported_after("import jepardy.ingest.ingest, jepardy.ingest.table_runs")
+    assert not loaded & set(HEAVY), sorted(loaded & set(HEAVY))
+
+
 def test_importing_the_cli_loads_no_heavy_library() -> None:
     loaded, _ = imported_after("import jepardy.cli.app")
     assert not loaded & {*HEAVY, "pandas", "sqlalchemy"}, sorted(loaded & {*HEAVY, "pandas"})

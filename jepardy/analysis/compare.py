@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from jepardy.analysis import render
+from jepardy.analysis.matching import MATCH_COLUMNS, MATCH_PARAMS
 from jepardy.analysis.reexports import against_sources
 from jepardy.analysis.rules import RECORD, Rule, margin_in_metric
 from jepardy.analysis.significance import compare_pairs, holm, pack
@@ -41,20 +42,6 @@ NO_TEST_FLAT = "no test: zero variance"
 UNPAIRED = "seeds differ: no verdict"
 UNMATCHED = "unmatched"  # the verdict reads "unmatched: <the fields that differ>"
 
-# What an arm and its control must share for a comparison to mean anything: the code that
-# ran, the data, the budget and the launch shape (the study's headline compared runs of other
-# code and other seeds). Seeds are checked apart (UNPAIRED). Params outside this list may be
-# the arm's own axes, which the store does not single out.
-MATCH_PARAMS = (
-    "data_dir",
-    "tokenizer_path",
-    "vocab_size",
-    "seq_len",
-    "train_batch_tokens",
-    "iterations",
-    "preset",
-)
-MATCH_COLUMNS = ("code_sha256", "kind", "nproc", "wallclock_s")
 BEATS_MARGIN = "beats margin"
 SIGNIFICANT = "significant, under margin"
 SIGNIFICANT_NO_MARGIN = "significant"  # a rule without a margin (margin 0 nats)

@@ -15,14 +15,9 @@ import pandas as pd
 from rich.console import Group
 
 from jepardy.analysis import render
-from jepardy.analysis.compare import (
-    FORMATS,
-    MATCH_COLUMNS,
-    MATCH_PARAMS,
-    METRICS,
-    compare_table,
-)
+from jepardy.analysis.compare import FORMATS, METRICS, compare_table
 from jepardy.analysis.compare_render import compare_sections
+from jepardy.analysis.matching import MATCH_COLUMNS, MATCH_PARAMS
 from jepardy.analysis.render import Section
 from jepardy.analysis.rules import RECORD, Rule
 from jepardy.analysis.scoring import RESULT_FIELDS as SCORING_FIELDS

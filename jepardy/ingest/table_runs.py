@@ -20,7 +20,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from jepardy.analysis.compare import MATCH_COLUMNS, MATCH_PARAMS
+from jepardy.analysis.matching import MATCH_COLUMNS, MATCH_PARAMS
 from jepardy.ingest.batch import KIND, Batch, IngestedRun, IngestReport, file_sha256, ingest_id
 from jepardy.ingest.labels import UNKNOWN_SEED, Labels, TypedSets, checked_name
 from jepardy.ingest.tables import (

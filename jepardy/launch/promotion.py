@@ -91,7 +91,7 @@ def chain_lines(chain: Chain) -> list[str]:
 
 def _decide(spec: Spec, lane: Lane, store: Store) -> Decision:
     # Imported here: the tests import scipy, which would double every sweep's start-up.
-    from jepardy.analysis.compare import MATCH_COLUMNS, MATCH_PARAMS
+    from jepardy.analysis.matching import MATCH_COLUMNS, MATCH_PARAMS
     from jepardy.analysis.promotion import decide
 
     assert lane.promote is not None
